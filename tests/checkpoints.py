@@ -1,0 +1,319 @@
+"""Tiny random Voxtral Realtime checkpoints, built in transformers and written to disk in
+every layout voxtral_mlx.load reads. The writers here are deliberately independent of
+voxtral_mlx's own name mapping, so a mapping bug fails the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mistral_common
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from transformers import VoxtralRealtimeConfig, VoxtralRealtimeForConditionalGeneration
+
+VOCAB_SIZE = 1500  # 1000 special tokens + 500 byte pieces of the real Tekken vocabulary
+SPECIAL_NAMES = {
+    0: "<unk>", 1: "<s>", 2: "</s>", 11: "<pad>", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]",
+    32: "[STREAMING_PAD]", 33: "[STREAMING_WORD]", 34: "[REPEAT_AUDIO_TEXT]",
+}
+AUDIO_SECTION = {
+    "sampling_rate": 16000,
+    "frame_rate": 12.5,
+    "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+    "transcription_delay_ms": 480,
+    "streaming_look_ahead_ms": 2.5,
+    "streaming_look_back_ms": 52.5,
+    "streaming_n_left_pad_tokens": 32,
+    "transcription_format": "streaming",
+}
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    enc_dim: int = 32
+    enc_layers: int = 2
+    enc_heads: int = 4
+    enc_head_dim: int = 8
+    enc_hidden: int = 64
+    enc_window: int = 12  # encoder frames (3 tokens): crossed by any real clip
+    dec_dim: int = 48
+    dec_layers: int = 2
+    dec_heads: int = 4
+    dec_kv_heads: int = 2
+    dec_head_dim: int = 12
+    dec_hidden: int = 96
+    dec_window: int = 24  # decoder positions: shorter than every prompt
+    vocab_size: int = VOCAB_SIZE
+    seed: int = 0
+
+
+def bundled_tekken_path() -> Path:
+    return Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
+
+
+def write_tekken(path: Path, vocab_size: int = VOCAB_SIZE) -> None:
+    """A tekken.json in the Voxtral Realtime format: named special tokens, an audio section,
+    and the first byte pieces of the real Tekken vocabulary mistral-common ships."""
+    base = json.loads(bundled_tekken_path().read_text())
+    n_special = 1000
+    special = [
+        {"rank": i, "token_str": SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+        for i in range(n_special)
+    ]
+    config = dict(base["config"], version="v13", default_vocab_size=vocab_size,
+                  num_vocab_tokens=vocab_size - n_special, default_num_special_tokens=n_special)
+    data = {
+        "config": config,
+        "vocab": base["vocab"][: vocab_size - n_special],
+        "special_tokens": special,
+        "audio": AUDIO_SECTION,
+    }
+    path.write_text(json.dumps(data))
+
+
+def hf_config(spec: TinySpec) -> VoxtralRealtimeConfig:
+    rope = {"rope_type": "default", "rope_theta": 1e6}
+    return VoxtralRealtimeConfig(
+        audio_config=dict(
+            hidden_size=spec.enc_dim, intermediate_size=spec.enc_hidden,
+            num_hidden_layers=spec.enc_layers, num_attention_heads=spec.enc_heads,
+            head_dim=spec.enc_head_dim, num_mel_bins=128, sliding_window=spec.enc_window,
+            rope_parameters=rope,
+        ),
+        text_config=dict(
+            hidden_size=spec.dec_dim, intermediate_size=spec.dec_hidden,
+            num_hidden_layers=spec.dec_layers, num_attention_heads=spec.dec_heads,
+            num_key_value_heads=spec.dec_kv_heads, head_dim=spec.dec_head_dim,
+            vocab_size=spec.vocab_size, sliding_window=spec.dec_window, rope_parameters=rope,
+        ),
+    )
+
+
+def tiny_hf_model(spec: TinySpec = TinySpec()) -> VoxtralRealtimeForConditionalGeneration:
+    """A transformers model with random weights scaled so that greedy choices are decisive."""
+    torch.manual_seed(spec.seed)
+    model = VoxtralRealtimeForConditionalGeneration(hf_config(spec)).float().eval()
+    gen = torch.Generator().manual_seed(spec.seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and p.ndim == 1:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif p.ndim == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
+        model.lm_head.weight = model.model.language_model.embed_tokens.weight
+    return model
+
+
+def params_json(spec: TinySpec) -> dict:
+    """params.json as the official checkpoint has it."""
+    return {
+        "dim": spec.dec_dim, "n_layers": spec.dec_layers, "head_dim": spec.dec_head_dim,
+        "hidden_dim": spec.dec_hidden, "n_heads": spec.dec_heads, "n_kv_heads": spec.dec_kv_heads,
+        "use_biases": False, "causal": True, "rope_theta": 1e6, "norm_eps": 1e-5,
+        "vocab_size": spec.vocab_size, "model_parallel": 1, "tied_embeddings": True,
+        "sliding_window": spec.dec_window, "model_max_length": 131072,
+        "multimodal": {
+            "whisper_model_args": {
+                "encoder_args": {
+                    "audio_encoding_args": {
+                        "sampling_rate": 16000, "frame_rate": 12.5, "num_mel_bins": 128,
+                        "hop_length": 160, "window_size": 400, "chunk_length_s": None,
+                        "global_log_mel_max": 1.5, "transcription_format": "streaming",
+                    },
+                    "dim": spec.enc_dim, "n_layers": spec.enc_layers,
+                    "head_dim": spec.enc_head_dim, "hidden_dim": spec.enc_hidden,
+                    "n_heads": spec.enc_heads, "vocab_size": 131072,
+                    "n_kv_heads": spec.enc_heads, "use_biases": True, "use_cache": False,
+                    "rope_theta": 1e6, "causal": True, "norm_eps": 1e-5, "pos_embed": "rope",
+                    "max_source_positions": None, "ffn_type": "swiglu", "norm_type": "rms_norm",
+                    "sliding_window": spec.enc_window,
+                },
+                "downsample_args": {"downsample_factor": 4},
+            }
+        },
+        "ada_rms_norm_t_cond": True,
+        "ada_rms_norm_t_cond_dim": 32,
+    }
+
+
+def _permute_back(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Inverse of transformers' conversion permutation: NeoX halves -> interleaved pairs."""
+    hd = w.shape[0] // n_heads
+    rest = w.shape[1:]
+    return w.reshape(n_heads, 2, hd // 2, *rest).swapaxes(1, 2).reshape(w.shape)
+
+
+def official_state_dict(model, spec: TinySpec) -> dict[str, np.ndarray]:
+    """transformers state dict -> consolidated.safetensors names and layouts."""
+    E = "mm_streams_embeddings.embedding_module."
+    out = {}
+    sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    enc_attn = {"q": "wq", "k": "wk", "v": "wv", "o": "wo"}
+    mlp = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
+    for name, w in sd.items():
+        parts = name.split(".")
+        if name == "lm_head.weight":
+            continue
+        if name.startswith("model.audio_tower.embedder.conv"):
+            i = int(parts[3][-1]) - 1
+            out[f"{E}whisper_encoder.conv_layers.{i}.conv.{parts[-1]}"] = w
+        elif name.startswith("model.audio_tower.layers."):
+            i, sub = parts[3], ".".join(parts[4:])
+            pre = f"{E}whisper_encoder.transformer.layers.{i}."
+            if sub.startswith("self_attn."):
+                proj = parts[5][0]
+                if proj in "qk":
+                    w = _permute_back(w, spec.enc_heads)
+                out[pre + f"attention.{enc_attn[proj]}.{parts[-1]}"] = w
+            elif sub.startswith("mlp."):
+                out[pre + f"feed_forward.{mlp[parts[5]]}.{parts[-1]}"] = w
+            elif sub.startswith("self_attn_layer_norm"):
+                out[pre + "attention_norm.weight"] = w
+            elif sub.startswith("final_layer_norm"):
+                out[pre + "ffn_norm.weight"] = w
+        elif name == "model.audio_tower.norm.weight":
+            out[f"{E}whisper_encoder.transformer.norm.weight"] = w
+        elif name.startswith("model.multi_modal_projector."):
+            idx = {"linear_1": 0, "linear_2": 2}[parts[2]]
+            out[f"{E}audio_language_projection.{idx}.weight"] = w
+        elif name == "model.language_model.embed_tokens.weight":
+            out[f"{E}tok_embeddings.weight"] = w
+        elif name == "model.language_model.norm.weight":
+            out["norm.weight"] = w
+        elif name.startswith("model.language_model.layers."):
+            i = parts[3]
+            pre = f"layers.{i}."
+            if parts[4] == "self_attn":
+                proj = parts[5][0]
+                if proj == "q":
+                    w = _permute_back(w, spec.dec_heads)
+                if proj == "k":
+                    w = _permute_back(w, spec.dec_kv_heads)
+                out[pre + f"attention.{enc_attn[proj]}.weight"] = w
+            elif parts[4] == "mlp":
+                out[pre + f"feed_forward.{mlp[parts[5]]}.weight"] = w
+            elif parts[4] == "input_layernorm":
+                out[pre + "attention_norm.weight"] = w
+            elif parts[4] == "post_attention_layernorm":
+                out[pre + "ffn_norm.weight"] = w
+            elif parts[4] == "ada_rms_norm":
+                idx = {"linear1": 0, "linear2": 2}[parts[5]]
+                out[pre + f"ada_rms_norm_t_cond.{idx}.weight"] = w
+        else:
+            raise AssertionError(f"unmapped transformers tensor {name}")
+    return out
+
+
+def write_official(model, spec: TinySpec, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(official_state_dict(model, spec), str(path / "consolidated.safetensors"))
+    (path / "params.json").write_text(json.dumps(params_json(spec), indent=2))
+    write_tekken(path / "tekken.json", spec.vocab_size)
+    return path
+
+
+def write_transformers(model, spec: TinySpec, path: Path) -> Path:
+    model.save_pretrained(path)
+    write_tekken(path / "tekken.json", spec.vocab_size)
+    return path
+
+
+def _rename(weights: dict, table: list[tuple[str, str]]) -> dict:
+    import re
+
+    out = {}
+    for name, w in weights.items():
+        for pattern, repl in table:
+            name = re.sub(pattern, repl, name)
+        out[name] = w
+    return out
+
+
+# official -> voxmlx (awni/voxmlx weights.py); conv weights [out, in, k] -> [out, k, in]
+VOXMLX_NAMES = [
+    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.(\d)\.conv\.",
+     "encoder.convX\\1."),
+    (r"convX0", "conv1"), (r"convX1", "conv2"),
+    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.", "encoder."),
+    (r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.0", "adapter.w_in"),
+    (r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.2", "adapter.w_out"),
+    (r"^mm_streams_embeddings\.embedding_module\.tok_embeddings", "language_model.embed_tokens"),
+    (r"^layers\.", "language_model.layers."),
+    (r"^norm\.", "language_model.norm."),
+    (r"\.attention\.w([qkvo])\.", r".attention.\1_proj."),
+    (r"\.attention_norm\.", ".attn_norm."),
+    (r"\.feed_forward\.w1\.", ".mlp.gate_proj."),
+    (r"\.feed_forward\.w2\.", ".mlp.down_proj."),
+    (r"\.feed_forward\.w3\.", ".mlp.up_proj."),
+    (r"\.ada_rms_norm_t_cond\.0\.", ".ada_norm.linear_in."),
+    (r"\.ada_rms_norm_t_cond\.2\.", ".ada_norm.linear_out."),
+]
+
+# official -> mlx-audio (Blaizzy/mlx-audio voxtral_realtime sanitize)
+MLX_AUDIO_NAMES = [
+    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.(\d)\.conv\.",
+     r"encoder.conv_layers_\1_conv.conv."),
+    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.",
+     "encoder.transformer_layers."),
+    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.norm\.",
+     "encoder.transformer_norm."),
+    (r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.(\d)\.",
+     r"encoder.audio_language_projection_\1."),
+    (r"^mm_streams_embeddings\.embedding_module\.tok_embeddings", "decoder.tok_embeddings"),
+    (r"^layers\.", "decoder.layers."),
+    (r"^norm\.", "decoder.norm."),
+    (r"\.feed_forward\.w(\d)\.", r".feed_forward_w\1."),
+    (r"\.ada_rms_norm_t_cond\.0\.", ".ada_rms_norm_t_cond.ada_down."),
+    (r"\.ada_rms_norm_t_cond\.2\.", ".ada_rms_norm_t_cond.ada_up."),
+]
+
+
+def _mlx_conv_layout(weights: dict) -> dict:
+    return {
+        k: (np.ascontiguousarray(w.swapaxes(1, 2)) if "conv" in k and w.ndim == 3 else w)
+        for k, w in weights.items()
+    }
+
+
+def write_voxmlx(model, spec: TinySpec, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    weights = _mlx_conv_layout(_rename(official_state_dict(model, spec), VOXMLX_NAMES))
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "mlx"})
+    (path / "config.json").write_text(json.dumps(params_json(spec), sort_keys=True))
+    write_tekken(path / "tekken.json", spec.vocab_size)
+    return path
+
+
+def mlx_audio_config(spec: TinySpec) -> dict:
+    params = params_json(spec)
+    enc = dict(params["multimodal"]["whisper_model_args"]["encoder_args"], downsample_factor=4)
+    dec_keys = ["dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size",
+                "norm_eps", "rope_theta", "sliding_window", "tied_embeddings",
+                "ada_rms_norm_t_cond", "ada_rms_norm_t_cond_dim"]
+    return {
+        "model_type": "voxtral_realtime",
+        "encoder_args": enc,
+        "decoder": {k: params[k] for k in dec_keys},
+        "transcription_delay_ms": 480,
+    }
+
+
+def write_mlx_audio(model, spec: TinySpec, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    weights = _mlx_conv_layout(_rename(official_state_dict(model, spec), MLX_AUDIO_NAMES))
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "mlx"})
+    (path / "config.json").write_text(json.dumps(mlx_audio_config(spec), sort_keys=True))
+    write_tekken(path / "tekken.json", spec.vocab_size)
+    return path
+
+
+def shared_audio(name: str) -> Path:
+    root = Path(os.environ.get("VOXTRAL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    return root / "audio" / name

@@ -1,0 +1,6 @@
+class VoxtralError(Exception):
+    """A user-facing error: bad input, a missing or broken model, an invalid setting.
+
+    Its message is one complete sentence meant to be shown as is; the CLI prints it
+    on one line without a traceback.
+    """

@@ -1,0 +1,122 @@
+"""The whole model: audio encoder -> adapter -> text decoder, and checkpoint name mapping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .adapter import AudioAdapter
+from .config import ModelArgs
+from .decoder import TextDecoder
+from .encoder import AudioEncoder
+
+Transform = Callable[[ModelArgs, str, mx.array], mx.array]
+
+
+class VoxtralRealtime(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.encoder = AudioEncoder(args.encoder, args.audio.num_mel_bins)
+        self.adapter = AudioAdapter(args.encoder.dim, args.decoder.dim, args.downsample_factor)
+        self.decoder = TextDecoder(args.decoder)
+        self.tokenizer = None  # set by voxtral_mlx.load
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.decoder.norm.weight.dtype
+
+    def embed_audio(self, mel: mx.array, cache: list | None = None) -> mx.array:
+        """Log-mel [T_mel, n_mels] (T_mel a multiple of 8) -> decoder inputs [T_mel / 8, dim]."""
+        frames = self.encoder(mx.array(mel, dtype=self.dtype)[None], cache)
+        return self.adapter(frames)[0]
+
+    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        """Map any supported checkpoint layout onto this module's names and array layouts.
+
+        Idempotent: names already in our layout match no rule and pass through untouched,
+        so raw and re-saved checkpoints both load. MODEL.md lists the layouts.
+        """
+        out = {}
+        for name, value in weights.items():
+            if name in ("output.weight", "lm_head.weight"):
+                continue  # the LM head is tied to the token embedding
+            transforms = []
+            for pattern, replacement, transform in _RULES:
+                name, hit = pattern.subn(replacement, name)
+                if hit and transform is not None:
+                    transforms.append(transform)
+            for transform in transforms:
+                value = transform(self.args, name, value)
+            out[name] = value
+        return out
+
+
+def _conv_to_mlx(args: ModelArgs, name: str, w: mx.array) -> mx.array:
+    # PyTorch conv weights are [out, in, kernel]; mx.conv1d wants [out, kernel, in]
+    return w.swapaxes(1, 2) if name.endswith(".weight") else w
+
+
+def _unpermute_rope(args: ModelArgs, name: str, w: mx.array) -> mx.array:
+    """transformers stores q/k (and the encoder q bias) permuted for NeoX "rotate_half"
+    RoPE; undo it to get the interleaved layout of the consolidated checkpoint."""
+    stack = args.encoder if name.startswith("encoder.") else args.decoder
+    n = stack.n_heads if ".wq." in name else stack.n_kv_heads
+    shape = w.shape
+    # [n * hd, ...] -> [n, 2, hd / 2, ...] -> [n, hd / 2, 2, ...] -> [n * hd, ...]
+    w = w.reshape(n, 2, stack.head_dim // 2, -1).swapaxes(1, 2)
+    return w.reshape(shape)
+
+
+# (pattern, replacement, transform), applied in order, each to the result of the last.
+# Prefix rules first (official Mistral, transformers, voxmlx, mlx-audio), then the names
+# inside a layer. Our own names match none of them.
+_E = r"^mm_(?:streams|whisper)_embeddings\.embedding_module\."
+_RULES = [
+    (re.compile(p), r, t)
+    for p, r, t in [
+        # official consolidated.safetensors
+        (_E + r"whisper_encoder\.conv_layers\.0\.conv\.", "encoder.conv1.", _conv_to_mlx),
+        (_E + r"whisper_encoder\.conv_layers\.1\.conv\.", "encoder.conv2.", _conv_to_mlx),
+        (_E + r"whisper_encoder\.transformer\.", "encoder.", None),
+        (_E + r"audio_language_projection\.0\.", "adapter.w_in.", None),
+        (_E + r"audio_language_projection\.2\.", "adapter.w_out.", None),
+        (_E + r"tok_embeddings\.", "decoder.tok_embeddings.", None),
+        (r"^(layers|norm)\.", r"decoder.\1.", None),
+        # transformers
+        (r"^(?:model\.)?audio_tower\.embedder\.conv([12])\.", r"encoder.conv\1.", _conv_to_mlx),
+        (r"^(?:model\.)?audio_tower\.", "encoder.", None),
+        (r"^(?:model\.)?multi_modal_projector\.linear_1\.", "adapter.w_in.", None),
+        (r"^(?:model\.)?multi_modal_projector\.linear_2\.", "adapter.w_out.", None),
+        (r"^(?:model\.)?language_model\.(?:model\.)?", "decoder.", None),  # voxmlx too
+        (r"^decoder\.embed_tokens\.", "decoder.tok_embeddings.", None),
+        # mlx-audio (its convs are already in MLX layout)
+        (r"^encoder\.conv_layers_0_conv\.conv\.", "encoder.conv1.", None),
+        (r"^encoder\.conv_layers_1_conv\.conv\.", "encoder.conv2.", None),
+        (r"^encoder\.transformer_layers\.", "encoder.layers.", None),
+        (r"^encoder\.transformer_norm\.", "encoder.norm.", None),
+        (r"^encoder\.audio_language_projection_0\.", "adapter.w_in.", None),
+        (r"^encoder\.audio_language_projection_2\.", "adapter.w_out.", None),
+        # inside a layer
+        (r"\.self_attn\.([qk])_proj\.", r".attention.w\1.", _unpermute_rope),
+        (r"\.(?:self_attn|attention)\.([qkvo])_proj\.", r".attention.w\1.", None),
+        (r"\.(?:self_attn_layer_norm|input_layernorm|attn_norm)\.", ".attention_norm.", None),
+        (r"\.(?:final_layer_norm|post_attention_layernorm)\.", ".ffn_norm.", None),
+        (r"\.(?:mlp\.gate_proj|feed_forward_w1)\.", ".feed_forward.w1.", None),
+        (r"\.(?:mlp\.down_proj|feed_forward_w2)\.", ".feed_forward.w2.", None),
+        (r"\.(?:mlp\.up_proj|feed_forward_w3)\.", ".feed_forward.w3.", None),
+        (
+            r"\.(?:ada_rms_norm_t_cond\.(?:0|ada_down)|ada_rms_norm\.linear1|ada_norm\.linear_in)\.",
+            ".ada_norm.w_down.",
+            None,
+        ),
+        (
+            r"\.(?:ada_rms_norm_t_cond\.(?:2|ada_up)|ada_rms_norm\.linear2|ada_norm\.linear_out)\.",
+            ".ada_norm.w_up.",
+            None,
+        ),
+    ]
+]

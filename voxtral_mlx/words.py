@@ -1,0 +1,80 @@
+"""Word timings from decoder step positions (MODEL.md "Word timings").
+
+Every decoder position is 80 ms of audio. The token output at position p has seen the
+audio up to slot p, and the model emits text `n_delay` slots after the audio it
+describes, behind `n_left` slots of left padding. So position p speaks about audio time
+
+    t(p) = (p - n_left - n_delay) * 0.08 s.
+
+A word is a run of text tokens; a new word starts at a byte piece that begins with
+white space. It spans [t(first position), t(last position + 1)], clamped to the audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float  # seconds from the start of the audio
+    end: float
+
+
+def step_time(position: int, n_left: int, n_delay: int, seconds_per_token: float = 0.08) -> float:
+    return (position - n_left - n_delay) * seconds_per_token
+
+
+class WordTracker:
+    """Groups (position, token id) pairs into words as they stream in."""
+
+    def __init__(self, tokenizer: Tokenizer, n_left: int, n_delay: int, duration: float | None):
+        self.tokenizer = tokenizer
+        self.n_left, self.n_delay = n_left, n_delay
+        self.duration = duration
+        self._bytes = b""
+        self._first = self._last = -1
+
+    def add(self, position: int, token_id: int) -> Word | None:
+        """Feed one generated token; returns the word this token completed, if any."""
+        piece = self.tokenizer.byte_piece(token_id)
+        if not piece:
+            return None
+        done = None
+        if piece[:1].isspace() and self._bytes.strip():
+            done = self._word()
+        if not self._bytes:
+            self._first = position
+        self._bytes += piece
+        self._last = position
+        return done
+
+    def flush(self) -> Word | None:
+        """The word in progress, if any (at the end of the audio)."""
+        return self._word() if self._bytes.strip() else None
+
+    def _word(self) -> Word:
+        text = self._bytes.decode("utf-8", errors="replace").strip()
+        start = step_time(self._first, self.n_left, self.n_delay)
+        end = step_time(self._last + 1, self.n_left, self.n_delay)
+        self._bytes = b""
+        return Word(text, *self._clamp(start, end))
+
+    def _clamp(self, start: float, end: float) -> tuple[float, float]:
+        hi = self.duration if self.duration is not None else max(end, 0.0)
+        start = min(max(start, 0.0), hi)
+        return round(start, 3), round(min(max(end, start), hi), 3)
+
+
+def words_from_tokens(
+    tokens: list[int], first_position: int, tokenizer: Tokenizer, n_left: int, n_delay: int,
+    duration: float | None = None,
+) -> list[Word]:
+    """Words of a whole generation whose first token was output at `first_position`."""
+    tracker = WordTracker(tokenizer, n_left, n_delay, duration)
+    words = [w for i, t in enumerate(tokens) if (w := tracker.add(first_position + i, t))]
+    last = tracker.flush()
+    return words + [last] if last else words
