@@ -17,8 +17,15 @@ from transformers import VoxtralRealtimeConfig, VoxtralRealtimeForConditionalGen
 
 VOCAB_SIZE = 1500  # 1000 special tokens + 500 byte pieces of the real Tekken vocabulary
 SPECIAL_NAMES = {
-    0: "<unk>", 1: "<s>", 2: "</s>", 11: "<pad>", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]",
-    32: "[STREAMING_PAD]", 33: "[STREAMING_WORD]", 34: "[REPEAT_AUDIO_TEXT]",
+    0: "<unk>",
+    1: "<s>",
+    2: "</s>",
+    11: "<pad>",
+    24: "[AUDIO]",
+    25: "[BEGIN_AUDIO]",
+    32: "[STREAMING_PAD]",
+    33: "[STREAMING_WORD]",
+    34: "[REPEAT_AUDIO_TEXT]",
 }
 AUDIO_SECTION = {
     "sampling_rate": 16000,
@@ -34,18 +41,18 @@ AUDIO_SECTION = {
 
 @dataclass(frozen=True)
 class TinySpec:
-    enc_dim: int = 32
+    enc_dim: int = 64
     enc_layers: int = 2
     enc_heads: int = 4
     enc_head_dim: int = 8
-    enc_hidden: int = 64
+    enc_hidden: int = 128
     enc_window: int = 12  # encoder frames (3 tokens): crossed by any real clip
-    dec_dim: int = 48
+    dec_dim: int = 64
     dec_layers: int = 2
     dec_heads: int = 4
     dec_kv_heads: int = 2
-    dec_head_dim: int = 12
-    dec_hidden: int = 96
+    dec_head_dim: int = 16
+    dec_hidden: int = 128
     dec_window: int = 24  # decoder positions: shorter than every prompt
     vocab_size: int = VOCAB_SIZE
     seed: int = 0
@@ -64,8 +71,13 @@ def write_tekken(path: Path, vocab_size: int = VOCAB_SIZE) -> None:
         {"rank": i, "token_str": SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
         for i in range(n_special)
     ]
-    config = dict(base["config"], version="v13", default_vocab_size=vocab_size,
-                  num_vocab_tokens=vocab_size - n_special, default_num_special_tokens=n_special)
+    config = dict(
+        base["config"],
+        version="v13",
+        default_vocab_size=vocab_size,
+        num_vocab_tokens=vocab_size - n_special,
+        default_num_special_tokens=n_special,
+    )
     data = {
         "config": config,
         "vocab": base["vocab"][: vocab_size - n_special],
@@ -79,16 +91,25 @@ def hf_config(spec: TinySpec) -> VoxtralRealtimeConfig:
     rope = {"rope_type": "default", "rope_theta": 1e6}
     return VoxtralRealtimeConfig(
         audio_config=dict(
-            hidden_size=spec.enc_dim, intermediate_size=spec.enc_hidden,
-            num_hidden_layers=spec.enc_layers, num_attention_heads=spec.enc_heads,
-            head_dim=spec.enc_head_dim, num_mel_bins=128, sliding_window=spec.enc_window,
+            hidden_size=spec.enc_dim,
+            intermediate_size=spec.enc_hidden,
+            num_hidden_layers=spec.enc_layers,
+            num_attention_heads=spec.enc_heads,
+            head_dim=spec.enc_head_dim,
+            num_mel_bins=128,
+            sliding_window=spec.enc_window,
             rope_parameters=rope,
         ),
         text_config=dict(
-            hidden_size=spec.dec_dim, intermediate_size=spec.dec_hidden,
-            num_hidden_layers=spec.dec_layers, num_attention_heads=spec.dec_heads,
-            num_key_value_heads=spec.dec_kv_heads, head_dim=spec.dec_head_dim,
-            vocab_size=spec.vocab_size, sliding_window=spec.dec_window, rope_parameters=rope,
+            hidden_size=spec.dec_dim,
+            intermediate_size=spec.dec_hidden,
+            num_hidden_layers=spec.dec_layers,
+            num_attention_heads=spec.dec_heads,
+            num_key_value_heads=spec.dec_kv_heads,
+            head_dim=spec.dec_head_dim,
+            vocab_size=spec.vocab_size,
+            sliding_window=spec.dec_window,
+            rope_parameters=rope,
         ),
     )
 
@@ -114,25 +135,50 @@ def tiny_hf_model(spec: TinySpec = TinySpec()) -> VoxtralRealtimeForConditionalG
 def params_json(spec: TinySpec) -> dict:
     """params.json as the official checkpoint has it."""
     return {
-        "dim": spec.dec_dim, "n_layers": spec.dec_layers, "head_dim": spec.dec_head_dim,
-        "hidden_dim": spec.dec_hidden, "n_heads": spec.dec_heads, "n_kv_heads": spec.dec_kv_heads,
-        "use_biases": False, "causal": True, "rope_theta": 1e6, "norm_eps": 1e-5,
-        "vocab_size": spec.vocab_size, "model_parallel": 1, "tied_embeddings": True,
-        "sliding_window": spec.dec_window, "model_max_length": 131072,
+        "dim": spec.dec_dim,
+        "n_layers": spec.dec_layers,
+        "head_dim": spec.dec_head_dim,
+        "hidden_dim": spec.dec_hidden,
+        "n_heads": spec.dec_heads,
+        "n_kv_heads": spec.dec_kv_heads,
+        "use_biases": False,
+        "causal": True,
+        "rope_theta": 1e6,
+        "norm_eps": 1e-5,
+        "vocab_size": spec.vocab_size,
+        "model_parallel": 1,
+        "tied_embeddings": True,
+        "sliding_window": spec.dec_window,
+        "model_max_length": 131072,
         "multimodal": {
             "whisper_model_args": {
                 "encoder_args": {
                     "audio_encoding_args": {
-                        "sampling_rate": 16000, "frame_rate": 12.5, "num_mel_bins": 128,
-                        "hop_length": 160, "window_size": 400, "chunk_length_s": None,
-                        "global_log_mel_max": 1.5, "transcription_format": "streaming",
+                        "sampling_rate": 16000,
+                        "frame_rate": 12.5,
+                        "num_mel_bins": 128,
+                        "hop_length": 160,
+                        "window_size": 400,
+                        "chunk_length_s": None,
+                        "global_log_mel_max": 1.5,
+                        "transcription_format": "streaming",
                     },
-                    "dim": spec.enc_dim, "n_layers": spec.enc_layers,
-                    "head_dim": spec.enc_head_dim, "hidden_dim": spec.enc_hidden,
-                    "n_heads": spec.enc_heads, "vocab_size": 131072,
-                    "n_kv_heads": spec.enc_heads, "use_biases": True, "use_cache": False,
-                    "rope_theta": 1e6, "causal": True, "norm_eps": 1e-5, "pos_embed": "rope",
-                    "max_source_positions": None, "ffn_type": "swiglu", "norm_type": "rms_norm",
+                    "dim": spec.enc_dim,
+                    "n_layers": spec.enc_layers,
+                    "head_dim": spec.enc_head_dim,
+                    "hidden_dim": spec.enc_hidden,
+                    "n_heads": spec.enc_heads,
+                    "vocab_size": 131072,
+                    "n_kv_heads": spec.enc_heads,
+                    "use_biases": True,
+                    "use_cache": False,
+                    "rope_theta": 1e6,
+                    "causal": True,
+                    "norm_eps": 1e-5,
+                    "pos_embed": "rope",
+                    "max_source_positions": None,
+                    "ffn_type": "swiglu",
+                    "norm_type": "rms_norm",
                     "sliding_window": spec.enc_window,
                 },
                 "downsample_args": {"downsample_factor": 4},
@@ -238,9 +284,12 @@ def _rename(weights: dict, table: list[tuple[str, str]]) -> dict:
 
 # official -> voxmlx (awni/voxmlx weights.py); conv weights [out, in, k] -> [out, k, in]
 VOXMLX_NAMES = [
-    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.(\d)\.conv\.",
-     "encoder.convX\\1."),
-    (r"convX0", "conv1"), (r"convX1", "conv2"),
+    (
+        r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.(\d)\.conv\.",
+        "encoder.convX\\1.",
+    ),
+    (r"convX0", "conv1"),
+    (r"convX1", "conv2"),
     (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.", "encoder."),
     (r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.0", "adapter.w_in"),
     (r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.2", "adapter.w_out"),
@@ -258,14 +307,22 @@ VOXMLX_NAMES = [
 
 # official -> mlx-audio (Blaizzy/mlx-audio voxtral_realtime sanitize)
 MLX_AUDIO_NAMES = [
-    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.(\d)\.conv\.",
-     r"encoder.conv_layers_\1_conv.conv."),
-    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.",
-     "encoder.transformer_layers."),
-    (r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.norm\.",
-     "encoder.transformer_norm."),
-    (r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.(\d)\.",
-     r"encoder.audio_language_projection_\1."),
+    (
+        r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.(\d)\.conv\.",
+        r"encoder.conv_layers_\1_conv.conv.",
+    ),
+    (
+        r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.",
+        "encoder.transformer_layers.",
+    ),
+    (
+        r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.norm\.",
+        "encoder.transformer_norm.",
+    ),
+    (
+        r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.(\d)\.",
+        r"encoder.audio_language_projection_\1.",
+    ),
     (r"^mm_streams_embeddings\.embedding_module\.tok_embeddings", "decoder.tok_embeddings"),
     (r"^layers\.", "decoder.layers."),
     (r"^norm\.", "decoder.norm."),
@@ -294,9 +351,21 @@ def write_voxmlx(model, spec: TinySpec, path: Path) -> Path:
 def mlx_audio_config(spec: TinySpec) -> dict:
     params = params_json(spec)
     enc = dict(params["multimodal"]["whisper_model_args"]["encoder_args"], downsample_factor=4)
-    dec_keys = ["dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size",
-                "norm_eps", "rope_theta", "sliding_window", "tied_embeddings",
-                "ada_rms_norm_t_cond", "ada_rms_norm_t_cond_dim"]
+    dec_keys = [
+        "dim",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "head_dim",
+        "hidden_dim",
+        "vocab_size",
+        "norm_eps",
+        "rope_theta",
+        "sliding_window",
+        "tied_embeddings",
+        "ada_rms_norm_t_cond",
+        "ada_rms_norm_t_cond_dim",
+    ]
     return {
         "model_type": "voxtral_realtime",
         "encoder_args": enc,

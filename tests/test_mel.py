@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from checkpoints import shared_audio
 from mistral_common.audio import mel_filter_bank as mc_mel_filter_bank
 from mistral_common.tokens.tokenizers.audio import Audio
 from transformers import VoxtralRealtimeFeatureExtractor
@@ -13,10 +14,14 @@ import voxtral_mlx
 from voxtral_mlx.errors import VoxtralError
 from voxtral_mlx.mel import mel_filters
 
-from checkpoints import shared_audio
-
-SHARED = ["jfk.wav", "librivox-0870.wav", "librivox-0880.wav", "librivox-0890.wav",
-          "librivox-0920.wav", "librivox-0930.wav"]
+SHARED = [
+    "jfk.wav",
+    "librivox-0870.wav",
+    "librivox-0880.wav",
+    "librivox-0890.wav",
+    "librivox-0920.wav",
+    "librivox-0930.wav",
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +70,14 @@ def test_mel_matches_transformers_on_speech(extractor, name):
 
 @pytest.mark.parametrize(
     "kind,length",
-    [("silence", 16000), ("noise", 16000), ("noise", 12345), ("noise", 1280 * 7 + 161),
-     ("sine", 4003), ("noise", 401)],
+    [
+        ("silence", 16000),
+        ("noise", 16000),
+        ("noise", 12345),
+        ("noise", 1280 * 7 + 161),
+        ("sine", 4003),
+        ("noise", 401),
+    ],
 )
 def test_mel_matches_transformers_on_synthetic(extractor, kind, length):
     rng = np.random.default_rng(length)

@@ -59,9 +59,15 @@ def test_decoder_logits_match(model, hf_model, jfk, features, delay_ms):
     rng = np.random.default_rng(delay_ms)
     ids = prompt + rng.integers(1000, model.args.decoder.vocab_size, n_audio - len(prompt)).tolist()
     with torch.no_grad():
-        ref = hf_model(
-            input_ids=torch.tensor([ids]), input_features=feats, num_delay_tokens=args.n_delay_tokens
-        ).logits[0].numpy()
+        ref = (
+            hf_model(
+                input_ids=torch.tensor([ids]),
+                input_features=feats,
+                num_delay_tokens=args.n_delay_tokens,
+            )
+            .logits[0]
+            .numpy()
+        )
     audio_embeds = encode_audio(model, padded)
     decoder = model.decoder
     embeds = audio_embeds + decoder.tok_embeddings(mx.array(ids))

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from checkpoints import bundled_tekken_path, write_tekken
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
 from voxtral_mlx.tokenizer import Tokenizer
-
-from checkpoints import bundled_tekken_path, write_tekken
 
 
 @pytest.fixture(scope="module")

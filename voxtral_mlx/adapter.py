@@ -17,6 +17,8 @@ class AudioAdapter(nn.Module):
         # [B, T_enc, D_enc] -> [B, T_enc / 4, 4 * D_enc]: token k = frames 4k..4k+3 side by side
         B, T, D = frames.shape
         if T % self.downsample_factor:
-            raise ValueError(f"adapter needs a multiple of {self.downsample_factor} frames, got {T}")
+            raise ValueError(
+                f"adapter needs a multiple of {self.downsample_factor} frames, got {T}"
+            )
         grouped = frames.reshape(B, T // self.downsample_factor, D * self.downsample_factor)
         return self.w_out(nn.gelu(self.w_in(grouped)))

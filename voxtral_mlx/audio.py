@@ -63,7 +63,9 @@ def _decode_with_ffmpeg(path: Path, soundfile_error: Exception) -> tuple[np.ndar
         cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-c:a", "pcm_f32le", str(wav)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not wav.exists():
-            reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "unknown error"
+            reason = (
+                done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "unknown error"
+            )
             raise VoxtralError(f"cannot decode {path}: ffmpeg failed: {reason}")
         samples, rate = sf.read(wav, dtype="float32", always_2d=True)
     return samples, rate

@@ -85,8 +85,9 @@ class ModelArgs:
         check_delay(self.delay_ms)
         if self.audio.mel_frames_per_token != 2 * self.downsample_factor:
             raise VoxtralError(
-                "inconsistent config: one token must be 2 x downsample_factor mel frames "
-                f"(conv stride 2), got {self.audio.mel_frames_per_token} and {self.downsample_factor}"
+                "inconsistent config: one token must span 2 x downsample_factor mel frames "
+                f"(conv stride 2), got {self.audio.mel_frames_per_token} mel frames "
+                f"and downsample_factor {self.downsample_factor}"
             )
 
     # --- the streaming schedule (MODEL.md, "Decode schedule") ---

@@ -35,8 +35,12 @@ class Attention(nn.Module):
         k = self.wk(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = self.wv(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
-        q = mx.fast.rope(q, self.head_dim, traditional=True, base=self.rope_theta, scale=1.0, offset=offset)
-        k = mx.fast.rope(k, self.head_dim, traditional=True, base=self.rope_theta, scale=1.0, offset=offset)
+        q = mx.fast.rope(
+            q, self.head_dim, traditional=True, base=self.rope_theta, scale=1.0, offset=offset
+        )
+        k = mx.fast.rope(
+            k, self.head_dim, traditional=True, base=self.rope_theta, scale=1.0, offset=offset
+        )
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)

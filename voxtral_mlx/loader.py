@@ -70,7 +70,9 @@ def resolve_model_path(path_or_repo: str | Path, *, offline: bool | None = None)
     try:
         # configs first, then only the weights of the layout they describe
         path = Path(snapshot_download(repo, allow_patterns=CONFIG_FILES, local_files_only=offline))
-        pattern = "consolidated.safetensors" if (path / "params.json").is_file() else "model*.safetensors"
+        pattern = (
+            "consolidated.safetensors" if (path / "params.json").is_file() else "model*.safetensors"
+        )
         return Path(snapshot_download(repo, allow_patterns=[pattern], local_files_only=offline))
     except LocalEntryNotFoundError as e:
         how = "it is not in the Hugging Face cache and downloads are off (offline)"
@@ -133,7 +135,9 @@ def read_weights(files: list[Path]) -> dict[str, mx.array]:
         try:
             weights.update(mx.load(str(file)))
         except Exception as e:  # mx.load raises plain exceptions for corrupt files
-            raise VoxtralError(f"cannot read weights file {file}: truncated or corrupt ({e})") from e
+            raise VoxtralError(
+                f"cannot read weights file {file}: truncated or corrupt ({e})"
+            ) from e
     return weights
 
 

@@ -18,9 +18,11 @@ from mistral_common.audio import mel_filter_bank
 
 from .config import AudioArgs
 
+DEFAULT_AUDIO = AudioArgs()
+
 
 @lru_cache(maxsize=4)
-def mel_filters(args: AudioArgs = AudioArgs()) -> np.ndarray:
+def mel_filters(args: AudioArgs = DEFAULT_AUDIO) -> np.ndarray:
     """Slaney filterbank [n_fft // 2 + 1, n_mels], taken from mistral-common itself."""
     return mel_filter_bank(
         num_frequency_bins=args.window_size // 2 + 1,
@@ -37,7 +39,7 @@ def hann_window(size: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(size) / size)
 
 
-def log_mel_frames(samples: np.ndarray, args: AudioArgs = AudioArgs()) -> np.ndarray:
+def log_mel_frames(samples: np.ndarray, args: AudioArgs = DEFAULT_AUDIO) -> np.ndarray:
     """Log-mel of every full window in `samples` (no centering): [n_frames, n_mels].
 
     Frame t covers samples[hop * t : hop * t + window]. This is the building block of both
@@ -57,7 +59,7 @@ def log_mel_frames(samples: np.ndarray, args: AudioArgs = AudioArgs()) -> np.nda
     return ((log_mel + 4.0) / 4.0).astype(np.float32)
 
 
-def log_mel_spectrogram(samples: np.ndarray, args: AudioArgs = AudioArgs()) -> np.ndarray:
+def log_mel_spectrogram(samples: np.ndarray, args: AudioArgs = DEFAULT_AUDIO) -> np.ndarray:
     """Offline log-mel of a whole signal: [len(samples) // hop, n_mels].
 
     torch.stft(center=True) reflect-pads half a window on each side, then the last frame

@@ -70,7 +70,11 @@ class WordTracker:
 
 
 def words_from_tokens(
-    tokens: list[int], first_position: int, tokenizer: Tokenizer, n_left: int, n_delay: int,
+    tokens: list[int],
+    first_position: int,
+    tokenizer: Tokenizer,
+    n_left: int,
+    n_delay: int,
     duration: float | None = None,
 ) -> list[Word]:
     """Words of a whole generation whose first token was output at `first_position`."""

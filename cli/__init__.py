@@ -1,0 +1,1 @@
+"""The `voxtral` command (installed as the `voxtral_cli` package)."""

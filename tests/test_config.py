@@ -1,0 +1,163 @@
+"""Config, derived schedule numbers, and the full-size architecture (built lazily)."""
+
+import re
+
+import mlx.core as mx
+import pytest
+from mlx.utils import tree_flatten
+
+from voxtral_mlx import VALID_DELAYS_MS, ModelArgs, VoxtralError, VoxtralRealtime
+
+# params.json of mistralai/Voxtral-Mini-4B-Realtime-2602 (MODEL_SPEC 1.2)
+FULL_PARAMS = {
+    "dim": 3072,
+    "n_layers": 26,
+    "head_dim": 128,
+    "hidden_dim": 9216,
+    "n_heads": 32,
+    "n_kv_heads": 8,
+    "use_biases": False,
+    "causal": True,
+    "rope_theta": 1000000.0,
+    "norm_eps": 1e-05,
+    "vocab_size": 131072,
+    "model_parallel": 1,
+    "tied_embeddings": True,
+    "sliding_window": 8192,
+    "model_max_length": 131072,
+    "multimodal": {
+        "whisper_model_args": {
+            "encoder_args": {
+                "audio_encoding_args": {
+                    "sampling_rate": 16000,
+                    "frame_rate": 12.5,
+                    "num_mel_bins": 128,
+                    "hop_length": 160,
+                    "window_size": 400,
+                    "chunk_length_s": None,
+                    "global_log_mel_max": 1.5,
+                    "transcription_format": "streaming",
+                },
+                "dim": 1280,
+                "n_layers": 32,
+                "head_dim": 64,
+                "hidden_dim": 5120,
+                "n_heads": 32,
+                "vocab_size": 131072,
+                "n_kv_heads": 32,
+                "use_biases": True,
+                "use_cache": False,
+                "rope_theta": 1000000.0,
+                "causal": True,
+                "norm_eps": 1e-05,
+                "pos_embed": "rope",
+                "max_source_positions": None,
+                "ffn_type": "swiglu",
+                "norm_type": "rms_norm",
+                "sliding_window": 750,
+            },
+            "downsample_args": {"downsample_factor": 4},
+        }
+    },
+    "ada_rms_norm_t_cond": True,
+    "ada_rms_norm_t_cond_dim": 32,
+}
+
+
+def official_tensors() -> dict[str, tuple[int, ...]]:
+    """MODEL_SPEC 1.5: every tensor of consolidated.safetensors with its shape."""
+    E = "mm_streams_embeddings.embedding_module."
+    W = E + "whisper_encoder."
+    t = {
+        E + "tok_embeddings.weight": (131072, 3072),
+        W + "conv_layers.0.conv.weight": (1280, 128, 3),
+        W + "conv_layers.0.conv.bias": (1280,),
+        W + "conv_layers.1.conv.weight": (1280, 1280, 3),
+        W + "conv_layers.1.conv.bias": (1280,),
+        W + "transformer.norm.weight": (1280,),
+        E + "audio_language_projection.0.weight": (3072, 5120),
+        E + "audio_language_projection.2.weight": (3072, 3072),
+        "norm.weight": (3072,),
+    }
+    for i in range(32):
+        p = f"{W}transformer.layers.{i}."
+        t |= {
+            p + "attention.wq.weight": (2048, 1280),
+            p + "attention.wq.bias": (2048,),
+            p + "attention.wk.weight": (2048, 1280),
+            p + "attention.wv.weight": (2048, 1280),
+            p + "attention.wv.bias": (2048,),
+            p + "attention.wo.weight": (1280, 2048),
+            p + "attention.wo.bias": (1280,),
+            p + "attention_norm.weight": (1280,),
+            p + "feed_forward.w1.weight": (5120, 1280),
+            p + "feed_forward.w2.weight": (1280, 5120),
+            p + "feed_forward.w2.bias": (1280,),
+            p + "feed_forward.w3.weight": (5120, 1280),
+            p + "ffn_norm.weight": (1280,),
+        }
+    for i in range(26):
+        p = f"layers.{i}."
+        t |= {
+            p + "attention_norm.weight": (3072,),
+            p + "attention.wq.weight": (4096, 3072),
+            p + "attention.wk.weight": (1024, 3072),
+            p + "attention.wv.weight": (1024, 3072),
+            p + "attention.wo.weight": (3072, 4096),
+            p + "ffn_norm.weight": (3072,),
+            p + "feed_forward.w1.weight": (9216, 3072),
+            p + "feed_forward.w2.weight": (3072, 9216),
+            p + "feed_forward.w3.weight": (9216, 3072),
+            p + "ada_rms_norm_t_cond.0.weight": (32, 3072),
+            p + "ada_rms_norm_t_cond.2.weight": (3072, 32),
+        }
+    return t
+
+
+def test_full_size_model_has_the_711_official_tensors():
+    """Built lazily: MLX allocates nothing until evaluated, so this costs no 17 GB."""
+    model = VoxtralRealtime(ModelArgs.from_params(FULL_PARAMS))
+    ours = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    official = official_tensors()
+    assert len(official) == 711 == len(ours)
+    fake = {k: mx.zeros(shape) for k, shape in official.items()}  # lazy, never evaluated
+    mapped = {k: tuple(v.shape) for k, v in model.sanitize(fake).items()}
+    assert mapped == ours
+    n_params = sum(int(mx.prod(mx.array(s)).item()) if s else 1 for s in ours.values())
+    assert round(n_params / 1e9, 2) == 4.43
+
+
+def test_derived_schedule_numbers():
+    args = ModelArgs.from_params(FULL_PARAMS)
+    assert args.samples_per_token == 1280
+    assert args.audio.mel_frames_per_token == 8
+    assert (args.delay_ms, args.n_delay_tokens, args.prompt_length) == (480, 6, 39)
+    assert args.n_right_pad_tokens == 17
+    long = args.with_delay(2400)
+    assert (long.n_delay_tokens, long.prompt_length, long.n_right_pad_tokens) == (30, 63, 41)
+    short = args.with_delay(80)
+    assert (short.n_delay_tokens, short.prompt_length, short.n_right_pad_tokens) == (1, 34, 12)
+    assert args.encoder.sliding_window == 750 and args.decoder.sliding_window == 8192
+    assert (args.decoder.n_heads, args.decoder.n_kv_heads) == (32, 8)
+
+
+def test_tekken_audio_section_sets_delay_and_left_pad():
+    section = {
+        "transcription_delay_ms": 960,
+        "streaming_n_left_pad_tokens": 32,
+        "sampling_rate": 16000,
+        "frame_rate": 12.5,
+        "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+    }
+    args = ModelArgs.from_params(FULL_PARAMS, section)
+    assert args.delay_ms == 960 and args.n_delay_tokens == 12 and args.prompt_length == 45
+
+
+def test_valid_delays():
+    assert VALID_DELAYS_MS == (*range(80, 1201, 80), 2400)
+    args = ModelArgs.from_params(FULL_PARAMS)
+    for bad in (0, 40, 100, 1280, 2320, 4800, -80, 480.5):
+        with pytest.raises(VoxtralError) as err:
+            args.with_delay(bad)
+        assert "80, 160, 240" in str(err.value) and "1200, 2400" in str(err.value)
+    assert re.search("invalid delay", str(err.value))

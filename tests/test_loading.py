@@ -1,0 +1,231 @@
+"""Every checkpoint layout loads to the same function; every broken checkpoint is a clear error."""
+
+import json
+import shutil
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from checkpoints import (
+    MLX_AUDIO_NAMES,
+    VOXMLX_NAMES,
+    _rename,
+    mlx_audio_config,
+    params_json,
+    write_mlx_audio,
+    write_tekken,
+    write_transformers,
+    write_voxmlx,
+)
+from mlx.utils import tree_flatten
+from safetensors.numpy import load_file, save_file
+
+import voxtral_mlx
+from voxtral_mlx import VoxtralError
+
+
+def probe_logits(model, seed=0):
+    """Decoder logits on a fixed audio + prompt input, through the whole model."""
+    rng = np.random.default_rng(seed)
+    audio = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    from voxtral_mlx.transcribe import encode_audio, pad_audio
+
+    args = model.args.with_delay(480)
+    embeds = encode_audio(model, pad_audio(audio, args))
+    ids = mx.array([1] + [32] * (embeds.shape[0] - 1))
+    x = embeds + model.decoder.tok_embeddings(ids)
+    return np.array(model.decoder(x[None], model.decoder.ffn_scales(6))[0])
+
+
+@pytest.fixture(scope="module")
+def reference_logits(model):
+    return probe_logits(model)
+
+
+@pytest.mark.parametrize("writer", [write_transformers, write_voxmlx, write_mlx_audio])
+def test_layouts_load_to_the_same_logits(writer, hf_model, spec, tmp_path, reference_logits):
+    model = voxtral_mlx.load(writer(hf_model, spec, tmp_path / writer.__name__))
+    np.testing.assert_allclose(probe_logits(model), reference_logits, rtol=0, atol=1e-5)
+
+
+def _quantized_mlx_checkpoint(official_dir, tmp_path, names, config, bits, group_size, skip):
+    """Quantize like the peer's converter does, then save under the peer's names."""
+    model = voxtral_mlx.load(official_dir)
+
+    def predicate(path, module):
+        return (
+            hasattr(module, "to_quantized")
+            and module.weight.shape[-1] % group_size == 0
+            and not any(s in path for s in skip)
+        )
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)
+    ours_to_official = [  # our names back to the official ones, then on to the peer's
+        (r"^encoder\.conv([12])\.", "CONV\\1."),
+        (
+            r"^encoder\.layers\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.",
+        ),
+        (
+            r"^encoder\.norm\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.norm.",
+        ),
+        (
+            r"^adapter\.w_in\.",
+            "mm_streams_embeddings.embedding_module.audio_language_projection.0.",
+        ),
+        (
+            r"^adapter\.w_out\.",
+            "mm_streams_embeddings.embedding_module.audio_language_projection.2.",
+        ),
+        (r"^decoder\.tok_embeddings\.", "mm_streams_embeddings.embedding_module.tok_embeddings."),
+        (r"^decoder\.", ""),
+        (r"\.ada_norm\.w_down\.", ".ada_rms_norm_t_cond.0."),
+        (r"\.ada_norm\.w_up\.", ".ada_rms_norm_t_cond.2."),
+    ]
+    flat = {k: np.ascontiguousarray(v) for k, v in tree_flatten(model.parameters())}
+    flat = _rename(flat, ours_to_official)
+    E = "mm_streams_embeddings.embedding_module."
+    conv_names = {"CONV1.": None, "CONV2.": None}
+    renamed = {}
+    for k, v in flat.items():
+        if k.startswith(tuple(conv_names)):
+            i = int(k[4]) - 1
+            k = f"{E}whisper_encoder.conv_layers.{i}.conv.{k[6:]}"
+        renamed[k] = v  # conv weights stay in MLX layout, as the peers save them
+    weights = _rename(renamed, names)
+    path = tmp_path / "quantized"
+    path.mkdir()
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "mlx"})
+    config = dict(config, quantization={"group_size": group_size, "bits": bits})
+    (path / "config.json").write_text(json.dumps(config))
+    shutil.copy(official_dir / "tekken.json", path / "tekken.json")
+    return path, model
+
+
+@pytest.mark.parametrize(
+    "layout,bits,group_size",
+    [("voxmlx", 4, 32), ("voxmlx", 8, 64), ("mlx-audio", 6, 32), ("mlx-audio", 4, 64)],
+)
+def test_quantized_mlx_layouts(official_dir, spec, tmp_path, layout, bits, group_size):
+    if layout == "voxmlx":
+        names, config, skip = VOXMLX_NAMES, params_json(spec), ()
+    else:
+        names, config = MLX_AUDIO_NAMES, mlx_audio_config(spec)
+        skip = ("norm", "ada_norm", "conv")
+    path, expected = _quantized_mlx_checkpoint(
+        official_dir, tmp_path, names, config, bits, group_size, skip
+    )
+    loaded = voxtral_mlx.load(path)
+    assert isinstance(loaded.decoder.tok_embeddings, nn.QuantizedEmbedding)
+    assert loaded.decoder.layers[0].attention.wq.bits == bits
+    assert loaded.decoder.layers[0].attention.wq.group_size == group_size
+    np.testing.assert_allclose(probe_logits(loaded), probe_logits(expected), rtol=0, atol=1e-5)
+
+
+def test_sanitize_is_idempotent(official_dir, model):
+    raw = {
+        k: mx.array(v) for k, v in load_file(str(official_dir / "consolidated.safetensors")).items()
+    }
+    once = model.sanitize(raw)
+    twice = model.sanitize(once)
+    assert once.keys() == twice.keys()
+    for k in once:
+        assert np.array_equal(np.array(once[k]), np.array(twice[k])), k
+    assert set(once) == {k for k, _ in tree_flatten(model.parameters())}
+
+
+def _copy(official_dir, tmp_path):
+    path = tmp_path / "ckpt"
+    shutil.copytree(official_dir, path)
+    return path
+
+
+def _edit_weights(path, edit):
+    file = path / "consolidated.safetensors"
+    weights = load_file(str(file))
+    edit(weights)
+    save_file(weights, str(file))
+
+
+def test_missing_tensor(official_dir, tmp_path):
+    path = _copy(official_dir, tmp_path)
+    _edit_weights(path, lambda w: w.pop("layers.1.feed_forward.w3.weight"))
+    with pytest.raises(
+        VoxtralError, match=r"missing 1 tensor.*decoder\.layers\.1\.feed_forward\.w3"
+    ):
+        voxtral_mlx.load(path)
+
+
+def test_unexpected_tensor(official_dir, tmp_path):
+    path = _copy(official_dir, tmp_path)
+    _edit_weights(
+        path, lambda w: w.update({"layers.0.attention.extra.weight": np.zeros(3, np.float32)})
+    )
+    with pytest.raises(VoxtralError, match=r"unexpected tensor.*layers\.0\.attention\.extra"):
+        voxtral_mlx.load(path)
+
+
+def test_misshaped_tensor(official_dir, tmp_path):
+    path = _copy(official_dir, tmp_path)
+    _edit_weights(path, lambda w: w.update({"norm.weight": np.ones(7, np.float32)}))
+    with pytest.raises(VoxtralError, match=r"decoder\.norm\.weight has shape \(7,\), expected"):
+        voxtral_mlx.load(path)
+
+
+def test_truncated_weights_file(official_dir, tmp_path):
+    path = _copy(official_dir, tmp_path)
+    file = path / "consolidated.safetensors"
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    with pytest.raises(VoxtralError, match="consolidated.safetensors.*truncated or corrupt"):
+        voxtral_mlx.load(path)
+
+
+def test_corrupt_weights_file(official_dir, tmp_path):
+    path = _copy(official_dir, tmp_path)
+    (path / "consolidated.safetensors").write_bytes(b"\xff" * 100)
+    with pytest.raises(VoxtralError, match="consolidated.safetensors.*truncated or corrupt"):
+        voxtral_mlx.load(path)
+
+
+def test_corrupt_config_and_missing_tokenizer(official_dir, tmp_path):
+    path = _copy(official_dir, tmp_path)
+    (path / "params.json").write_text("{not json")
+    with pytest.raises(VoxtralError, match="params.json"):
+        voxtral_mlx.load(path)
+    (path / "params.json").unlink()
+    (path / "tekken.json").unlink()
+    with pytest.raises(VoxtralError, match="no tekken.json"):
+        voxtral_mlx.load(path)
+
+
+def test_tokenizer_model_vocab_mismatch(official_dir, tmp_path):
+    path = _copy(official_dir, tmp_path)
+    write_tekken(path / "tekken.json", vocab_size=1400)
+    with pytest.raises(VoxtralError, match="vocabulary"):
+        voxtral_mlx.load(path)
+
+
+def test_missing_model_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(VoxtralError, match="not in the Hugging Face cache.*voxtral download"):
+        voxtral_mlx.load("someone/not-a-cached-model", offline=True)
+    with pytest.raises(VoxtralError, match="neither a model directory nor a repo id"):
+        voxtral_mlx.load(tmp_path / "no-such-dir")
+
+
+def test_repo_id_from_the_hub_cache(official_dir, tmp_path, monkeypatch):
+    """A repo id resolves through a (pre-populated) Hugging Face cache, offline."""
+    hub = tmp_path / "hub"
+    repo = hub / "models--tiny--voxtral"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(official_dir, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    model = voxtral_mlx.load("tiny/voxtral", offline=True)
+    assert model.args.decoder.vocab_size == 1500

@@ -1,0 +1,81 @@
+"""Packaging: the wheel installs `voxtral_mlx` and the CLI as `voxtral_cli` (never a bare
+`cli` that could collide), and its `voxtral` entry point runs."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    (whl,) = out.glob("voxtral_mlx-*.whl")
+    return whl
+
+
+def test_wheel_layout(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"voxtral_mlx", "voxtral_cli"}
+    assert "voxtral_cli/app.py" in names
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "voxtral = voxtral_cli.app:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_installed_command_runs(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+    )
+    env = dict(os.environ, PYTHONPATH=str(target))
+    where = subprocess.run(
+        [sys.executable, "-c", "import voxtral_cli, voxtral_mlx; print(voxtral_cli.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert where.stdout.startswith(str(target))
+    script = target / "bin" / "voxtral"
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "transcribe" in done.stdout

@@ -1,0 +1,57 @@
+"""Word timings on constructed token sequences (MODEL.md "Word timings")."""
+
+import pytest
+from checkpoints import bundled_tekken_path
+
+from voxtral_mlx.tokenizer import Tokenizer
+from voxtral_mlx.words import Word, step_time, words_from_tokens
+
+PAD = 32
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.from_file(bundled_tekken_path())
+
+
+def ids(tok, text):
+    return tok.tekken.encode(text, bos=False, eos=False)
+
+
+def test_step_time_rule():
+    # position 32 + 6 (left pad + delay at 480 ms) speaks about t = 0
+    assert step_time(38, 32, 6) == 0.0
+    assert step_time(50, 32, 6) == pytest.approx(0.96)
+
+
+def test_words_from_constructed_positions(tok):
+    hello, world = ids(tok, " hello"), ids(tok, " world")
+    assert len(hello) == 1 and len(world) == 1
+    # first output at position 38 (prompt of 39 at 480 ms): t(p) = (p - 38) * 0.08
+    tokens = [PAD] * 5 + hello + [PAD] * 3 + world + [PAD, 2]
+    words = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6, duration=10.0)
+    assert words == [Word("hello", 0.4, 0.48), Word("world", 0.72, 0.8)]
+
+
+def test_multi_token_word_spans_all_its_steps(tok):
+    word = ids(tok, " extraordinarily")
+    assert len(word) > 1
+    tokens = [PAD] * 2 + [word[0], PAD] + word[1:] + [PAD]
+    (w,) = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6)
+    last = 2 + len(word)  # index of the last piece (one pad sits inside the word)
+    assert w.text == "extraordinarily"
+    assert w.start == pytest.approx(0.16) and w.end == pytest.approx((last + 1) * 0.08)
+
+
+def test_words_clamped_to_the_audio(tok):
+    tokens = ids(tok, " early") + [PAD] * 20 + ids(tok, " late")
+    # " early" at position 30 -> t = -0.64 s; " late" at position 51 -> t = 1.04 s
+    words = words_from_tokens(tokens, 30, tok, n_left=32, n_delay=6, duration=1.0)
+    assert words == [Word("early", 0.0, 0.0), Word("late", 1.0, 1.0)]
+
+
+def test_delay_shifts_times_back(tok):
+    tokens = [PAD] * 10 + ids(tok, " go")
+    at_480 = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6)[0]
+    at_960 = words_from_tokens(tokens, 44, tok, n_left=32, n_delay=12)[0]
+    assert at_480 == at_960
