@@ -6,8 +6,9 @@ from .errors import VoxtralError
 from .loader import DEFAULT_MODEL, load
 from .mel import log_mel_spectrogram
 from .model import VoxtralRealtime
+from .session import Session, Stats, TextDelta, Transcript, WordDone
 from .tokenizer import StreamingDetokenizer, Tokenizer
-from .transcribe import TranscriptionResult, transcribe
+from .transcribe import transcribe
 from .words import Word
 
 __version__ = "0.1.0"
@@ -19,7 +20,11 @@ __all__ = [
     "ModelArgs",
     "StreamingDetokenizer",
     "Tokenizer",
-    "TranscriptionResult",
+    "Session",
+    "Stats",
+    "TextDelta",
+    "Transcript",
+    "WordDone",
     "VoxtralError",
     "VoxtralRealtime",
     "Word",

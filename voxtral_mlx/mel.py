@@ -70,3 +70,43 @@ def log_mel_spectrogram(samples: np.ndarray, args: AudioArgs = DEFAULT_AUDIO) ->
     if x.ndim != 1 or len(x) <= half:
         raise ValueError(f"need a 1-D signal of more than {half} samples, got shape {x.shape}")
     return log_mel_frames(np.pad(x, half, mode="reflect"), args)[:-1]
+
+
+class StreamingMel:
+    """The offline frame grid, computed as samples arrive.
+
+    The stream is [200 zeros] + [left pad zeros] + audio (+ right pad at the end): the
+    offline spectrogram reflect-pads 200 samples at each end, and the reflection of the
+    silent pads is silence, so offline frame t is exactly stream[160 t : 160 t + 400].
+    Only whole tokens (8 frames) are handed out; history before the next frame is dropped.
+    """
+
+    def __init__(self, args: AudioArgs, n_left_pad_tokens: int):
+        self.args = args
+        self.frames_per_token = args.mel_frames_per_token
+        half = args.window_size // 2
+        self._buffer = np.zeros(half + n_left_pad_tokens * args.samples_per_token, np.float32)
+        self._next_frame = 0  # index of the next frame to compute
+        self._buffer_start = 0  # stream index of self._buffer[0]
+
+    def push(self, samples: np.ndarray) -> None:
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+
+    def available_tokens(self) -> int:
+        """Whole tokens whose 8 frames are computable from the samples pushed so far."""
+        end = self._buffer_start + len(self._buffer)
+        full_frames = 1 + (end - self.args.window_size) // self.args.hop_length
+        return max(full_frames - self._next_frame, 0) // self.frames_per_token
+
+    def pull(self, n_tokens: int) -> np.ndarray:
+        """Log-mel of the next `n_tokens` tokens: [8 n_tokens, n_mels]."""
+        hop, win = self.args.hop_length, self.args.window_size
+        n_frames = n_tokens * self.frames_per_token
+        lo = self._next_frame * hop - self._buffer_start
+        hi = lo + (n_frames - 1) * hop + win
+        mel = log_mel_frames(self._buffer[lo:hi], self.args)
+        self._next_frame += n_frames
+        keep_from = self._next_frame * hop - self._buffer_start
+        self._buffer = self._buffer[keep_from:]
+        self._buffer_start += keep_from
+        return mel

@@ -29,11 +29,6 @@ class VoxtralRealtime(nn.Module):
     def dtype(self) -> mx.Dtype:
         return self.decoder.norm.weight.dtype
 
-    def embed_audio(self, mel: mx.array, cache: list | None = None) -> mx.array:
-        """Log-mel [T_mel, n_mels] (T_mel a multiple of 8) -> decoder inputs [T_mel / 8, dim]."""
-        frames = self.encoder(mx.array(mel, dtype=self.dtype)[None], cache)
-        return self.adapter(frames)[0]
-
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         """Map any supported checkpoint layout onto this module's names and array layouts.
 

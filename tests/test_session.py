@@ -1,0 +1,196 @@
+"""Tiers (a) and (b): the streaming Session against transcribe() and transformers."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+
+import voxtral_mlx
+from voxtral_mlx import Session, TextDelta, Transcript, VoxtralError, WordDone
+from voxtral_mlx.mel import StreamingMel, log_mel_spectrogram
+from voxtral_mlx.transcribe import encode_audio, pad_audio
+
+
+@pytest.fixture(scope="module")
+def reference_tokens(hf_model, model, jfk):
+    """transformers' greedy tokens at 480 ms (one position shorter than ours, see MODEL.md)."""
+    from transformers import VoxtralRealtimeFeatureExtractor
+
+    args = model.args.with_delay(480)
+    feats = VoxtralRealtimeFeatureExtractor()(
+        pad_audio(jfk, args), sampling_rate=16000, return_tensors="pt"
+    )["input_features"]
+    prompt = [1] + [32] * (args.prompt_length - 1)
+    with torch.no_grad():
+        out = hf_model.generate(
+            input_ids=torch.tensor([prompt]),
+            input_features=feats,
+            num_delay_tokens=6,
+            do_sample=False,
+        )
+    return out[0, len(prompt) :].tolist()
+
+
+@pytest.fixture(scope="module")
+def file_result(model, jfk):
+    return voxtral_mlx.transcribe(model, jfk, delay_ms=480)
+
+
+def stream(model, audio, chunk, delay_ms=480, **kwargs):
+    session = Session(model, delay_ms, **kwargs)
+    events = []
+    for lo in range(0, len(audio), chunk):
+        events += session.feed(audio[lo : lo + chunk])
+    events += session.finish()
+    return session, events
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 160, 1279, 1280, 1281, 4000, 16000, 10 * 16000])
+def test_any_chunking_gives_the_file_and_reference_tokens(
+    model, jfk, chunk, file_result, reference_tokens
+):
+    _, events = stream(model, jfk, chunk)
+    final = events[-1]
+    assert isinstance(final, Transcript)
+    assert final.tokens == file_result.tokens
+    assert final.tokens[: len(reference_tokens)] == reference_tokens
+    assert final.text == file_result.text
+
+
+def test_random_chunk_sizes(model, jfk, file_result):
+    rng = np.random.default_rng(7)
+    session = Session(model, 480)
+    lo = 0
+    while lo < len(jfk):
+        n = int(rng.integers(1, 5000))
+        session.feed(jfk[lo : lo + n])
+        lo += n
+    assert session.finish()[-1].tokens == file_result.tokens
+
+
+def test_streaming_mel_is_the_offline_grid(model, jfk):
+    args = model.args.with_delay(480)
+    offline = log_mel_spectrogram(pad_audio(jfk, args))
+    mel = StreamingMel(args.audio, args.n_left_pad_tokens)
+    rng = np.random.default_rng(0)
+    pieces, lo = [], 0
+    while lo < len(jfk):
+        n = int(rng.integers(1, 3000))
+        mel.push(jfk[lo : lo + n])
+        lo += n
+        pieces.append(mel.pull(mel.available_tokens()))
+        assert len(mel._buffer) < 1280 + 400 + 3000  # history is dropped
+    per_token = args.samples_per_token
+    right = (per_token - len(jfk) % per_token) % per_token + args.n_right_pad_tokens * per_token
+    mel.push(np.zeros(right + 200, np.float32))
+    pieces.append(mel.pull(mel.available_tokens()))
+    streamed = np.concatenate(pieces)
+    assert streamed.shape == offline.shape
+    np.testing.assert_allclose(streamed, offline, rtol=0, atol=1e-6)
+
+
+def test_batched_and_streamed_encoder_are_equal(model, jfk):
+    padded = pad_audio(jfk, model.args.with_delay(480))
+    mel = log_mel_spectrogram(padded)
+    whole = model.adapter(model.encoder(mx.array(mel)[None]))[0]  # one call, banded mask
+    for batch in (1, 3, 50, 375):
+        np.testing.assert_allclose(
+            np.array(encode_audio(model, padded, batch)), np.array(whole), rtol=0, atol=1e-5
+        )
+
+
+def test_events_are_append_only_and_complete(model, jfk, file_result):
+    session, events = stream(model, jfk, 3000)
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    words = [e.word for e in events if isinstance(e, WordDone)]
+    final = events[-1]
+    assert "".join(d.text for d in deltas).strip() == final.text
+    assert words == final.words == file_result.words
+    assert all(d.start <= d.end for d in deltas)
+    assert [d.start for d in deltas] == sorted(d.start for d in deltas)
+    stats = final.stats
+    assert stats.decoder_steps == len(final.tokens)
+    assert stats.audio_seconds == pytest.approx(len(jfk) / 16000)
+    assert stats.tokens_per_second > 0 and stats.real_time_factor > 0
+    assert stats.peak_memory_bytes > 0
+
+
+def test_last_words_come_out_on_finish(model, jfk, file_result):
+    session = Session(model, 2400)
+    session.feed(jfk)
+    before = len(session.tokens)
+    final = session.finish()[-1]
+    # at 2400 ms the last 30 + 1 positions of text need the right pad
+    assert len(final.tokens) - before >= 30
+    assert final.tokens == voxtral_mlx.transcribe(model, jfk, delay_ms=2400).tokens
+
+
+def test_reset_starts_a_new_utterance(model, jfk, file_result):
+    session = Session(model, 480)
+    session.feed(jfk[:20000])
+    session.reset()
+    session.feed(jfk)
+    assert session.finish()[-1].tokens == file_result.tokens
+
+
+@pytest.fixture(scope="module")
+def eos_model(official_dir):
+    """The tiny model with a huge EOS embedding row: the tied head then emits EOS often."""
+    model = voxtral_mlx.load(official_dir)
+    w = model.decoder.tok_embeddings.weight
+    model.decoder.tok_embeddings.weight = w.at[2].multiply(25.0)
+    return model
+
+
+def test_eos_ends_a_file_but_not_a_live_session(eos_model, jfk):
+    args = eos_model.args.with_delay(480)
+    n_audio = len(pad_audio(jfk, args)) // 1280
+    offline = voxtral_mlx.transcribe(eos_model, jfk, delay_ms=480)
+    assert offline.tokens[-1] == 2 and len(offline.tokens) < n_audio - args.prompt_length + 1
+    _, events = stream(eos_model, jfk, 1280)
+    live = events[-1].tokens
+    assert len(live) == n_audio - args.prompt_length + 1  # ran to the end of the audio
+    assert live[: len(offline.tokens)] == offline.tokens
+    assert live.count(2) >= 1
+
+
+def test_caches_stay_within_their_windows(model, spec):
+    rng = np.random.default_rng(3)
+    audio = (0.1 * rng.standard_normal(16000 * 12)).astype(np.float32)
+    session = Session(model, 480)
+    for lo in range(0, len(audio), 1280):
+        session.feed(audio[lo : lo + 1280])
+        if lo == 0:
+            continue  # the first call encodes the 32 tokens of left pad in one batch
+        for cache in session._encoder.cache:
+            # a call of N frames needs window - 1 frames of history: one token = 4 frames
+            assert cache.keys.shape[2] <= spec.enc_window - 1 + 4
+        for cache in session._decoder.cache:
+            if cache.keys is not None and session._decoder.position > args_prompt(model) + 1:
+                assert cache.keys.shape[2] <= spec.dec_window
+    assert session._decoder.position > 4 * spec.dec_window
+
+
+def args_prompt(model):
+    return model.args.with_delay(480).prompt_length
+
+
+def test_feed_errors(model):
+    session = Session(model, 480)
+    with pytest.raises(VoxtralError, match="float32"):
+        session.feed(np.zeros(100, np.float64))
+    with pytest.raises(VoxtralError, match="float32"):
+        session.feed(np.zeros(100, np.int16))
+    with pytest.raises(VoxtralError, match="mono"):
+        session.feed(np.zeros((100, 2), np.float32))
+    with pytest.raises(VoxtralError, match="44100 Hz"):
+        session.feed(np.zeros(100, np.float32), sample_rate=44100)
+    with pytest.raises(VoxtralError, match="numpy"):
+        session.feed([0.0] * 10)
+    session.finish()
+    with pytest.raises(VoxtralError, match="finished"):
+        session.feed(np.zeros(100, np.float32))
+    with pytest.raises(VoxtralError, match="finished"):
+        session.finish()
+    with pytest.raises(VoxtralError, match="valid delays"):
+        Session(model, 500)
