@@ -36,12 +36,26 @@ def build_model(dim: int, layers: int, vocab: int):
     heads = max(dim // 64, 2)
     args = ModelArgs(
         encoder=EncoderArgs(
-            dim=dim, n_layers=layers, head_dim=64, hidden_dim=4 * dim, n_heads=heads,
-            n_kv_heads=heads, rope_theta=1e6, norm_eps=1e-5, sliding_window=750,
+            dim=dim,
+            n_layers=layers,
+            head_dim=64,
+            hidden_dim=4 * dim,
+            n_heads=heads,
+            n_kv_heads=heads,
+            rope_theta=1e6,
+            norm_eps=1e-5,
+            sliding_window=750,
         ),
         decoder=DecoderArgs(
-            dim=dim, n_layers=layers, head_dim=64, hidden_dim=3 * dim, n_heads=heads,
-            n_kv_heads=max(heads // 4, 1), rope_theta=1e6, norm_eps=1e-5, sliding_window=8192,
+            dim=dim,
+            n_layers=layers,
+            head_dim=64,
+            hidden_dim=3 * dim,
+            n_heads=heads,
+            n_kv_heads=max(heads // 4, 1),
+            rope_theta=1e6,
+            norm_eps=1e-5,
+            sliding_window=8192,
             vocab_size=vocab,
         ),
         audio=AudioArgs(),
@@ -102,24 +116,44 @@ def main() -> None:
     if opts.child:
         print(json.dumps(run_one(opts.minutes[0], opts.dim, opts.layers, opts.vocab)))
         return
-    print(f"model: dim {opts.dim}, {opts.layers}+{opts.layers} layers, vocab {opts.vocab}, "
-          f"windows 750 / 8192, fp32; audio fed in {CHUNK_SECONDS:g} s chunks, delay 480 ms")
-    header = (f"{'audio':>8} {'steps':>8} {'weights':>9} {'enc KV':>8} {'dec KV':>8} "
-              f"{'MLX peak':>9} {'RSS peak':>9} {'wall':>8} {'RTF':>6}")
+    print(
+        f"model: dim {opts.dim}, {opts.layers}+{opts.layers} layers, vocab {opts.vocab}, "
+        f"windows 750 / 8192, fp32; audio fed in {CHUNK_SECONDS:g} s chunks, delay 480 ms"
+    )
+    header = (
+        f"{'audio':>8} {'steps':>8} {'weights':>9} {'enc KV':>8} {'dec KV':>8} "
+        f"{'MLX peak':>9} {'RSS peak':>9} {'wall':>8} {'RTF':>6}"
+    )
     print(header)
     rows = []
     for minutes in opts.minutes:
-        cmd = [sys.executable, __file__, "--child", "--minutes", str(minutes),
-               "--dim", str(opts.dim), "--layers", str(opts.layers), "--vocab", str(opts.vocab)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--minutes",
+            str(minutes),
+            "--dim",
+            str(opts.dim),
+            "--layers",
+            str(opts.layers),
+            "--vocab",
+            str(opts.vocab),
+        ]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         rows.append(r)
-        print(f"{r['minutes']:>6g}m {r['decoder_steps']:>8} {r['weights_mb']:>7.1f}MB "
-              f"{r['encoder_kv_mb']:>6.1f}MB {r['decoder_kv_mb']:>6.1f}MB "
-              f"{r['mlx_peak_mb']:>7.1f}MB {r['rss_peak_mb']:>7.1f}MB {r['wall_s']:>7.1f}s "
-              f"{r['rtf']:>6.3f}", flush=True)
+        print(
+            f"{r['minutes']:>6g}m {r['decoder_steps']:>8} {r['weights_mb']:>7.1f}MB "
+            f"{r['encoder_kv_mb']:>6.1f}MB {r['decoder_kv_mb']:>6.1f}MB "
+            f"{r['mlx_peak_mb']:>7.1f}MB {r['rss_peak_mb']:>7.1f}MB {r['wall_s']:>7.1f}s "
+            f"{r['rtf']:>6.3f}",
+            flush=True,
+        )
     first, last = rows[0], rows[-1]
-    print(f"peak MLX memory, {last['minutes']:g} min vs {first['minutes']:g} min: "
-          f"{100 * (last['mlx_peak_mb'] / first['mlx_peak_mb'] - 1):+.1f} %")
+    print(
+        f"peak MLX memory, {last['minutes']:g} min vs {first['minutes']:g} min: "
+        f"{100 * (last['mlx_peak_mb'] / first['mlx_peak_mb'] - 1):+.1f} %"
+    )
 
 
 if __name__ == "__main__":

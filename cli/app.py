@@ -1,5 +1,5 @@
-"""The `voxtral` command. The only place that touches the terminal; heavy imports
-happen inside commands so `voxtral --help` stays instant."""
+"""The `voxtral` command. The only place that touches the terminal; heavy imports happen
+inside commands so `voxtral --help` stays instant."""
 
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ app = typer.Typer(
 )
 
 DEFAULT_MODEL = "mistralai/Voxtral-Mini-4B-Realtime-2602"
-VALID_DELAYS = ", ".join(str(d) for d in (*range(80, 1201, 80), 2400)) + " ms"
+DELAYS = (*range(80, 1201, 80), 2400)
+VALID_DELAYS = ", ".join(str(d) for d in DELAYS) + " ms"
 
 
 def parse_delay(value: str | int) -> int:
     """`480`, `480ms` and `0.48s` all mean 480 ms."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", str(value))
     ms = float(match.group(1)) * (1000 if match.group(2) == "s" else 1) if match else None
-    if ms is None or round(ms, 6) not in (*range(80, 1201, 80), 2400):
+    if ms is None or round(ms, 6) not in DELAYS:
         raise typer.BadParameter(
             f"{value!r} is not a supported delay; valid delays: {VALID_DELAYS}"
         )
@@ -35,7 +36,8 @@ def parse_delay(value: str | int) -> int:
 
 
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Hugging Face repo id or local model directory.")
+    str,
+    typer.Option("--model", "-m", help="Hugging Face repo id or local model directory."),
 ]
 DelayOpt = Annotated[
     int,
@@ -48,7 +50,12 @@ DelayOpt = Annotated[
     ),
 ]
 OfflineOpt = Annotated[
-    bool, typer.Option("--offline", help="Use only the Hugging Face cache; never download.")
+    bool,
+    typer.Option("--offline", help="Use only the Hugging Face cache; never download."),
+]
+WordsOpt = Annotated[
+    bool,
+    typer.Option("--word-timestamps", help="One subtitle cue per word in srt/vtt output."),
 ]
 
 
@@ -71,40 +78,214 @@ def fail(message: str) -> None:
 
 
 def load_model(model: str, offline: bool):
-    if offline:
-        # must be set before huggingface_hub reads its environment
+    if offline:  # before huggingface_hub reads its environment
         os.environ["HF_HUB_OFFLINE"] = "1"
     import voxtral_mlx
 
-    return voxtral_mlx.load(model, offline=offline or None)
+    with status_spinner(f"loading {model}"):
+        return voxtral_mlx.load(model, offline=offline or None)
+
+
+def status_spinner(message: str):
+    from contextlib import nullcontext
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console.status(message) if console.is_terminal else nullcontext()
 
 
 @app.command()
 def transcribe(
-    files: Annotated[list[Path], typer.Argument(help="Audio files to transcribe.")],
+    files: Annotated[list[str], typer.Argument(help="Audio files; - reads one from stdin.")],
     model: ModelOpt = DEFAULT_MODEL,
     delay: DelayOpt = 480,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--output-format", "-f", help="txt, srt, vtt, json or all (written to files)."
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Where to write the files (default .)."),
+    ] = None,
+    word_timestamps: WordsOpt = False,
     offline: OfflineOpt = False,
 ) -> None:
-    """Transcribe audio files and print their text."""
+    """Transcribe audio files. Prints the text, or writes NAME.FORMAT files with -f / -o."""
     from voxtral_mlx import VoxtralError
-    from voxtral_mlx import transcribe as run
 
+    from .batch import transcribe_files
+
+    formats = _formats(output_format)
+    if formats is None and output_dir is not None:
+        formats = ["txt"]
     try:
         loaded = load_model(model, offline)
+        failures = transcribe_files(
+            loaded, files, delay, formats, output_dir or Path("."), word_timestamps
+        )
     except VoxtralError as e:
         fail(str(e))
-    failures = 0
-    for file in files:
-        try:
-            result = run(loaded, file, delay_ms=delay)
-        except VoxtralError as e:
-            failures += 1
-            print_error(str(e))
-            continue
-        print(result.text, flush=True)
     if failures:
         raise typer.Exit(1)
+
+
+def _formats(value: str | None) -> list[str] | None:
+    from .formats import FORMATS
+
+    if value is None:
+        return None
+    if value == "all":
+        return list(FORMATS)
+    if value not in FORMATS:
+        raise typer.BadParameter(
+            f"{value!r}: choose one of {', '.join(FORMATS)} or all", param_hint="-f"
+        )
+    return [value]
+
+
+@app.command()
+def live(
+    model: ModelOpt = DEFAULT_MODEL,
+    delay: DelayOpt = 480,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device", help="Input device: an index or part of its name (see `voxtral devices`)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also write the transcript while listening: .txt, .srt, .vtt or .jsonl.",
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Replay an audio file through the capture path instead of a microphone.",
+        ),
+    ] = None,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="With --input: replay as fast as it can be processed.")
+    ] = False,
+    word_timestamps: WordsOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Transcribe the microphone as you speak; Ctrl+C flushes the last words and stops."""
+    from rich.console import Console
+
+    from voxtral_mlx import VoxtralError
+
+    from .capture import FileSource, MicrophoneSource, find_device
+    from .formats import LIVE_FORMATS
+    from .live import run_live
+
+    if fast and input_file is None:
+        fail("--fast only applies to --input FILE")
+    if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
+        fail(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
+    try:
+        # open the input first: a missing microphone should not wait for the model
+        source = (
+            FileSource(input_file, fast) if input_file else MicrophoneSource(find_device(device))
+        )
+        loaded = load_model(model, offline)
+        run_live(loaded, source, delay, output, Console(), word_timestamps)
+    except VoxtralError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror}" if output else str(e))
+
+
+@app.command()
+def devices() -> None:
+    """List the audio input devices (index, name, channels, default rate)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from voxtral_mlx import VoxtralError
+
+    from .capture import input_devices
+
+    try:
+        found = input_devices()
+    except VoxtralError as e:
+        fail(str(e))
+    table = Table("", "index", "name", "channels", "rate", box=None)
+    for d in found:
+        table.add_row(
+            "*" if d.is_default else "", str(d.index), d.name, str(d.channels), f"{d.rate} Hz"
+        )
+    Console().print(table)
+
+
+@app.command()
+def download(
+    repo: Annotated[str, typer.Argument(help="Hugging Face repo id.")] = DEFAULT_MODEL,
+) -> None:
+    """Download a model into the Hugging Face cache (for offline use later)."""
+    from voxtral_mlx import VoxtralError
+    from voxtral_mlx.loader import resolve_model_path
+
+    try:
+        path = resolve_model_path(repo, offline=False)
+    except VoxtralError as e:
+        fail(str(e))
+    print(path)
+
+
+@app.command()
+def convert(
+    hf_path: Annotated[
+        str, typer.Option("--hf-path", help="Source: repo id or directory, any layout.")
+    ],
+    mlx_path: Annotated[
+        Path, typer.Option("--mlx-path", help="Where to write the MLX checkpoint.")
+    ],
+    quantize: Annotated[
+        bool, typer.Option("--quantize", "-q", help="Quantize linear layers and the embedding.")
+    ] = False,
+    q_bits: Annotated[int, typer.Option("--q-bits", help="Bits per weight: 4, 6 or 8.")] = 4,
+    q_group_size: Annotated[
+        int, typer.Option("--q-group-size", help="Group size: 32, 64 or 128.")
+    ] = 64,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="float16, bfloat16 or float32 for the float weights."),
+    ] = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Write an MLX checkpoint (optionally quantized) that `voxtral_mlx.load` reads."""
+    import mlx.core as mx
+
+    from voxtral_mlx import VoxtralError
+    from voxtral_mlx.convert import convert as run
+
+    dtypes = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
+    if dtype is not None and dtype not in dtypes:
+        fail(f"--dtype {dtype!r}: choose float16, bfloat16 or float32")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        with status_spinner("converting"):
+            out = run(
+                hf_path,
+                mlx_path,
+                bits=q_bits if quantize else None,
+                group_size=q_group_size,
+                dtype=dtypes.get(dtype),
+                offline=offline or None,
+            )
+    except VoxtralError as e:
+        fail(str(e))
+    print(out)
 
 
 def version_callback(value: bool) -> None:

@@ -1,16 +1,57 @@
-"""The `voxtral` command on a tiny checkpoint the tests write."""
+"""The real `voxtral` command on a tiny checkpoint the tests write."""
 
+import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import soundfile as sf
+import typer
+from checkpoints import shared_audio
 from typer.testing import CliRunner
+from voxtral_cli import capture
 from voxtral_cli.app import app, parse_delay
 
 import voxtral_mlx
 
 runner = CliRunner()
+SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$", re.S)
+VTT_TIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})$")
+
+
+def voxtral(*args, input=None, timeout=300, env=None):
+    """Run the installed command line in a subprocess (stdout is a pipe, not a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "voxtral_cli.app", *map(str, args)],
+        capture_output=True,
+        text=input is None,
+        input=input,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def seconds(stamp: str) -> float:
+    h, m, s = stamp.replace(",", ".").split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory, jfk) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "jfk.wav"
+    sf.write(path, jfk, 16000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(model, jfk):
+    return voxtral_mlx.transcribe(model, jfk, delay_ms=480)
 
 
 @pytest.mark.parametrize(
@@ -23,54 +64,267 @@ def test_parse_delay(text, ms):
 
 @pytest.mark.parametrize("text", ["500", "0", "abc", "1.5s", "2400s", "-80"])
 def test_parse_delay_rejects(text):
-    import typer
-
     with pytest.raises(typer.BadParameter, match="80, 160, 240.*1200, 2400 ms"):
         parse_delay(text)
 
 
-def test_transcribe_prints_text(official_dir, model, jfk, tmp_path):
-    wav = tmp_path / "jfk.wav"
-    sf.write(wav, jfk, 16000)
+def test_transcribe_prints_text(official_dir, model, jfk, wav):
     result = runner.invoke(
         app, ["transcribe", str(wav), "--model", str(official_dir), "-d", "0.96s"]
     )
     assert result.exit_code == 0, result.output
-    expected = voxtral_mlx.transcribe(model, jfk, delay_ms=960).text
-    assert result.stdout.strip() == expected
+    assert result.stdout.strip() == voxtral_mlx.transcribe(model, jfk, delay_ms=960).text
 
 
-def test_errors_are_one_line_without_traceback(official_dir, tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voxtral_cli.app",
-            "transcribe",
-            str(tmp_path / "missing.wav"),
-            "--model",
-            str(official_dir),
-        ],
-        capture_output=True,
-        text=True,
+def test_transcribe_every_format(official_dir, wav, expected, tmp_path):
+    out = tmp_path / "out"
+    done = voxtral("transcribe", wav, "--model", official_dir, "-f", "all", "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert (out / "jfk.txt").read_text().strip() == expected.text
+
+    data = json.loads((out / "jfk.json").read_text())
+    assert data["text"] == expected.text and data["tokens"] == expected.tokens
+    assert data["delay_ms"] == 480 and data["stats"]["decoder_steps"] == len(expected.tokens)
+    assert [(w["text"], w["start"], w["end"]) for w in data["words"]] == [
+        (w.text, w.start, w.end) for w in expected.words
+    ]
+
+    blocks = (out / "jfk.srt").read_text().strip().split("\n\n")
+    assert blocks and blocks != [""]
+    cue_words = []
+    for i, block in enumerate(blocks, 1):
+        m = SRT_CUE.match(block)
+        assert m, block
+        assert int(m.group(1)) == i and seconds(m.group(2)) <= seconds(m.group(3)) <= 11.01
+        cue_words += m.group(4).split(" ")
+    assert cue_words == [w.text for w in expected.words]
+
+    vtt = (out / "jfk.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n\n")
+    cues = vtt[len("WEBVTT\n\n") :].strip().split("\n\n")
+    assert len(cues) == len(blocks)
+    for cue in cues:
+        timing, text = cue.split("\n", 1)
+        m = VTT_TIME.match(timing)
+        assert m and seconds(m.group(1)) <= seconds(m.group(2)) and text
+
+
+def test_transcribe_many_files_one_failing(official_dir, wav, expected, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....WAVEjunk")
+    out = tmp_path / "out"
+    done = voxtral(
+        "transcribe",
+        wav,
+        bad,
+        tmp_path / "missing.flac",
+        wav,
+        "--model",
+        official_dir,
+        "-f",
+        "txt",
+        "-o",
+        out,
     )
     assert done.returncode == 1
+    errors = done.stderr.strip().splitlines()
+    errors = [e for e in errors if e.startswith("error:")]
+    assert len(errors) == 2 and "broken.wav" in errors[0] and "missing.flac" in errors[1]
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
-        f"error: no such audio file: {tmp_path / 'missing.wav'}"
+    assert (out / "jfk.txt").read_text().strip() == expected.text
+
+
+def test_transcribe_stdin(official_dir, wav, expected):
+    done = voxtral("transcribe", "-", "--model", official_dir, input=wav.read_bytes())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == expected.text
+
+
+def test_transcribe_word_timestamps(official_dir, tmp_path):
+    path = shared_audio("librivox-0880.wav")
+    done = voxtral(
+        "transcribe",
+        path,
+        "--model",
+        official_dir,
+        "-f",
+        "srt",
+        "-o",
+        tmp_path,
+        "--word-timestamps",
+    )
+    assert done.returncode == 0, done.stderr
+    data = (tmp_path / "librivox-0880.srt").read_text().strip().split("\n\n")
+    assert all(len(SRT_CUE.match(b).group(4).split(" ")) == 1 for b in data)
+
+
+@pytest.mark.parametrize("fmt", ["txt", "srt", "vtt", "jsonl"])
+def test_live_input_gives_the_transcribe_text(official_dir, wav, expected, tmp_path, fmt):
+    out = tmp_path / f"live.{fmt}"
+    done = voxtral("live", "--input", wav, "--fast", "--model", official_dir, "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected.text
+    text = out.read_text()
+    if fmt == "txt":
+        assert text.strip() == expected.text
+    elif fmt == "jsonl":
+        events = [json.loads(line) for line in text.splitlines()]
+        assert events[-1]["type"] == "done" and events[-1]["text"] == expected.text
+        assert "".join(e["text"] for e in events if e["type"] == "text").strip() == expected.text
+        assert [e["text"] for e in events if e["type"] == "word"] == [
+            w.text for w in expected.words
+        ]
+    else:
+        assert text.startswith("WEBVTT") if fmt == "vtt" else SRT_CUE.match(text.split("\n\n")[0])
+
+
+def test_live_input_at_real_time_pace(official_dir, model):
+    path = shared_audio("librivox-0880.wav")  # 3 s
+    tic = time.perf_counter()
+    done = voxtral("live", "--input", path, "--model", official_dir)
+    assert done.returncode == 0, done.stderr
+    assert time.perf_counter() - tic > 2.9
+    assert done.stdout.strip() == voxtral_mlx.transcribe(model, voxtral_mlx.load_audio(path)).text
+
+
+def test_convert_and_load_back(official_dir, model, tmp_path):
+    out = tmp_path / "converted"
+    result = runner.invoke(app, ["convert", "--hf-path", str(official_dir), "--mlx-path", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} >= {"params.json", "model.safetensors", "tekken.json"}
+    again = voxtral_mlx.load(out)
+    audio = voxtral_mlx.load_audio(shared_audio("librivox-0880.wav"))
+    assert (
+        voxtral_mlx.transcribe(again, audio).tokens == voxtral_mlx.transcribe(model, audio).tokens
+    )
+
+
+def test_cli_errors(official_dir, wav, tmp_path):
+    cases = [
+        (["transcribe", tmp_path / "missing.wav", "--model", official_dir], "no such audio file"),
+        (["transcribe", wav, "--model", tmp_path / "nope"], "model not found"),
+        (
+            ["transcribe", wav, "--model", "nobody/no-model", "--offline"],
+            "voxtral download nobody/no-model",
+        ),
+        (
+            ["live", "--input", tmp_path / "missing.wav", "--model", official_dir],
+            "no such audio file",
+        ),
+        (["live", "--fast", "--model", official_dir], "--fast only applies to --input"),
+        (
+            ["live", "--input", wav, "--model", official_dir, "-o", tmp_path / "x.doc"],
+            "must end in",
+        ),
+        (
+            [
+                "convert",
+                "--hf-path",
+                official_dir,
+                "--mlx-path",
+                tmp_path / "q",
+                "-q",
+                "--q-bits",
+                "5",
+            ],
+            "bits must be one of",
+        ),
+        (
+            ["convert", "--hf-path", official_dir, "--mlx-path", tmp_path / "d", "--dtype", "int8"],
+            "--dtype",
+        ),
     ]
-    done = subprocess.run(
+    for args, message in cases:
+        done = voxtral(*args, env={"HF_HUB_CACHE": str(tmp_path / "hub")})
+        assert done.returncode == 1, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (
+            args,
+            lines,
+        )
+    done = voxtral("transcribe", wav, "--delay", "500ms")
+    assert done.returncode == 2 and "1200, 2400 ms" in done.stderr
+
+
+def test_debug_variable_shows_the_traceback(tmp_path):
+    done = voxtral(
+        "transcribe", tmp_path / "missing.wav", "--model", tmp_path, env={"VOXTRAL_DEBUG": "1"}
+    )
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_missing_portaudio(tmp_path, monkeypatch):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    done = voxtral("devices", env={"PYTHONPATH": f"{fake}:{os.environ.get('PYTHONPATH', '')}"})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: {capture.PORTAUDIO_HINT}"]
+
+
+def have_virtual_mic() -> bool:
+    try:
+        return any(d.name == "pulse" for d in capture.input_devices())
+    except Exception:
+        return False
+
+
+mic = pytest.mark.skipif(
+    not have_virtual_mic(), reason="no virtual microphone (../shared/tools/virtual-mic start)"
+)
+
+
+@mic
+def test_devices_and_device_matching():
+    done = voxtral("devices")
+    assert done.returncode == 0 and "pulse" in done.stdout and "Hz" in done.stdout
+    assert capture.find_device("PULSE").name == "pulse"
+    pulse = capture.find_device("pulse")
+    assert capture.find_device(str(pulse.index)) == pulse
+    for spec, message in [
+        ("no-such-mic", "matches no input device"),
+        ("99", "matches no input device"),
+    ]:
+        with pytest.raises(voxtral_mlx.VoxtralError, match=f"{message}.*pulse"):
+            capture.find_device(spec)
+
+
+@mic
+def test_live_microphone_flushes_on_ctrl_c(official_dir, tmp_path):
+    out = tmp_path / "mic.jsonl"
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "voxtral_cli.app",
-            "transcribe",
-            "x.wav",
+            "live",
+            "--device",
+            "pulse",
             "--model",
-            str(tmp_path / "nope"),
+            str(official_dir),
+            "-o",
+            str(out),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "model not found" in done.stderr
+    try:
+        assert proc.stderr.readline().startswith("listening: pulse @")
+        player = shutil.which("paplay") or "paplay"
+        subprocess.run(
+            [player, "--device=voxtral_vmic", str(shared_audio("librivox-0880.wav"))],
+            check=True,
+            timeout=30,
+        )
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert events[-1]["type"] == "done"
+    assert events[-1]["stats"]["audio_seconds"] > 3.0
+    assert stdout.strip() == events[-1]["text"]

@@ -35,6 +35,12 @@ def load_audio(source: str | Path | BinaryIO, sampling_rate: int = SAMPLE_RATE) 
     WAV, FLAC, OGG and MP3 are read by soundfile (libsndfile); other containers
     (m4a, mp4, webm, ...) go through ffmpeg when it is installed.
     """
+    samples, rate = decode_audio(source)
+    return resample(samples, rate, sampling_rate)
+
+
+def decode_audio(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
+    """Decode an audio file to mono float32 at its own sample rate: (samples, rate)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -47,7 +53,7 @@ def load_audio(source: str | Path | BinaryIO, sampling_rate: int = SAMPLE_RATE) 
         samples, rate = _decode_with_ffmpeg(Path(source), e)
     if samples.shape[0] == 0:
         raise VoxtralError(f"audio file has no samples: {source}")
-    return resample(to_mono(samples), rate, sampling_rate)
+    return to_mono(samples).astype(np.float32, copy=False), rate
 
 
 def _decode_with_ffmpeg(path: Path, soundfile_error: Exception) -> tuple[np.ndarray, int]:

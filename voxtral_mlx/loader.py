@@ -86,7 +86,7 @@ def resolve_model_path(path_or_repo: str | Path, *, offline: bool | None = None)
 def read_config(path: Path, audio_section: dict | None) -> tuple[ModelArgs, list[Path]]:
     """Detect the checkpoint layout; return the model config and its weight files."""
     try:
-        if (path / "params.json").is_file():
+        if (path / "params.json").is_file():  # official, or ours (voxtral convert)
             params = _read_json(path / "params.json")
             args = ModelArgs.from_params(params, audio_section)
             official = path / "consolidated.safetensors"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,12 +19,21 @@ def transcribe(
     model: VoxtralRealtime,
     audio: str | Path | np.ndarray,
     delay_ms: int = DEFAULT_DELAY_MS,
+    progress: Callable[[float, float], None] | None = None,
 ) -> Transcript:
     """Transcribe a whole file or 16 kHz float32 array, greedily (the offline schedule:
-    decoding stops at EOS, and never runs past the padded audio)."""
+    decoding stops at EOS, and never runs past the padded audio).
+
+    `progress(seconds_done, seconds_total)` is called after each block of audio.
+    """
     samples = load_audio(audio) if isinstance(audio, (str, Path)) else check_samples(audio)
     session = Session(model, delay_ms, stop_at_eos=True)
-    session.feed(samples)
+    block = ENCODER_BATCH_TOKENS * model.args.samples_per_token
+    total = len(samples) / model.args.audio.sampling_rate
+    for lo in range(0, len(samples), block):
+        session.feed(samples[lo : lo + block])
+        if progress is not None:
+            progress(min(lo + block, len(samples)) / model.args.audio.sampling_rate, total)
     return session.finish()[-1]
 
 

@@ -1,0 +1,161 @@
+"""Transcript files: txt, srt, vtt, json (whole files) and jsonl (a live event log).
+
+Subtitle cues are built from word timings. `CueBuilder` closes a cue as soon as it is full,
+so the live mode can append cues to a file while it listens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+from voxtral_mlx import Transcript, Word
+
+FORMATS = ("txt", "srt", "vtt", "json")
+LIVE_FORMATS = ("txt", "srt", "vtt", "jsonl")
+MAX_CUE_CHARS = 42  # one subtitle line, the usual broadcast limit
+MAX_CUE_SECONDS = 6.0
+MAX_GAP_SECONDS = 1.2  # a pause this long starts a new cue
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    text: str
+
+
+class CueBuilder:
+    """Groups words into cues: a cue closes at sentence ends, long pauses, or when full."""
+
+    def __init__(self, one_word_per_cue: bool = False):
+        self.one_word = one_word_per_cue
+        self._words: list[Word] = []
+
+    def add(self, word: Word) -> Cue | None:
+        done = None
+        if self._words and self._must_break(word):
+            done = self.flush()
+        self._words.append(word)
+        if self.one_word or word.text.endswith((".", "?", "!")):
+            done = done or self.flush()
+        return done
+
+    def flush(self) -> Cue | None:
+        if not self._words:
+            return None
+        words, self._words = self._words, []
+        return Cue(
+            words[0].start, max(words[-1].end, words[0].start), " ".join(w.text for w in words)
+        )
+
+    def _must_break(self, word: Word) -> bool:
+        text = " ".join(w.text for w in self._words) + " " + word.text
+        return (
+            len(text) > MAX_CUE_CHARS
+            or word.end - self._words[0].start > MAX_CUE_SECONDS
+            or word.start - self._words[-1].end > MAX_GAP_SECONDS
+        )
+
+
+def cues(words: Iterable[Word], one_word_per_cue: bool = False) -> list[Cue]:
+    builder = CueBuilder(one_word_per_cue)
+    out = [c for w in words if (c := builder.add(w))]
+    last = builder.flush()
+    return out + [last] if last else out
+
+
+def timestamp(seconds: float, sep: str) -> str:
+    ms = round(max(seconds, 0.0) * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def srt_cue(index: int, cue: Cue) -> str:
+    return f"{index}\n{timestamp(cue.start, ',')} --> {timestamp(cue.end, ',')}\n{cue.text}\n\n"
+
+
+def vtt_cue(cue: Cue) -> str:
+    return f"{timestamp(cue.start, '.')} --> {timestamp(cue.end, '.')}\n{cue.text}\n\n"
+
+
+def to_json(result: Transcript, source: str) -> str:
+    data = {
+        "source": source,
+        "text": result.text,
+        "delay_ms": result.delay_ms,
+        "words": [asdict(w) for w in result.words],
+        "segments": [asdict(c) for c in cues(result.words)],
+        "tokens": result.tokens,
+        "stats": asdict(result.stats),
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def render(result: Transcript, fmt: str, source: str, word_timestamps: bool = False) -> str:
+    if fmt == "txt":
+        return result.text + "\n"
+    if fmt == "json":
+        return to_json(result, source)
+    items = cues(result.words, one_word_per_cue=word_timestamps)
+    if fmt == "srt":
+        return "".join(srt_cue(i, c) for i, c in enumerate(items, 1))
+    if fmt == "vtt":
+        return "WEBVTT\n\n" + "".join(vtt_cue(c) for c in items)
+    raise ValueError(f"unknown format {fmt}")
+
+
+class LiveWriter:
+    """Writes a transcript file while listening: every line is final once written."""
+
+    def __init__(self, path: Path, word_timestamps: bool = False):
+        self.path = path
+        self.format = path.suffix.lstrip(".").lower()
+        if self.format not in LIVE_FORMATS:
+            raise ValueError(
+                f"cannot write {path.name}: the live output must end in "
+                + ", ".join(f".{f}" for f in LIVE_FORMATS)
+            )
+        self._file: TextIO = path.open("w", encoding="utf-8", buffering=1)
+        self._cues = CueBuilder(word_timestamps)
+        self._count = 0
+        if self.format == "vtt":
+            self._file.write("WEBVTT\n\n")
+
+    def text(self, delta: str, start: float, end: float) -> None:
+        if self.format == "txt":
+            self._file.write(delta)
+        elif self.format == "jsonl":
+            self._line({"type": "text", "text": delta, "start": start, "end": end})
+        self._file.flush()
+
+    def word(self, word: Word) -> None:
+        if self.format == "jsonl":
+            self._line({"type": "word", **asdict(word)})
+        elif cue := self._cues.add(word):
+            self._cue(cue)
+        self._file.flush()
+
+    def close(self, final: Transcript | None) -> None:
+        if (cue := self._cues.flush()) is not None:
+            self._cue(cue)
+        if self.format == "txt":
+            self._file.write("\n")
+        elif self.format == "jsonl" and final is not None:
+            self._line({"type": "done", "text": final.text, "stats": asdict(final.stats)})
+        self._file.close()
+
+    def _cue(self, cue: Cue) -> None:
+        if self.format == "srt":
+            self._count += 1
+            self._file.write(srt_cue(self._count, cue))
+        elif self.format == "vtt":
+            self._file.write(vtt_cue(cue))
+
+    def _line(self, data: dict) -> None:
+        self._file.write(json.dumps(data, ensure_ascii=False) + "\n")

@@ -1,0 +1,163 @@
+"""`voxtral live`: capture -> 16 kHz -> Session -> terminal view, stdout and a file."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import soxr
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.text import Text
+
+from voxtral_mlx import Session, TextDelta, Transcript, WordDone
+
+from .capture import Source
+from .formats import LiveWriter
+
+SILENCE_WARNING_SECONDS = 4.0
+PERMISSION_HINT = (
+    "the input has been digital silence for {s:.0f} s: is the microphone muted or blocked? "
+    "On macOS, allow your terminal in System Settings > Privacy & Security > Microphone"
+)
+
+
+class LiveStatus:
+    """Numbers for the view: level, real-time factor, backlog and latency."""
+
+    def __init__(self, source: Source, delay_ms: int):
+        self.source, self.delay_ms = source, delay_ms
+        self.level_db = -120.0
+        self.recent = deque(maxlen=40)  # (audio seconds, processing seconds) per block
+        self.silent_for = 0.0
+        self.warned = False
+        self.session: Session | None = None
+
+    def block(self, samples: np.ndarray, rate: int, processing: float) -> None:
+        seconds = len(samples) / rate
+        peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
+        rms = float(np.sqrt(np.mean(np.square(samples)))) if len(samples) else 0.0
+        self.level_db = 20 * np.log10(max(rms, 1e-6))
+        self.silent_for = self.silent_for + seconds if peak == 0.0 else 0.0
+        self.recent.append((seconds, processing))
+
+    @property
+    def rtf(self) -> float:
+        audio = sum(a for a, _ in self.recent)
+        return sum(p for _, p in self.recent) / audio if audio else 0.0
+
+    @property
+    def backlog(self) -> float:
+        pending = self.session.backlog_seconds if self.session else 0.0
+        return self.source.backlog_seconds() + max(pending - 0.08, 0.0)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.delay_ms + 1000 * self.backlog + 80 * self.rtf
+
+
+def render(status: LiveStatus, text: str, width: int) -> Group:
+    lines = max(width - 4, 20)
+    shown = text[-lines * 6 :]  # the rolling transcript: the last few lines
+    level = int(max(min((status.level_db + 60) / 60, 1.0), 0.0) * 20)
+    meter = "█" * level + "░" * (20 - level)
+    info = Text.assemble(
+        ("● ", "red"),
+        (f"{status.source.name} @ {status.source.rate} Hz  ", "bold"),
+        (f"{meter} {status.level_db:5.0f} dB  ", "green" if status.level_db > -50 else "dim"),
+        f"latency {status.latency_ms:5.0f} ms  RTF {status.rtf:4.2f}  "
+        f"backlog {status.backlog:4.1f} s",
+    )
+    return Group(
+        Panel(Text(shown or "listening…", style="" if shown else "dim"), title="voxtral live"), info
+    )
+
+
+def run_live(
+    model,
+    source: Source,
+    delay_ms: int,
+    output: Path | None,
+    console: Console,
+    word_timestamps: bool = False,
+) -> Transcript:
+    """Stream `source` until it ends or Ctrl+C; the last words are flushed either way."""
+    session = Session(model, delay_ms)
+    status = LiveStatus(source, delay_ms)
+    status.session = session
+    writer = LiveWriter(output, word_timestamps) if output else None
+    resampler = soxr.ResampleStream(source.rate, 16000, 1, dtype="float32", quality="HQ")
+    stop = threading.Event()
+    on_terminal = sys.stdout.isatty()
+    transcript: list[str] = []
+    err = Console(stderr=True)
+
+    def handle(events) -> Transcript | None:
+        final = None
+        for event in events:
+            if isinstance(event, TextDelta):
+                transcript.append(event.text)
+                if not on_terminal:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                if writer:
+                    writer.text(event.text, event.start, event.end)
+            elif isinstance(event, WordDone) and writer:
+                writer.word(event.word)
+            elif isinstance(event, Transcript):
+                final = event
+        return final
+
+    def interrupt(signum, frame) -> None:
+        if stop.is_set():  # a second Ctrl+C: give up at once
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    live = Live(console=console, auto_refresh=False, transient=False) if on_terminal else None
+    try:
+        if live:
+            live.start()
+        else:
+            err.print(
+                f"listening: {source.name} @ {source.rate} Hz, delay {delay_ms} ms "
+                "(Ctrl+C to stop)",
+                highlight=False,
+            )
+        last_draw = 0.0
+        for block in source.blocks(stop):
+            tic = time.perf_counter()
+            handle(session.feed(resampler.resample_chunk(block)))
+            status.block(block, source.rate, time.perf_counter() - tic)
+            if status.silent_for > SILENCE_WARNING_SECONDS and not status.warned:
+                status.warned = True
+                (live.console if live else err).print(
+                    f"[yellow]warning:[/yellow] {PERMISSION_HINT.format(s=status.silent_for)}",
+                    highlight=False,
+                )
+            if live and time.perf_counter() - last_draw > 0.1:
+                live.update(
+                    render(status, "".join(transcript).strip(), console.width), refresh=True
+                )
+                last_draw = time.perf_counter()
+        handle(session.feed(resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
+        final = handle(session.finish())
+        if live:
+            live.update(render(status, final.text, console.width), refresh=True)
+        elif final.text or transcript:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        return final
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        source.close()
+        if live:
+            live.stop()
+        if writer:
+            writer.close(locals().get("final"))

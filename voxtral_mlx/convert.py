@@ -1,0 +1,71 @@
+"""Writing MLX checkpoints: any supported layout in, our layout out, optionally quantized.
+
+Our layout: `params.json` (the official config, plus `quantization` when quantized),
+`model.safetensors` (+ index) with our parameter names (MODEL.md "Tensor layout"), and
+`tekken.json`. `voxtral_mlx.load` reads it back like any other layout.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.utils import save_model
+
+from .errors import VoxtralError
+from .loader import load, resolve_model_path
+
+QUANT_BITS = (4, 6, 8)
+QUANT_GROUP_SIZES = (32, 64, 128)
+
+
+def keep_in_float(path: str) -> bool:
+    """Norms, the AdaRMSNorm MLPs and the conv stem stay in float: small, and sensitive."""
+    return "norm" in path or "conv" in path
+
+
+def quantize(model: nn.Module, bits: int, group_size: int) -> None:
+    """Quantize every linear layer and the tied embedding/LM head, in place."""
+    if bits not in QUANT_BITS or group_size not in QUANT_GROUP_SIZES:
+        raise VoxtralError(
+            f"unsupported quantization {bits} bits / group {group_size}: bits must be one of "
+            f"{QUANT_BITS}, group size one of {QUANT_GROUP_SIZES}"
+        )
+
+    def predicate(path: str, module: nn.Module) -> bool:
+        return (
+            hasattr(module, "to_quantized")
+            and not keep_in_float(path)
+            and module.weight.shape[-1] % group_size == 0
+        )
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)
+
+
+def convert(
+    source: str | Path,
+    destination: str | Path,
+    *,
+    bits: int | None = None,
+    group_size: int = 64,
+    dtype: mx.Dtype | None = None,
+    offline: bool | None = None,
+) -> Path:
+    """Read a checkpoint (local or hub, any layout), cast and/or quantize it, write ours."""
+    destination = Path(destination)
+    if destination.exists() and any(destination.iterdir()):
+        raise VoxtralError(f"{destination} exists and is not empty")
+    source_path = resolve_model_path(source, offline=offline)
+    model = load(source_path, dtype=dtype)
+    params = model.args.to_params()
+    if bits is not None:
+        quantize(model, bits, group_size)
+        params["quantization"] = {"group_size": group_size, "bits": bits}
+    destination.mkdir(parents=True, exist_ok=True)
+    save_model(destination, model)
+    (destination / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+    shutil.copy(source_path / "tekken.json", destination / "tekken.json")
+    return destination
