@@ -288,6 +288,100 @@ def convert(
     print(out)
 
 
+@app.command()
+def bench(
+    model: ModelOpt = DEFAULT_MODEL,
+    random_weights: Annotated[
+        bool,
+        typer.Option(
+            "--random-weights", help="The real architecture with random weights: no download."
+        ),
+    ] = False,
+    size: Annotated[
+        str,
+        typer.Option("--size", help="With --random-weights: full (4.4 B) or small (any machine)."),
+    ] = "full",
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="float16, bfloat16 or float32 (default: the model's)."),
+    ] = None,
+    q_bits: Annotated[
+        int | None, typer.Option("--q-bits", help="Quantize to 4, 6 or 8 bits first.")
+    ] = None,
+    q_group_size: Annotated[
+        int, typer.Option("--q-group-size", help="Group size: 32, 64 or 128.")
+    ] = 64,
+    delay: DelayOpt = 480,
+    audio: Annotated[
+        Path | None,
+        typer.Option("--audio", help="Speech to run on (default: the bundled 11 s clip)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Time every stage end to end on real speech: mel, encoder, decoder, real-time factor."""
+    import json
+
+    import mlx.core as mx
+
+    from voxtral_mlx import VoxtralError, load_audio
+    from voxtral_mlx import bench as b
+    from voxtral_mlx.convert import quantize
+
+    dtypes = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
+    if dtype is not None and dtype not in dtypes:
+        fail(f"--dtype {dtype!r}: choose float16, bfloat16 or float32")
+    if size not in b.SIZES:
+        fail(f"--size {size!r}: choose {' or '.join(b.SIZES)}")
+    try:
+        speech = load_audio(audio or b.BUNDLED_SPEECH)
+        with status_spinner("preparing the model"):
+            if random_weights:
+                loaded = b.random_model(size, dtypes.get(dtype, mx.bfloat16))
+            else:
+                loaded = load_model(model, offline)
+                if dtype is not None:
+                    loaded.set_dtype(dtypes[dtype])
+            if q_bits is not None:
+                quantize(loaded, q_bits, q_group_size)
+        with status_spinner("measuring"):
+            result = b.run(loaded, speech, delay)
+    except VoxtralError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    _print_bench(result, "random weights, " + size if random_weights else model)
+
+
+def _print_bench(r, label: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"voxtral bench: {label}", box=None, title_justify="left")
+    table.add_column("stage")
+    table.add_column("figure", justify="right")
+    rows = [
+        ("mel", f"{r.mel_ms_per_step:.3f} ms / 80 ms step"),
+        ("encoder, streamed", f"{r.encoder_ms_per_step_streamed:.2f} ms / step"),
+        ("encoder, batched", f"{r.encoder_ms_per_step_batched:.2f} ms / step"),
+        ("decoder prefill", f"{r.decoder_prefill_ms:.1f} ms"),
+        ("decoder", f"{r.decoder_ms_per_step:.2f} ms / step"),
+        ("end to end", f"{r.tokens_per_second:.1f} tokens/s, RTF {r.real_time_factor:.3f}"),
+        ("first token (live)", f"{r.first_token_latency_ms:.0f} ms + {r.delay_ms} ms delay"),
+        ("peak memory", f"{r.peak_memory_gb:.2f} GB"),
+    ]
+    for stage, figure in rows:
+        table.add_row(stage, figure)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{r.audio_seconds:.1f} s of audio, {r.dtype}, quantization {r.quantization}; "
+        f"{r.chip}, {r.os}, MLX {r.mlx_version} ({r.backend})",
+        highlight=False,
+    )
+
+
 def version_callback(value: bool) -> None:
     if value:
         from importlib.metadata import version

@@ -35,7 +35,7 @@ def probe_logits(model, seed=0):
     embeds = encode_audio(model, pad_audio(audio, args))
     ids = mx.array([1] + [32] * (embeds.shape[0] - 1))
     x = embeds + model.decoder.tok_embeddings(ids)
-    return np.array(model.decoder(x[None], model.decoder.ffn_scales(6))[0])
+    return np.array(model.decoder(x[None], model.decoder.ffn_norm_weights(6))[0])
 
 
 @pytest.fixture(scope="module")

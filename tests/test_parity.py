@@ -71,7 +71,7 @@ def test_decoder_logits_match(model, hf_model, jfk, features, delay_ms):
     audio_embeds = encode_audio(model, padded)
     decoder = model.decoder
     embeds = audio_embeds + decoder.tok_embeddings(mx.array(ids))
-    scales = decoder.ffn_scales(args.n_delay_tokens)
+    scales = decoder.ffn_norm_weights(args.n_delay_tokens)
     uncached = decoder(embeds[None], scales)[0]
     assert rel_err(uncached, ref) < 1e-4
     # prefill + one position at a time through the rotating cache: same logits

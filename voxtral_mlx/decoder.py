@@ -34,10 +34,12 @@ class DecoderLayer(nn.Module):
         self.ada_norm = AdaNorm(args.dim, args.ada_cond_dim)
         self.feed_forward = FeedForward(args)
 
-    def __call__(self, x: mx.array, ffn_scale: mx.array, mask, cache=None) -> mx.array:
+    def __call__(self, x: mx.array, ffn_norm_weight: mx.array, mask, cache=None) -> mx.array:
         x = x + self.attention(self.attention_norm(x), mask, cache)
-        # AdaRMSNorm: only the FFN branch is conditioned, multiplicatively
-        return x + self.feed_forward(self.ffn_norm(x) * ffn_scale)
+        # AdaRMSNorm: rms_norm(x) * w * (1 + ada) == rms_norm(x, w * (1 + ada)); only the FFN
+        # branch is conditioned, and the product is precomputed per delay (ffn_norm_weights)
+        h = mx.fast.rms_norm(x, ffn_norm_weight, self.ffn_norm.eps)
+        return x + self.feed_forward(h)
 
 
 def time_embedding(n_delay_tokens: int, dim: int, theta: float = 10000.0) -> mx.array:
@@ -56,20 +58,24 @@ class TextDecoder(nn.Module):
         self.layers = [DecoderLayer(args) for _ in range(args.n_layers)]
         self.norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
 
-    def ffn_scales(self, n_delay_tokens: int) -> list[mx.array]:
-        """(1 + ada_l) for every layer. Constant for a session: compute once per delay."""
+    def ffn_norm_weights(self, n_delay_tokens: int) -> list[mx.array]:
+        """ffn_norm.weight * (1 + ada_l) for every layer, in the model dtype. Constant for a
+        given delay: compute it once per session (MODEL.md, AdaRMSNorm)."""
         t_cond = time_embedding(n_delay_tokens, self.args.dim)
         dtype = self.norm.weight.dtype
-        return [(1 + layer.ada_norm(t_cond)).astype(dtype) for layer in self.layers]
+        return [
+            (layer.ffn_norm.weight * (1 + layer.ada_norm(t_cond))).astype(dtype)
+            for layer in self.layers
+        ]
 
     def __call__(
-        self, embeds: mx.array, ffn_scales: list[mx.array], cache: list | None = None
+        self, embeds: mx.array, ffn_norm_weights: list[mx.array], cache: list | None = None
     ) -> mx.array:
         """embeds: [B, L, dim] (audio + token embeddings) -> logits [B, L, vocab]."""
         h = embeds
         mask = create_attention_mask(h, cache[0] if cache else None, self.args.sliding_window)
         for i, layer in enumerate(self.layers):
-            h = layer(h, ffn_scales[i], mask, cache[i] if cache else None)
+            h = layer(h, ffn_norm_weights[i], mask, cache[i] if cache else None)
         # tied LM head (works for a quantized embedding too)
         return self.tok_embeddings.as_linear(self.norm(h))
 

@@ -102,7 +102,7 @@ class Session:
         self.args = model.args.with_delay(delay_ms)
         self.tokenizer = model.tokenizer
         self.stop_at_eos = stop_at_eos
-        self._scales = model.decoder.ffn_scales(self.args.n_delay_tokens)
+        self._scales = model.decoder.ffn_norm_weights(self.args.n_delay_tokens)
         mx.eval(self._scales)
         self.reset()
 
@@ -196,6 +196,8 @@ class Session:
         return events
 
     def _decode(self) -> list[Event]:
+        """Decode every pending position. Double-buffered: step p+1 is queued (async_eval)
+        before token p is read back, so graph building overlaps the previous step."""
         state, decoder = self._decoder, self.model.decoder
         events: list[Event] = []
         L = self.args.prompt_length
@@ -205,19 +207,30 @@ class Session:
             prompt = [self.tokenizer.bos_id] + [self.tokenizer.streaming_pad_id] * (L - 1)
             x = mx.stack(state.pending[:L]) + decoder.tok_embeddings(mx.array(prompt))
             del state.pending[:L]
-            events += self._emit(self._step(x), position=L - 1)
+            token, fresh = self._step(x), True
             state.position = L
+        else:  # carry on from the last call: that token was emitted already
+            token, fresh = mx.array(state.last_token), False
+        position = state.position - 1  # the position `token` was output at
         while state.pending and not state.stopped:
-            x = state.pending.pop(0) + decoder.tok_embeddings(mx.array([state.last_token]))
-            events += self._emit(self._step(x), position=state.position)
+            x = state.pending.pop(0) + decoder.tok_embeddings(token)
+            next_token = self._step(x[None])
             state.position += 1
+            if fresh:
+                events += self._emit(token.item(), position)
+            token, position, fresh = next_token, position + 1, True
             if state.position % CLEAR_CACHE_EVERY == 0:
                 mx.clear_cache()
+        if fresh and not state.stopped:
+            events += self._emit(token.item(), position)
         return events
 
-    def _step(self, embeds: mx.array) -> int:
+    def _step(self, embeds: mx.array) -> mx.array:
+        """Queue one decoder call on [L, dim] embeddings; the greedy token, not yet read."""
         logits = self.model.decoder(embeds[None], self._scales, self._decoder.cache)
-        return mx.argmax(logits[0, -1]).item()
+        token = mx.argmax(logits[0, -1])
+        mx.async_eval(token)
+        return token
 
     def _emit(self, token: int, position: int) -> list[Event]:
         self._tokens.append(token)

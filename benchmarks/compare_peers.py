@@ -1,0 +1,337 @@
+"""voxtral-mlx against its MLX peers, voxmlx and mlx-audio (voxtral_realtime), in one run.
+
+One random-weight checkpoint is written once in the official layout (params.json +
+consolidated.safetensors + tekken.json); each implementation loads it with its own loader
+(mlx-audio needs its config.json beside the same weights) and runs the same audio.
+
+Measured per implementation, each with its own model code:
+  decoder ms/step  its decoder step (embedding + layers + tied head + argmax), a
+                   double-buffered loop of N steps after its prefill
+  encoder ms/step  its whole-file encoder (conv stem + transformer + adapter) per 80 ms token
+  RTF              its own top-level file transcription, wall time / audio time
+  peak memory      MLX's peak allocation during that transcription
+
+Needs `pip install voxmlx==0.0.2 mlx-audio==0.6.2` beside voxtral-mlx (a separate virtual
+environment is wise: mlx-audio brings many dependencies).
+
+    python benchmarks/compare_peers.py --dim 1024 --layers 8 --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+import voxtral_mlx
+from voxtral_mlx.bench import BUNDLED_SPEECH, backend_name, chip_name
+from voxtral_mlx.config import AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
+from voxtral_mlx.model import VoxtralRealtime
+
+DELAY_MS = 480
+
+
+def write_checkpoint(path: Path, dim: int, layers: int, vocab: int) -> ModelArgs:
+    """Random weights of the real structure (windows 750/8192, GQA 4:1), official names."""
+    import mistral_common
+
+    heads = dim // 64
+    args = ModelArgs(
+        encoder=EncoderArgs(
+            dim=dim,
+            n_layers=layers,
+            head_dim=64,
+            hidden_dim=4 * dim,
+            n_heads=heads,
+            n_kv_heads=heads,
+            rope_theta=1e6,
+            norm_eps=1e-5,
+            sliding_window=750,
+        ),
+        decoder=DecoderArgs(
+            dim=dim,
+            n_layers=layers,
+            head_dim=64,
+            hidden_dim=3 * dim,
+            n_heads=heads,
+            n_kv_heads=max(heads // 4, 1),
+            rope_theta=1e6,
+            norm_eps=1e-5,
+            sliding_window=8192,
+            vocab_size=vocab,
+        ),
+        audio=AudioArgs(),
+    )
+    model = VoxtralRealtime(args)
+    ours = dict(tree_flatten(model.parameters()))
+    E = "mm_streams_embeddings.embedding_module."
+    official = {}
+    for name, w in ours.items():
+        if name.startswith("encoder.conv"):
+            w = w.swapaxes(1, 2) if w.ndim == 3 else w  # back to PyTorch [out, in, kernel]
+            name = f"{E}whisper_encoder.conv_layers.{int(name[12]) - 1}.conv.{name.split('.')[-1]}"
+        elif name.startswith("encoder."):
+            name = E + "whisper_encoder.transformer." + name[len("encoder.") :]
+        elif name.startswith("adapter."):
+            idx = 0 if ".w_in." in name else 2
+            name = f"{E}audio_language_projection.{idx}.weight"
+        elif name.startswith("decoder.tok_embeddings"):
+            name = E + "tok_embeddings.weight"
+        else:
+            name = name[len("decoder.") :].replace("ada_norm.w_down", "ada_rms_norm_t_cond.0")
+            name = name.replace("ada_norm.w_up", "ada_rms_norm_t_cond.2")
+        official[name] = mx.contiguous(w * 4.0 if w.ndim == 2 else w)  # livelier logits
+    path.mkdir(parents=True)
+    mx.save_safetensors(str(path / "consolidated.safetensors"), official)
+    (path / "params.json").write_text(json.dumps(args.to_params()))
+    tekken = json.loads(
+        (Path(mistral_common.__file__).parent / "data" / "tekken_240911.json").read_text()
+    )
+    specials = [
+        {
+            "rank": i,
+            "token_str": {0: "<unk>", 1: "<s>", 2: "</s>", 32: "[STREAMING_PAD]"}.get(
+                i, f"<SPECIAL_{i}>"
+            ),
+            "is_control": True,
+        }
+        for i in range(1000)
+    ]
+    tekken["config"].update(version="v13", default_vocab_size=vocab, num_vocab_tokens=vocab - 1000)
+    tekken.update(
+        vocab=tekken["vocab"][: vocab - 1000],
+        special_tokens=specials,
+        audio={
+            "sampling_rate": 16000,
+            "frame_rate": 12.5,
+            "transcription_delay_ms": DELAY_MS,
+            "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+            "streaming_look_ahead_ms": 2.5,
+            "streaming_look_back_ms": 52.5,
+            "streaming_n_left_pad_tokens": 32,
+            "transcription_format": "streaming",
+        },
+    )
+    (path / "tekken.json").write_text(json.dumps(tekken))
+    return args
+
+
+def mlx_audio_dir(official: Path, args: ModelArgs) -> Path:
+    """mlx-audio reads config.json in its own format; its sanitize maps the official names."""
+    path = official.parent / "mlx-audio"
+    path.mkdir()
+    params = args.to_params()
+    enc = dict(params["multimodal"]["whisper_model_args"]["encoder_args"], downsample_factor=4)
+    dec = {
+        k: params[k]
+        for k in (
+            "dim",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "hidden_dim",
+            "vocab_size",
+            "norm_eps",
+            "rope_theta",
+            "sliding_window",
+            "tied_embeddings",
+            "ada_rms_norm_t_cond",
+            "ada_rms_norm_t_cond_dim",
+        )
+    }
+    config = {
+        "model_type": "voxtral_realtime",
+        "encoder_args": enc,
+        "decoder": dec,
+        "transcription_delay_ms": DELAY_MS,
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    os.symlink(official / "consolidated.safetensors", path / "model.safetensors")
+    shutil.copy(official / "tekken.json", path / "tekken.json")
+    return path
+
+
+def decode_loop(step, first_token, steps: int) -> float:
+    """Seconds per step of a double-buffered greedy loop over `step(token, i)`."""
+    token = first_token
+    mx.eval(token)
+    tic = time.perf_counter()
+    for i in range(steps):
+        nxt = step(token, i)
+        mx.async_eval(nxt)
+        token.item()
+        token = nxt
+    token.item()
+    return (time.perf_counter() - tic) / steps
+
+
+def timed(fn) -> float:
+    fn()  # warm-up
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def transcription(fn) -> tuple[float, float]:
+    fn()  # warm-up
+    mx.reset_peak_memory()
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic, mx.get_peak_memory() / 2**20
+
+
+def bench_ours(path: Path, audio: np.ndarray, steps: int) -> dict:
+    from voxtral_mlx.transcribe import encode_audio, pad_audio
+
+    model = voxtral_mlx.load(path)
+    args = model.args.with_delay(DELAY_MS)
+    padded = pad_audio(audio, args)
+    n_tokens = len(padded) // 1280
+    enc = timed(lambda: mx.eval(encode_audio(model, padded))) / n_tokens
+    embeds = encode_audio(model, padded)
+    dec = model.decoder
+    scales = dec.ffn_norm_weights(args.n_delay_tokens)
+    cache = dec.make_cache()
+    L = args.prompt_length
+    prompt = mx.array([1] + [32] * (L - 1))
+    first = mx.argmax(dec((embeds[:L] + dec.tok_embeddings(prompt))[None], scales, cache)[0, -1])
+
+    def step(token, i):
+        x = embeds[L + i % (n_tokens - L)] + dec.tok_embeddings(token)
+        return mx.argmax(dec(x[None, None], scales, cache)[0, -1])
+
+    step_s = decode_loop(step, first, steps)
+    wall, peak = transcription(lambda: voxtral_mlx.transcribe(model, audio, DELAY_MS))
+    return {"decoder_ms": 1000 * step_s, "encoder_ms": 1000 * enc, "wall": wall, "peak_mb": peak}
+
+
+def bench_voxmlx(path: Path, audio: np.ndarray, wav: Path, steps: int) -> dict:
+    import voxmlx
+    from voxmlx.audio import log_mel_spectrogram, pad_audio
+    from voxmlx.cache import RotatingKVCache
+    from voxmlx.generate import generate
+
+    model, sp, _ = voxmlx.load_model(str(path))
+    prompt, n_delay = voxmlx._build_prompt_tokens(sp)
+    mel = log_mel_spectrogram(pad_audio(audio))
+    n_tokens = mel.shape[1] // 8
+    enc = timed(lambda: mx.eval(model.encode(mel))) / n_tokens
+    embeds = model.encode(mel)
+    t_cond = model.time_embedding(mx.array([n_delay], dtype=mx.float32))
+    cache = [RotatingKVCache(8192) for _ in model.language_model.layers]
+    L = len(prompt)
+    x = model.language_model.embed(mx.array([prompt]))[0] + embeds[:L]
+    first = mx.argmax(model.decode(x[None], t_cond, "causal", cache)[0, -1])
+
+    def step(token, i):
+        e = model.language_model.embed(token.reshape(1, 1))[0, 0]
+        logits = model.decode((embeds[L + i % (n_tokens - L)] + e)[None, None], t_cond, None, cache)
+        return mx.argmax(logits[0, -1])
+
+    step_s = decode_loop(step, first, steps)
+    wall, peak = transcription(
+        lambda: generate(model, str(wav), prompt, n_delay_tokens=n_delay, eos_token_id=sp.eos_id)
+    )
+    return {"decoder_ms": 1000 * step_s, "encoder_ms": 1000 * enc, "wall": wall, "peak_mb": peak}
+
+
+def bench_mlx_audio(path: Path, audio: np.ndarray, steps: int) -> dict:
+    from mlx_audio.stt.utils import load
+
+    model = load(str(path))
+    out = model._encode_and_prefill(audio)
+    adapter_out, n_tokens, L, logits, cache = out[:5]
+
+    def encode():
+        mel, _ = model._prepare_mel(audio)
+        conv = model.encoder.conv_stem(mel)
+        if conv.shape[0] <= model.encoder.config.sliding_window:
+            mx.eval(model.encoder.encode_full(conv))
+        else:
+            for chunk in model.encoder.encode_chunks(conv):
+                mx.eval(model.encoder.downsample_and_project(chunk))
+
+    enc = timed(encode) / n_tokens
+    embeds = adapter_out
+    n_avail = embeds.shape[0]
+    first = mx.argmax(logits)
+
+    def step(token, i):
+        pos = L + i % (n_avail - L)
+        e = embeds[pos] + model.decoder.embed_token(token)
+        h, _ = model.decoder.forward(e[None, :], start_pos=L + i, cache=cache)
+        return mx.argmax(model.decoder.logits(h.squeeze(0)))
+
+    step_s = decode_loop(step, first, steps)
+    wall, peak = transcription(lambda: model.generate(audio))
+    return {"decoder_ms": 1000 * step_s, "encoder_ms": 1000 * enc, "wall": wall, "peak_mb": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=131072)
+    parser.add_argument("--steps", type=int, default=200, help="decoder steps timed")
+    parser.add_argument("--audio", type=Path, default=BUNDLED_SPEECH)
+    parser.add_argument("--only", nargs="*", default=["voxtral-mlx", "voxmlx", "mlx-audio"])
+    opts = parser.parse_args()
+
+    audio = voxtral_mlx.load_audio(opts.audio)
+    seconds = len(audio) / 16000
+    with tempfile.TemporaryDirectory() as tmp:
+        official = Path(tmp) / "official"
+        args = write_checkpoint(official, opts.dim, opts.layers, opts.vocab)
+        wav = Path(tmp) / "audio.wav"
+        import soundfile as sf
+
+        sf.write(wav, audio, 16000)
+        runs = {
+            "voxtral-mlx": lambda: bench_ours(official, audio, opts.steps),
+            "voxmlx": lambda: bench_voxmlx(official, audio, wav, opts.steps),
+            "mlx-audio": lambda: bench_mlx_audio(mlx_audio_dir(official, args), audio, opts.steps),
+        }
+        results = {}
+        for name in opts.only:
+            try:
+                results[name] = runs[name]()
+            except ImportError as e:
+                print(f"{name}: not installed ({e})")
+    n_params = sum(v.size for _, v in tree_flatten(VoxtralRealtime(args).parameters()))
+    print(
+        f"checkpoint: random fp32, dim {opts.dim}, {opts.layers}+{opts.layers} layers "
+        f"(encoder {opts.dim // 64} heads, decoder {opts.dim // 64}/{max(opts.dim // 256, 1)} "
+        f"GQA), vocab {opts.vocab}, windows 750/8192, {n_params / 1e6:.0f} M parameters"
+    )
+    print(
+        f"audio: {opts.audio.name}, {seconds:.1f} s; delay {DELAY_MS} ms; "
+        f"{chip_name()}, MLX {mx.__version__} ({backend_name()})"
+    )
+    print(f"{'':12} {'decoder ms/step':>16} {'encoder ms/step':>16} {'RTF':>7} {'peak MB':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:12} {r['decoder_ms']:16.2f} {r['encoder_ms']:16.2f} "
+            f"{r['wall'] / seconds:7.3f} {r['peak_mb']:9.0f}"
+        )
+    if "voxtral-mlx" in results:
+        ours = results["voxtral-mlx"]
+        for name, r in results.items():
+            if name != "voxtral-mlx":
+                print(
+                    f"voxtral-mlx vs {name}: decoder {r['decoder_ms'] / ours['decoder_ms']:.2f}x, "
+                    f"encoder {r['encoder_ms'] / ours['encoder_ms']:.2f}x, "
+                    f"end to end {r['wall'] / ours['wall']:.2f}x faster"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""`voxtral bench` smoke test: the real command, a small random model, JSON out."""
+
+import json
+import subprocess
+import sys
+
+from checkpoints import shared_audio
+
+FIELDS = {
+    "mel_ms_per_step",
+    "encoder_ms_per_step_streamed",
+    "encoder_ms_per_step_batched",
+    "decoder_prefill_ms",
+    "decoder_ms_per_step",
+    "tokens_per_second",
+    "real_time_factor",
+    "first_token_latency_ms",
+    "peak_memory_gb",
+}
+
+
+def test_bench_json_on_a_small_random_model():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxtral_cli.app",
+            "bench",
+            "--random-weights",
+            "--size",
+            "small",
+            "--dtype",
+            "float32",
+            "--audio",
+            str(shared_audio("librivox-0880.wav")),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert FIELDS <= data.keys()
+    for field in FIELDS:
+        assert data[field] > 0, field
+    assert data["audio_seconds"] == 2.99 or abs(data["audio_seconds"] - 2.99) < 0.01
+    assert data["dtype"] == "float32" and data["quantization"] == "none"
+    assert data["backend"] == "cpu" and data["mlx_version"] and data["chip"] and data["os"]
+
+
+def test_bench_rejects_bad_options():
+    done = subprocess.run(
+        [sys.executable, "-m", "voxtral_cli.app", "bench", "--random-weights", "--size", "huge"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "--size 'huge'" in done.stderr

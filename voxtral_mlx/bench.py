@@ -1,0 +1,217 @@
+"""Stage-by-stage timings of the real pipeline (what `voxtral bench` prints).
+
+Every figure is measured on this machine with the model given; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from .config import AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
+from .model import VoxtralRealtime
+from .session import Session
+from .transcribe import encode_audio, pad_audio, transcribe
+
+BUNDLED_SPEECH = Path(__file__).parent / "assets" / "jfk.wav"
+
+# "full" is the real architecture; "small" keeps its structure, windows and vocabulary
+# with narrow, shallow stacks, so any machine runs it in seconds.
+SIZES = {
+    "full": dict(enc=(1280, 32, 32, 5120), dec=(3072, 26, 32, 8, 9216)),
+    "small": dict(enc=(256, 2, 4, 1024), dec=(256, 2, 4, 1, 768)),
+}
+
+
+def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRealtime:
+    """The architecture with random weights (no download), and the bundled real vocabulary."""
+    import mistral_common
+
+    from .tokenizer import Tokenizer
+
+    enc_dim, enc_layers, enc_heads, enc_hidden = SIZES[size]["enc"]
+    dim, layers, heads, kv_heads, hidden = SIZES[size]["dec"]
+    args = ModelArgs(
+        encoder=EncoderArgs(
+            dim=enc_dim,
+            n_layers=enc_layers,
+            head_dim=64,
+            hidden_dim=enc_hidden,
+            n_heads=enc_heads,
+            n_kv_heads=enc_heads,
+            rope_theta=1e6,
+            norm_eps=1e-5,
+            sliding_window=750,
+        ),
+        decoder=DecoderArgs(
+            dim=dim,
+            n_layers=layers,
+            head_dim=dim // heads if size == "small" else 128,
+            hidden_dim=hidden,
+            n_heads=heads,
+            n_kv_heads=kv_heads,
+            rope_theta=1e6,
+            norm_eps=1e-5,
+            sliding_window=8192,
+            vocab_size=131072,
+        ),
+        audio=AudioArgs(),
+    )
+    model = VoxtralRealtime(args)
+    model.set_dtype(dtype)
+    mx.eval(model.parameters())
+    tekken = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
+    model.tokenizer = Tokenizer.from_file(tekken)
+    return model
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    audio_seconds: float
+    delay_ms: int
+    dtype: str
+    quantization: str
+    mel_ms_per_step: float
+    encoder_ms_per_step_streamed: float
+    encoder_ms_per_step_batched: float
+    decoder_prefill_ms: float
+    decoder_ms_per_step: float
+    tokens_per_second: float
+    real_time_factor: float
+    first_token_latency_ms: float
+    peak_memory_gb: float
+    chip: str
+    os: str
+    mlx_version: str
+    backend: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def chip_name() -> str:
+    if platform.system() == "Darwin":
+        out = subprocess.run(
+            ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def backend_name() -> str:
+    device = mx.default_device()
+    if device.type == mx.cpu:
+        return "cpu"
+    if mx.metal.is_available():
+        return "metal"
+    return "cuda" if getattr(mx, "cuda", None) and mx.cuda.is_available() else str(device)
+
+
+def _timed(fn, repeat: int = 1) -> float:
+    """Seconds per call, after one warm-up call."""
+    fn()
+    tic = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - tic) / repeat
+
+
+def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int = 480) -> BenchResult:
+    args = model.args.with_delay(delay_ms)
+    padded = pad_audio(audio, args)
+    n_tokens = len(padded) // args.samples_per_token
+
+    from .mel import log_mel_spectrogram
+
+    mel_s = _timed(lambda: log_mel_spectrogram(padded, args.audio))
+    batched_s = _timed(lambda: encode_audio(model, padded))
+    streamed_s = _timed(lambda: encode_audio(model, padded, batch_tokens=1))
+    embeds = encode_audio(model, padded)
+
+    decoder = model.decoder
+    scales = decoder.ffn_norm_weights(args.n_delay_tokens)
+    L = args.prompt_length
+    prompt = mx.array([1] + [32] * (L - 1))
+
+    def prefill():
+        cache = decoder.make_cache()
+        mx.eval(decoder(embeds[None, :L] + decoder.tok_embeddings(prompt), scales, cache))
+        return cache
+
+    prefill_s = _timed(prefill, repeat=3)
+    cache = prefill()
+    steps = n_tokens - L
+    token = mx.array(32)
+
+    def decode():
+        nonlocal token
+        for p in range(L, L + steps):
+            x = embeds[p] + decoder.tok_embeddings(token)
+            token = mx.argmax(decoder(x[None, None], scales, cache)[0, -1])
+            mx.async_eval(token)
+        mx.eval(token)
+
+    tic = time.perf_counter()
+    decode()
+    step_s = (time.perf_counter() - tic) / steps
+
+    mx.reset_peak_memory()
+    tic = time.perf_counter()
+    result = transcribe(model, audio, delay_ms=delay_ms)
+    wall = time.perf_counter() - tic
+    peak = mx.get_peak_memory()
+
+    # live: 80 ms chunks as fast as they can be processed; the feed call that yields the
+    # first text after the prompt is ready measures the first-token latency
+    session = Session(model, delay_ms)
+    chunk = args.samples_per_token
+    first = 0.0
+    for lo in range(0, len(audio), chunk):
+        tic = time.perf_counter()
+        events = session.feed(audio[lo : lo + chunk])
+        elapsed = time.perf_counter() - tic
+        if session.tokens:
+            first = elapsed
+            break
+        del events
+    quant = _quantization(model)
+    return BenchResult(
+        audio_seconds=len(audio) / 16000,
+        delay_ms=delay_ms,
+        dtype=str(model.dtype).replace("mlx.core.", ""),
+        quantization=quant,
+        mel_ms_per_step=1000 * mel_s / n_tokens,
+        encoder_ms_per_step_streamed=1000 * streamed_s / n_tokens,
+        encoder_ms_per_step_batched=1000 * batched_s / n_tokens,
+        decoder_prefill_ms=1000 * prefill_s,
+        decoder_ms_per_step=1000 * step_s,
+        tokens_per_second=result.stats.decoder_steps / wall,
+        real_time_factor=wall / (len(audio) / 16000),
+        first_token_latency_ms=1000 * first,
+        peak_memory_gb=peak / 2**30,
+        chip=chip_name(),
+        os=platform.platform(),
+        mlx_version=mx.__version__,
+        backend=backend_name(),
+    )
+
+
+def _quantization(model: VoxtralRealtime) -> str:
+    layer = model.decoder.layers[0].feed_forward.w1
+    bits = getattr(layer, "bits", None)
+    return f"{bits}-bit, group {layer.group_size}" if bits else "none"
+
+
+__all__ = ["BUNDLED_SPEECH", "BenchResult", "random_model", "run"]
