@@ -53,6 +53,16 @@ OfflineOpt = Annotated[
     bool,
     typer.Option("--offline", help="Use only the Hugging Face cache; never download."),
 ]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server", help="Use a remote server speaking the realtime protocol (ours or vLLM)."
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="VOXTRAL_API_KEY", help="Bearer token for the server."),
+]
 WordsOpt = Annotated[
     bool,
     typer.Option("--word-timestamps", help="One subtitle cue per word in srt/vtt output."),
@@ -112,19 +122,35 @@ def transcribe(
     ] = None,
     word_timestamps: WordsOpt = False,
     offline: OfflineOpt = False,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """Transcribe audio files. Prints the text, or writes NAME.FORMAT files with -f / -o."""
     from voxtral_mlx import VoxtralError
 
-    from .batch import transcribe_files
+    from .batch import read_input, transcribe_files
 
     formats = _formats(output_format)
     if formats is None and output_dir is not None:
         formats = ["txt"]
     try:
-        loaded = load_model(model, offline)
+        if server:
+            from .remote import transcribe_remote
+
+            def engine(name, progress):
+                label = "stdin.wav" if name == "-" else Path(name).name
+                audio = read_input(name, remote=True)
+                return transcribe_remote(server, audio, label, api_key, delay)
+        else:
+            from voxtral_mlx import transcribe as run
+
+            loaded = load_model(model, offline)
+
+            def engine(name, progress):
+                return run(loaded, read_input(name), delay_ms=delay, progress=progress)
+
         failures = transcribe_files(
-            loaded, files, delay, formats, output_dir or Path("."), word_timestamps
+            engine, files, formats, output_dir or Path("."), word_timestamps
         )
     except VoxtralError as e:
         fail(str(e))
@@ -133,7 +159,7 @@ def transcribe(
 
 
 def _formats(value: str | None) -> list[str] | None:
-    from .formats import FORMATS
+    from voxtral_mlx.formats import FORMATS
 
     if value is None:
         return None
@@ -177,14 +203,16 @@ def live(
     ] = False,
     word_timestamps: WordsOpt = False,
     offline: OfflineOpt = False,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """Transcribe the microphone as you speak; Ctrl+C flushes the last words and stops."""
     from rich.console import Console
 
     from voxtral_mlx import VoxtralError
+    from voxtral_mlx.formats import LIVE_FORMATS
 
     from .capture import FileSource, MicrophoneSource, find_device
-    from .formats import LIVE_FORMATS
     from .live import run_live
 
     if fast and input_file is None:
@@ -196,12 +224,85 @@ def live(
         source = (
             FileSource(input_file, fast) if input_file else MicrophoneSource(find_device(device))
         )
-        loaded = load_model(model, offline)
-        run_live(loaded, source, delay, output, Console(), word_timestamps)
+        if server:
+            from .remote import RemoteSession
+
+            # the default model name means "whatever the server serves"
+            session = RemoteSession(
+                server, None if model == DEFAULT_MODEL else model, api_key, delay
+            )
+        else:
+            from voxtral_mlx import Session
+
+            session = Session(load_model(model, offline), delay)
+        run_live(session, source, delay, output, Console(), word_timestamps)
     except VoxtralError as e:
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror}" if output else str(e))
+
+
+@app.command()
+def serve(
+    model: ModelOpt = DEFAULT_MODEL,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    delay: DelayOpt = 480,
+    api_key: ApiKeyOpt = None,
+    max_sessions: Annotated[
+        int, typer.Option("--max-sessions", help="Concurrent realtime sessions.")
+    ] = 8,
+    max_message_mb: Annotated[
+        float, typer.Option("--max-message-mb", help="Largest WebSocket message accepted.")
+    ] = 4.0,
+    max_backlog: Annotated[
+        float,
+        typer.Option("--max-backlog", help="Seconds of unprocessed audio a session may queue."),
+    ] = 30.0,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Allow browser pages from this origin."),
+    ] = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Serve the realtime WebSocket API (/v1/realtime, vLLM-compatible) and uploads."""
+    from rich.console import Console
+
+    from voxtral_mlx import VoxtralError
+    from voxtral_mlx.server import ServerConfig
+    from voxtral_mlx.server import serve as run
+
+    if not 1 <= port <= 65535:
+        fail(f"--port {port}: choose 1-65535")
+    try:
+        loaded = load_model(model, offline)
+    except VoxtralError as e:
+        fail(str(e))
+    config = ServerConfig(
+        model_name=model,
+        delay_ms=delay,
+        api_key=api_key,
+        max_sessions=max_sessions,
+        max_message_bytes=int(max_message_mb * 2**20),
+        max_backlog_seconds=max_backlog,
+        cors_origins=tuple(cors_origin or ()),
+    )
+    err = Console(stderr=True)
+
+    def ready(server) -> None:
+        auth = "api key required" if api_key else "no api key"
+        err.print(
+            f"serving {model} on http://{host}:{port} (ws://{host}:{port}/v1/realtime, {auth})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        run(loaded, config, host, port, ready=ready)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror}")
 
 
 @app.command()

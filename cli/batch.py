@@ -5,35 +5,39 @@ from __future__ import annotations
 import io
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from voxtral_mlx import VoxtralError, load_audio, transcribe
+from voxtral_mlx import Transcript, VoxtralError, load_audio
+from voxtral_mlx.formats import render
 
-from .formats import render
+# engine(name, progress) -> Transcript; progress(seconds_done, seconds_total)
+Engine = Callable[[str, Callable[[float, float], None]], Transcript]
 
 
-def read_input(name: str):
-    """Samples of a file, or of audio piped on stdin for `-`."""
+def read_input(name: str, remote: bool = False):
+    """The audio of a file, or of `-` (stdin): samples, or the file's bytes for a server."""
     if name == "-":
         data = sys.stdin.buffer.read()
         if not data:
             raise VoxtralError("no audio on stdin")
-        return load_audio(io.BytesIO(data))
-    return load_audio(Path(name))
+        return data if remote else load_audio(io.BytesIO(data))
+    return Path(name) if remote else load_audio(Path(name))
 
 
 def transcribe_files(
-    model,
+    engine: Engine,
     files: list[str],
-    delay_ms: int,
     formats: list[str] | None,
     output_dir: Path,
     word_timestamps: bool,
 ) -> int:
     """Transcribe each file; returns how many failed (each failure is one line on stderr)."""
+    from .app import print_error
+
     err = Console(stderr=True)
     failures = 0
     progress = Progress(
@@ -60,12 +64,10 @@ def transcribe_files(
                 )
 
             try:
-                result = transcribe(model, read_input(name), delay_ms=delay_ms, progress=update)
+                result = engine(name, update)
             except VoxtralError as e:
                 failures += 1
                 progress.remove_task(task)
-                from .app import print_error
-
                 print_error(f"{name}: {e}")
                 continue
             progress.remove_task(task)

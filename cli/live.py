@@ -16,10 +16,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from voxtral_mlx import Session, TextDelta, Transcript, WordDone
+from voxtral_mlx import TextDelta, Transcript, WordDone
+from voxtral_mlx.formats import LiveWriter
 
 from .capture import Source
-from .formats import LiveWriter
 
 SILENCE_WARNING_SECONDS = 4.0
 PERMISSION_HINT = (
@@ -37,7 +37,7 @@ class LiveStatus:
         self.recent = deque(maxlen=40)  # (audio seconds, processing seconds) per block
         self.silent_for = 0.0
         self.warned = False
-        self.session: Session | None = None
+        self.session = None
 
     def block(self, samples: np.ndarray, rate: int, processing: float) -> None:
         seconds = len(samples) / rate
@@ -80,15 +80,15 @@ def render(status: LiveStatus, text: str, width: int) -> Group:
 
 
 def run_live(
-    model,
+    session,
     source: Source,
     delay_ms: int,
     output: Path | None,
     console: Console,
     word_timestamps: bool = False,
 ) -> Transcript:
-    """Stream `source` until it ends or Ctrl+C; the last words are flushed either way."""
-    session = Session(model, delay_ms)
+    """Stream `source` into `session` (a local Session, or a RemoteSession) until the
+    source ends or Ctrl+C; the last words are flushed either way."""
     status = LiveStatus(source, delay_ms)
     status.session = session
     writer = LiveWriter(output, word_timestamps) if output else None

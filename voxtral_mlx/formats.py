@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from voxtral_mlx import Transcript, Word
+from .session import Transcript
+from .words import Word
 
 FORMATS = ("txt", "srt", "vtt", "json")
 LIVE_FORMATS = ("txt", "srt", "vtt", "jsonl")

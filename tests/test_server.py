@@ -1,0 +1,407 @@
+"""`voxtral serve` on a loopback port, driven by real WebSocket and HTTP clients."""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+from checkpoints import shared_audio
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+import voxtral_mlx
+
+KEY = "s3cret-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir, *extra):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voxtral_cli.app",
+            "serve",
+            "--model",
+            str(model_dir),
+            "--port",
+            str(port),
+            *map(str, extra),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "VOXTRAL_API_KEY": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {KEY}"} if "--api-key" in extra else {}
+    for _ in range(300):
+        try:
+            if requests.get(url + "/health", headers=headers, timeout=1).status_code == 200:
+                return proc, port
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read())
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(official_dir):
+    proc, port = start_server(
+        official_dir, "--max-sessions", "4", "--max-message-mb", "1", "--max-backlog", "20"
+    )
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def pcm16(name: str) -> np.ndarray:
+    return sf.read(shared_audio(name), dtype="int16")[0]
+
+
+def b64(samples: np.ndarray) -> str:
+    return base64.b64encode(samples.astype("<i2").tobytes()).decode()
+
+
+def ws(port, **kwargs):
+    conn = connect(f"ws://127.0.0.1:{port}/v1/realtime", open_timeout=10, max_size=2**24, **kwargs)
+    return conn.__enter__()  # as `with connect(...)` would; closed by each test
+
+
+def receive(conn, timeout=60) -> dict:
+    return json.loads(conn.recv(timeout=timeout))
+
+
+def stream(port, samples: np.ndarray, chunk: int = 8000, conn=None) -> tuple[str, dict]:
+    """One utterance over the protocol; returns (concatenated deltas, transcription.done)."""
+    own = conn is None
+    conn = conn or ws(port)
+    if own:
+        assert receive(conn)["type"] == "session.created"
+    conn.send(json.dumps({"type": "session.update", "model": None}))
+    conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    for lo in range(0, len(samples), chunk):
+        conn.send(
+            json.dumps(
+                {"type": "input_audio_buffer.append", "audio": b64(samples[lo : lo + chunk])}
+            )
+        )
+    conn.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
+    deltas = []
+    while True:
+        event = receive(conn)
+        if event["type"] == "transcription.delta":
+            deltas.append(event["delta"])
+        elif event["type"] == "transcription.done":
+            break
+        else:
+            raise AssertionError(event)
+    if own:
+        conn.close()
+    return "".join(deltas), event
+
+
+def expected_text(model, name):
+    return voxtral_mlx.transcribe(model, voxtral_mlx.load_audio(shared_audio(name))).text
+
+
+def test_streamed_text_equals_transcribe(server, model):
+    deltas, done = stream(server, pcm16("jfk.wav"))
+    text = expected_text(model, "jfk.wav")
+    assert done["text"] == text and deltas.strip() == text
+    assert done["usage"]["completion_tokens"] > 100
+    assert (
+        done["usage"]["total_tokens"]
+        == done["usage"]["prompt_tokens"] + done["usage"]["completion_tokens"]
+    )
+
+
+def test_concurrent_sessions_do_not_mix(server, model):
+    names = ["jfk.wav", "librivox-0870.wav", "librivox-0890.wav"]
+    results = {}
+
+    def run(name):
+        results[name] = stream(server, pcm16(name), chunk=3200)[1]["text"]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert {n: results.get(n) for n in names} == {n: expected_text(model, n) for n in names}
+
+
+def test_two_utterances_on_one_connection(server, model):
+    conn = ws(server)
+    assert receive(conn)["type"] == "session.created"
+    first = stream(server, pcm16("librivox-0880.wav"), conn=conn)[1]["text"]
+    second = stream(server, pcm16("librivox-0930.wav"), conn=conn)[1]["text"]
+    conn.close()
+    assert first == expected_text(model, "librivox-0880.wav")
+    assert second == expected_text(model, "librivox-0930.wav")
+
+
+def test_bad_input_gets_error_events_and_the_connection_goes_on(server, model):
+    conn = ws(server)
+    assert receive(conn)["type"] == "session.created"
+    audio = b64(pcm16("librivox-0880.wav")[:1600])
+    bad = [
+        ("{not json", "invalid_json"),
+        ('["a list"]', "invalid_event"),
+        (json.dumps({"type": "no.such.event"}), "unknown_event"),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": audio}), "session_not_started"),
+        (json.dumps({"type": "input_audio_buffer.commit"}), "model_not_validated"),
+        (json.dumps({"type": "session.update", "model": "someone/else"}), "model_not_found"),
+    ]
+    for message, code in bad:
+        conn.send(message)
+        event = receive(conn)
+        assert event["type"] == "error" and event["code"] == code, (message, event)
+    conn.send(json.dumps({"type": "session.update", "model": None}))
+    for message, code in [
+        (
+            json.dumps({"type": "input_audio_buffer.append", "audio": "%%%not base64%%%"}),
+            "invalid_audio",
+        ),
+        (
+            json.dumps(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}
+            ),
+            "invalid_audio",
+        ),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": ""}), "invalid_audio"),
+        (json.dumps({"type": "input_audio_buffer.append", "audio": 12}), "invalid_audio"),
+        (json.dumps({"type": "input_audio_buffer.commit", "final": True}), "not_started"),
+    ]:
+        conn.send(message)
+        event = receive(conn)
+        assert event["type"] == "error" and event["code"] == code, (message, event)
+    conn.send(b"\x00\x01binary")
+    assert receive(conn)["code"] == "invalid_event"
+    # after all that, the same connection still transcribes
+    _, done = stream(server, pcm16("librivox-0880.wav"), conn=conn)
+    assert done["text"] == expected_text(model, "librivox-0880.wav")
+    conn.close()
+
+
+def test_oversized_message_closes_with_1009_and_the_server_goes_on(server, model):
+    conn = ws(server)
+    receive(conn)
+    conn.send(json.dumps({"type": "session.update"}))
+    conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (2 * 2**20)}))
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            receive(conn, timeout=10)
+    assert closed.value.rcvd.code == 1009
+    assert stream(server, pcm16("librivox-0880.wav"))[1]["text"] == expected_text(
+        model, "librivox-0880.wav"
+    )
+
+
+def test_client_vanishing_mid_stream(server, model):
+    for _ in range(3):
+        conn = ws(server)
+        receive(conn)
+        conn.send(json.dumps({"type": "session.update"}))
+        conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(pcm16("jfk.wav"))}))
+        conn.socket.close()  # no close frame: the client just disappears
+    time.sleep(1)
+    health = requests.get(f"http://127.0.0.1:{server}/health", timeout=5).json()
+    assert health["status"] == "ok"
+    assert stream(server, pcm16("librivox-0930.wav"))[1]["text"] == expected_text(
+        model, "librivox-0930.wav"
+    )
+    for _ in range(50):  # the vanished sessions are released
+        if requests.get(f"http://127.0.0.1:{server}/health", timeout=5).json()["sessions"] == 0:
+            break
+        time.sleep(0.1)
+    assert requests.get(f"http://127.0.0.1:{server}/health", timeout=5).json()["sessions"] == 0
+
+
+def test_backpressure_rejects_audio_beyond_the_backlog(official_dir):
+    proc, port = start_server(official_dir, "--max-backlog", "1")
+    try:
+        conn = ws(port)
+        receive(conn)
+        conn.send(json.dumps({"type": "session.update"}))
+        samples = pcm16("jfk.wav")
+        codes = []
+        for lo in range(0, 16000 * 6, 8000):  # 6 s at once, far faster than real time
+            conn.send(
+                json.dumps(
+                    {"type": "input_audio_buffer.append", "audio": b64(samples[lo : lo + 8000])}
+                )
+            )
+        conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        conn.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
+        while True:
+            event = receive(conn)
+            if event["type"] == "error":
+                codes.append(event["code"])
+            if event["type"] == "transcription.done":
+                break
+        assert codes and set(codes) == {"buffer_full"}
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_session_limit(official_dir):
+    proc, port = start_server(official_dir, "--max-sessions", "1")
+    try:
+        first = ws(port)
+        receive(first)
+        second = ws(port)
+        event = receive(second)
+        assert event["type"] == "error" and event["code"] == "too_many_sessions"
+        with pytest.raises(ConnectionClosed) as closed:
+            receive(second, timeout=10)
+        assert closed.value.rcvd.code == 1013
+        first.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_api_key_is_enforced(official_dir, model):
+    proc, port = start_server(official_dir, "--api-key", KEY)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert requests.get(url + "/health", timeout=5).status_code == 401
+        assert (
+            requests.get(
+                url + "/health", headers={"Authorization": "Bearer wrong"}, timeout=5
+            ).status_code
+            == 401
+        )
+        with pytest.raises(InvalidStatus):
+            ws(port)
+        with pytest.raises(InvalidStatus):
+            ws(port, additional_headers={"Authorization": "Bearer wrong"})
+        conn = ws(port, additional_headers={"Authorization": f"Bearer {KEY}"})
+        assert receive(conn)["type"] == "session.created"
+        conn.close()
+        # browsers cannot set headers: the key may come as a WebSocket subprotocol
+        conn = ws(port, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"])
+        assert receive(conn)["type"] == "session.created"
+        conn.close()
+        files = {"file": ("a.wav", shared_audio("librivox-0880.wav").read_bytes())}
+        assert (
+            requests.post(url + "/v1/audio/transcriptions", files=files, timeout=60).status_code
+            == 401
+        )
+        ok = requests.post(
+            url + "/v1/audio/transcriptions",
+            files=files,
+            timeout=60,
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert ok.status_code == 200 and ok.json()["text"] == expected_text(
+            model, "librivox-0880.wav"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_upload_endpoint_formats(server, model):
+    url = f"http://127.0.0.1:{server}/v1/audio/transcriptions"
+    data = shared_audio("jfk.wav").read_bytes()
+    text = expected_text(model, "jfk.wav")
+    result = voxtral_mlx.transcribe(model, voxtral_mlx.load_audio(shared_audio("jfk.wav")))
+
+    def post(fmt):
+        return requests.post(
+            url, files={"file": ("jfk.wav", data)}, data={"response_format": fmt}, timeout=120
+        )
+
+    assert post("json").json() == {"text": text}
+    assert post("text").text.strip() == text
+    assert post("srt").text.startswith("1\n00:00:")
+    assert post("vtt").text.startswith("WEBVTT\n\n00:00:")
+    verbose = post("verbose_json").json()
+    assert verbose["text"] == text and abs(verbose["duration"] - 11.0) < 0.01
+    assert [(w["word"], w["start"], w["end"]) for w in verbose["words"]] == [
+        (w.text, w.start, w.end) for w in result.words
+    ]
+    assert post("xml").status_code == 400
+    bad = requests.post(url, files={"file": ("x.wav", b"RIFFjunkjunk")}, timeout=30)
+    assert bad.status_code == 400 and "error" in bad.json()
+    assert requests.get(f"http://127.0.0.1:{server}/health", timeout=5).json()["status"] == "ok"
+
+
+def test_cli_clients_against_our_server(server, model, tmp_path):
+    text = expected_text(model, "jfk.wav")
+    live = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxtral_cli.app",
+            "live",
+            "--server",
+            f"ws://127.0.0.1:{server}",
+            "--input",
+            str(shared_audio("jfk.wav")),
+            "--fast",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert live.returncode == 0, live.stderr
+    assert live.stdout.strip() == text
+    files = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxtral_cli.app",
+            "transcribe",
+            "--server",
+            f"http://127.0.0.1:{server}",
+            str(shared_audio("jfk.wav")),
+            "-f",
+            "json",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert files.returncode == 0, files.stderr
+    assert json.loads((tmp_path / "jfk.json").read_text())["text"] == text
+    down = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxtral_cli.app",
+            "live",
+            "--server",
+            f"ws://127.0.0.1:{free_port()}",
+            "--input",
+            str(shared_audio("jfk.wav")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1 and down.stderr.startswith("error: cannot connect")
