@@ -15,8 +15,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check voxtral_mlx cli tests benchmarks
-	$(BIN)/ruff format --check voxtral_mlx cli tests benchmarks
+	$(BIN)/ruff check voxtral_mlx cli tests benchmarks training
+	$(BIN)/ruff format --check voxtral_mlx cli tests benchmarks training
 
 format: setup
 	$(BIN)/ruff format voxtral_mlx cli tests benchmarks

@@ -265,9 +265,12 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="Allow browser pages from this origin."),
     ] = None,
+    open_page: Annotated[
+        bool, typer.Option("--open", help="Open the live transcription page in the browser.")
+    ] = False,
     offline: OfflineOpt = False,
 ) -> None:
-    """Serve the realtime WebSocket API (/v1/realtime, vLLM-compatible) and uploads."""
+    """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
     from rich.console import Console
 
     from voxtral_mlx import VoxtralError
@@ -292,6 +295,10 @@ def serve(
     err = Console(stderr=True)
 
     def ready(server) -> None:
+        if open_page:
+            import webbrowser
+
+            webbrowser.open(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/")
         auth = "api key required" if api_key else "no api key"
         err.print(
             f"serving {model} on http://{host}:{port} (ws://{host}:{port}/v1/realtime, {auth})",
@@ -303,6 +310,76 @@ def serve(
         run(loaded, config, host, port, ready=ready)
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror}")
+
+
+@app.command(name="eval")
+def evaluate(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Audio files or folders with NAME.txt references.")
+    ],
+    model: ModelOpt = DEFAULT_MODEL,
+    delay: DelayOpt = 480,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print per-file and overall scores as JSON.")
+    ] = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Word and character error rates (normalized text) over audio with reference transcripts."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from voxtral_mlx import VoxtralError
+    from voxtral_mlx.evaluation import evaluate as run
+    from voxtral_mlx.evaluation import find_pairs
+
+    try:
+        pairs = find_pairs(paths)
+        loaded = load_model(model, offline)
+        with status_spinner(f"transcribing {len(pairs)} files"):
+            report = run(loaded, pairs, delay)
+    except VoxtralError as e:
+        fail(str(e))
+    if as_json:
+        files = [
+            {
+                "audio": f.audio,
+                "wer": f.wer,
+                "cer": f.cer,
+                "words": f.words,
+                "reference": f.reference,
+                "hypothesis": f.hypothesis,
+            }
+            for f in report.files
+        ]
+        print(
+            json.dumps(
+                {
+                    "model": model,
+                    "delay_ms": delay,
+                    "files": files,
+                    "wer": report.wer,
+                    "cer": report.cer,
+                    "audio_seconds": report.audio_seconds,
+                    "real_time_factor": report.elapsed_seconds / max(report.audio_seconds, 1e-9),
+                },
+                indent=2,
+            )
+        )
+        return
+    table = Table("file", "WER", "CER", "hypothesis", box=None)
+    for f in report.files:
+        table.add_row(
+            Path(f.audio).name, f"{100 * f.wer:.1f}%", f"{100 * f.cer:.1f}%", f.hypothesis[:60]
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"overall: WER {100 * report.wer:.2f}%  CER {100 * report.cer:.2f}%  over "
+        f"{len(report.files)} files, {report.audio_seconds:.1f} s of audio, delay {delay} ms",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -55,3 +55,23 @@ def test_delay_shifts_times_back(tok):
     at_480 = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6)[0]
     at_960 = words_from_tokens(tokens, 44, tok, n_left=32, n_delay=12)[0]
     assert at_480 == at_960
+
+
+WORD_MARK = 33
+
+
+def test_streaming_word_marker_gives_the_start(tok):
+    """[STREAMING_WORD] at the word's start (+ delay), its text at its end (+ delay)."""
+    hello, world = ids(tok, " hello"), ids(tok, " world")
+    # t(p) = (p - 38) * 0.08 with the first output at position 38
+    tokens = [PAD, WORD_MARK, PAD, PAD] + hello + [PAD, WORD_MARK] + [PAD] * 4 + world + [PAD]
+    words = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6, duration=10.0)
+    assert words == [Word("hello", 0.08, 0.32), Word("world", 0.48, 0.88)]
+
+
+def test_marker_with_no_text_yet_closes_the_previous_word(tok):
+    one, two = ids(tok, " one"), ids(tok, " two")
+    tokens = one + [WORD_MARK] + two
+    words = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6)
+    assert [w.text for w in words] == ["one", "two"]
+    assert words[0] == Word("one", 0.0, 0.08) and words[1] == Word("two", 0.08, 0.16)

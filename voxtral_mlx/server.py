@@ -38,12 +38,14 @@ from typing import Annotated
 import numpy as np
 
 from .audio import SAMPLE_RATE, load_audio
+from .config import check_delay
 from .errors import VoxtralError
 from .formats import cues, render
 from .model import VoxtralRealtime
 from .session import Session, TextDelta, Transcript
 from .transcribe import transcribe
 
+WEB_DIR = Path(__file__).parent / "web"
 SLICE_SECONDS = 1.0  # the most audio one worker job processes before others get a turn
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
 
@@ -75,6 +77,7 @@ class RealtimeConnection:
         self.ws, self.model, self.config, self.worker = websocket, model, config, worker
         self.id = f"sess-{uuid.uuid4().hex}"
         self.session: Session | None = None
+        self.delay_ms = config.delay_ms
         self.started = False  # session.update received
         self.transcribing = False  # commit received
         self.pending: deque[np.ndarray] = deque()  # audio not yet given to the model
@@ -108,6 +111,11 @@ class RealtimeConnection:
             model = event.get("model")
             if model not in (None, "", self.config.model_name, Path(self.config.model_name).name):
                 return await self.error(f"The model `{model}` does not exist.", "model_not_found")
+            if event.get("delay_ms") is not None:  # our extension: the delay of this session
+                try:
+                    self.delay_ms = check_delay(event["delay_ms"])
+                except (VoxtralError, TypeError, ValueError) as e:
+                    return await self.error(str(e), "invalid_delay")
             self.started = True
         elif kind == "input_audio_buffer.append":
             await self.append(event.get("audio"))
@@ -126,7 +134,7 @@ class RealtimeConnection:
             elif not self.transcribing:
                 self.transcribing = True
                 # MLX streams belong to a thread: build the session's arrays where they run
-                self.session = await self.worker.run(Session, self.model, self.config.delay_ms)
+                self.session = await self.worker.run(Session, self.model, self.delay_ms)
                 self.pump_task = asyncio.create_task(self.pump())
         else:
             await self.error(f"Unknown event type: {kind}", "unknown_event")
@@ -190,7 +198,7 @@ class RealtimeConnection:
 
     async def finish(self) -> None:
         final = await self._send_events(await self.worker.run(self.session.finish))
-        prompt = self.model.args.with_delay(self.config.delay_ms).prompt_length
+        prompt = self.model.args.with_delay(self.delay_ms).prompt_length
         await self.send(
             {
                 "type": "transcription.done",
@@ -210,7 +218,17 @@ class RealtimeConnection:
         final = None
         for event in events:
             if isinstance(event, TextDelta) and event.text:
-                await self.send({"type": "transcription.delta", "delta": event.text})
+                # start/end (audio seconds the text speaks about) and rtf are our extension
+                rtf = self.session.elapsed_seconds / max(self.session.audio_seconds, 1e-9)
+                await self.send(
+                    {
+                        "type": "transcription.delta",
+                        "delta": event.text,
+                        "start": round(event.start, 3),
+                        "end": round(event.end, 3),
+                        "rtf": round(rtf, 3),
+                    }
+                )
             elif isinstance(event, Transcript):
                 final = event
         return final
@@ -238,10 +256,18 @@ def _authorized(config: ServerConfig, headers, protocols: list[str] | None = Non
 
 def create_app(model: VoxtralRealtime, config: ServerConfig):
     from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+    from fastapi.staticfiles import StaticFiles
     from starlette.websockets import WebSocketDisconnect
 
     app = FastAPI(title="voxtral-mlx", docs_url=None, redoc_url=None)
+    # the browser page: public (it holds no secret); its API calls carry the key
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB_DIR / "index.html")
+
     worker = Worker()
     connections: set[RealtimeConnection] = set()
     started = time.time()

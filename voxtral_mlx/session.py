@@ -136,6 +136,11 @@ class Session:
         return self._samples_in / SAMPLE_RATE
 
     @property
+    def elapsed_seconds(self) -> float:
+        """Wall time spent in the model so far."""
+        return self._elapsed
+
+    @property
     def backlog_seconds(self) -> float:
         """Audio fed but not decoded yet (look-ahead and delay not counted)."""
         decoded = max(self._decoder.position - self.args.n_left_pad_tokens, 0)

@@ -7,7 +7,10 @@ describes, behind `n_left` slots of left padding. So position p speaks about aud
     t(p) = (p - n_left - n_delay) * 0.08 s.
 
 A word is a run of text tokens; a new word starts at a byte piece that begins with
-white space. It spans [t(first position), t(last position + 1)], clamped to the audio.
+white space, or at a [STREAMING_WORD] marker. Without a marker, a word spans
+[t(first text position), t(last text position + 1)]. When a [STREAMING_WORD] marker comes
+before its text, the marker is taken as the word's start and the text as its end: the word
+spans [t(marker position), t(first text position)]. Times are clamped to the audio.
 """
 
 from __future__ import annotations
@@ -37,9 +40,15 @@ class WordTracker:
         self.duration = duration
         self._bytes = b""
         self._first = self._last = -1
+        self._marker: int | None = None  # position of a [STREAMING_WORD] awaiting its text
+        self._start: int | None = None  # the marker of the word in progress, if it had one
 
     def add(self, position: int, token_id: int) -> Word | None:
         """Feed one generated token; returns the word this token completed, if any."""
+        if token_id == self.tokenizer.streaming_word_id:
+            done = self._word() if self._bytes.strip() else None
+            self._marker = position
+            return done
         piece = self.tokenizer.byte_piece(token_id)
         if not piece:
             return None
@@ -48,6 +57,7 @@ class WordTracker:
             done = self._word()
         if not self._bytes:
             self._first = position
+            self._start, self._marker = self._marker, None
         self._bytes += piece
         self._last = position
         return done
@@ -58,8 +68,12 @@ class WordTracker:
 
     def _word(self) -> Word:
         text = self._bytes.decode("utf-8", errors="replace").strip()
-        start = step_time(self._first, self.n_left, self.n_delay)
-        end = step_time(self._last + 1, self.n_left, self.n_delay)
+        if self._start is not None:  # marked at its start, written at its end
+            start = step_time(self._start, self.n_left, self.n_delay)
+            end = step_time(self._first, self.n_left, self.n_delay)
+        else:
+            start = step_time(self._first, self.n_left, self.n_delay)
+            end = step_time(self._last + 1, self.n_left, self.n_delay)
         self._bytes = b""
         return Word(text, *self._clamp(start, end))
 

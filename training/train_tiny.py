@@ -1,0 +1,192 @@
+"""Train the tiny Voxtral Realtime test model that really transcribes a small vocabulary.
+
+    python training/train_tiny.py --out tests/assets/tiny-voxtral      # ~10 min on 2 CPU cores
+
+Same architecture as the real model (causal conv stem + encoder, 4x adapter, GQA decoder with
+AdaRMSNorm delay conditioning, tied head), tiny widths, trained with transformers'
+VoxtralRealtimeForConditionalGeneration on CPU, exported in the official layout
+(params.json, consolidated.safetensors, tekken.json). Targets follow the streaming format:
+one target per 80 ms position, STREAMING_PAD when nothing is due, [STREAMING_WORD] `delay`
+after a word starts and the word's token `delay` after it ends (MODEL.md, "Word timings").
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
+
+from checkpoints import (  # noqa: E402  # noqa: E402
+    AUDIO_SECTION,
+    SPECIAL_NAMES,
+    TinySpec,
+    bundled_tekken_path,
+    official_state_dict,
+    params_json,
+    tiny_hf_model,
+)
+from data import WORDS, Utterance, make_utterance  # noqa: E402
+
+from voxtral_mlx.mel import log_mel_spectrogram  # noqa: E402
+
+PAD, WORD, BOS = 32, 33, 1
+LEFT = 32
+DELAYS_MS = (240, 480, 720, 960, 1200)
+SILENCE_MEL = (1.5 - 8.0 + 4.0) / 4.0  # log-mel of digital silence
+SPEC = TinySpec(
+    enc_dim=128,
+    enc_layers=3,
+    enc_heads=4,
+    enc_head_dim=32,
+    enc_hidden=384,
+    enc_window=750,
+    dec_dim=128,
+    dec_layers=3,
+    dec_heads=4,
+    dec_kv_heads=2,
+    dec_head_dim=32,
+    dec_hidden=384,
+    dec_window=8192,
+    vocab_size=1000 + 256 + len(WORDS),
+)
+
+
+def tekken_json() -> dict:
+    """1000 named special tokens; the 256 single bytes; then the real Tekken piece " word"."""
+    base = json.loads(bundled_tekken_path().read_text())
+    by_bytes = {base64.b64decode(v["token_bytes"]): v for v in base["vocab"]}
+    vocab = [dict(v) for v in base["vocab"][:256]]
+    for word in WORDS:
+        entry = dict(by_bytes[f" {word}".encode()])
+        entry["rank"] = len(vocab)
+        vocab.append(entry)
+    special = [
+        {"rank": i, "token_str": SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+        for i in range(1000)
+    ]
+    config = dict(
+        base["config"],
+        version="v13",
+        default_vocab_size=SPEC.vocab_size,
+        num_vocab_tokens=len(vocab),
+        default_num_special_tokens=1000,
+    )
+    return {"config": config, "vocab": vocab, "special_tokens": special, "audio": AUDIO_SECTION}
+
+
+def word_id(word: str) -> int:
+    return 1000 + 256 + WORDS.index(word)
+
+
+def features(u: Utterance) -> np.ndarray:
+    """Log-mel [T, 128] of the utterance padded for the longest delay."""
+    n_right = (max(DELAYS_MS) // 80 + 1) + 10
+    align = (1280 - len(u.audio) % 1280) % 1280
+    padded = np.pad(u.audio, (LEFT * 1280, align + n_right * 1280))
+    return log_mel_spectrogram(padded)
+
+
+def targets(u: Utterance, n_tokens: int, delay_ms: int) -> np.ndarray:
+    """The output expected at every decoder position."""
+    n_delay = delay_ms // 80
+    y = np.full(n_tokens, PAD, np.int64)
+    for word, (start, end) in zip(u.words, u.spans, strict=True):
+        p_start = LEFT + n_delay + round(start / 0.08)
+        p_end = max(LEFT + n_delay + math.ceil(end / 0.08), p_start + 1)
+        y[p_start] = WORD
+        y[p_end] = word_id(word)
+    return y
+
+
+def batch(items, delay_ms: int):
+    n = max(f.shape[0] // 8 for f, _ in items)
+    L = 1 + LEFT + delay_ms // 80
+    mel = np.full((len(items), 128, 8 * n), SILENCE_MEL, np.float32)
+    ids = np.full((len(items), n), PAD, np.int64)
+    labels = np.full((len(items), n), -100, np.int64)
+    for i, (f, u) in enumerate(items):
+        mel[i, :, : f.shape[0]] = f.T
+        y = targets(u, n, delay_ms)
+        ids[i, 0] = BOS
+        ids[i, L:] = y[L - 1 : -1]  # the previous output is the next input
+        labels[i, L - 1 :] = y[L - 1 :]
+    return torch.from_numpy(mel), torch.from_numpy(ids), torch.from_numpy(labels)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "tests" / "assets" / "tiny-voxtral")
+    parser.add_argument("--utterances", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=1234)
+    opts = parser.parse_args()
+
+    torch.manual_seed(opts.seed)
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(opts.seed)
+    tic = time.time()
+    data = [make_utterance(rng) for _ in range(opts.utterances)]
+    feats = [features(u) for u in data]
+    print(
+        f"{len(data)} utterances, {sum(len(u.audio) for u in data) / 16000 / 60:.1f} min "
+        f"of speech, generated in {time.time() - tic:.0f} s",
+        flush=True,
+    )
+
+    model = tiny_hf_model(SPEC)
+    model.train()
+    weights = torch.ones(SPEC.vocab_size)
+    weights[PAD] = 0.2  # most positions are pads: let the rare ones count
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01)
+    warmup = 200
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / opts.steps)))
+    )
+    order = np.argsort([f.shape[0] for f in feats])  # batches of similar lengths
+    tic = time.time()
+    for step in range(opts.steps):
+        start = rng.integers(0, len(order) - opts.batch)
+        items = [(feats[i], data[i]) for i in order[start : start + opts.batch]]
+        delay = int(rng.choice(DELAYS_MS))
+        mel, ids, labels = batch(items, delay)
+        logits = model(input_ids=ids, input_features=mel, num_delay_tokens=delay // 80).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, SPEC.vocab_size),
+            labels.reshape(-1),
+            weight=weights,
+            ignore_index=-100,
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == opts.steps - 1:
+            print(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - tic:.0f} s", flush=True)
+
+    model.eval()
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.numpy import save_file
+
+    state = {k: np.ascontiguousarray(v) for k, v in official_state_dict(model, SPEC).items()}
+    save_file(state, str(out / "consolidated.safetensors"))
+    (out / "params.json").write_text(json.dumps(params_json(SPEC), indent=2) + "\n")
+    (out / "tekken.json").write_text(json.dumps(tekken_json()))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

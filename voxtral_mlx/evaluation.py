@@ -1,0 +1,145 @@
+"""Word and character error rates over folders of audio with reference transcripts.
+
+Layout: NAME.wav (or .flac, .mp3, .ogg, .m4a, ...) beside NAME.txt holding the reference.
+Both sides are normalized first: lower case, numbers spelled out, punctuation dropped,
+white space collapsed, so "Mr. Smith paid $5." and "mr smith paid five" compare equal
+but for the "$" sign (symbols are dropped, not read out).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import VoxtralError
+from .model import VoxtralRealtime
+from .transcribe import transcribe
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".webm", ".aac")
+ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
+TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_to_words(n: int) -> str:
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("" if n % 10 == 0 else " " + ONES[n % 10])
+    for size, name in (
+        (10**9, "billion"),
+        (10**6, "million"),
+        (1000, "thousand"),
+        (100, "hundred"),
+    ):
+        if n >= size:
+            head, rest = divmod(n, size)
+            return f"{number_to_words(head)} {name}" + (f" {number_to_words(rest)}" if rest else "")
+    raise AssertionError(n)
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,000 -> 1000
+    text = re.sub(
+        r"\d+",
+        lambda m: (
+            f" {number_to_words(int(m.group()))} "
+            if len(m.group()) < 13
+            else " ".join(ONES[int(d)] for d in m.group())
+        ),
+        text,
+    )
+    text = re.sub(r"[-_/]", " ", text)
+    text = re.sub(r"[^\w\s']", "", text)
+    text = re.sub(r"'(?!\w)|(?<!\w)'", "", text)  # quotes, not contractions
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class FileScore:
+    audio: str
+    reference: str
+    hypothesis: str
+    words: int
+    word_errors: int
+    chars: int
+    char_errors: int
+
+    @property
+    def wer(self) -> float:
+        return self.word_errors / self.words if self.words else float(self.word_errors > 0)
+
+    @property
+    def cer(self) -> float:
+        return self.char_errors / self.chars if self.chars else float(self.char_errors > 0)
+
+
+@dataclass
+class Report:
+    files: list[FileScore] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+
+    @property
+    def wer(self) -> float:
+        return sum(f.word_errors for f in self.files) / max(sum(f.words for f in self.files), 1)
+
+    @property
+    def cer(self) -> float:
+        return sum(f.char_errors for f in self.files) / max(sum(f.chars for f in self.files), 1)
+
+
+def score(reference: str, hypothesis: str, audio: str = "") -> FileScore:
+    import jiwer
+
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    words = jiwer.process_words(ref or " ", hyp or " ") if ref or hyp else None
+    chars = jiwer.process_characters(ref or " ", hyp or " ") if ref or hyp else None
+    word_errors = 0 if words is None else words.substitutions + words.deletions + words.insertions
+    char_errors = 0 if chars is None else chars.substitutions + chars.deletions + chars.insertions
+    return FileScore(audio, ref, hyp, len(ref.split()), word_errors, len(ref), char_errors)
+
+
+def find_pairs(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """(audio, reference .txt) pairs from files and folders (searched recursively)."""
+    pairs = []
+    for path in paths:
+        if path.is_dir():
+            audio = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.is_file():
+            audio = [path]
+        else:
+            raise VoxtralError(f"no such file or folder: {path}")
+        for a in audio:
+            ref = a.with_suffix(".txt")
+            if ref.is_file():
+                pairs.append((a, ref))
+            elif path.is_file():
+                raise VoxtralError(f"{a} has no reference transcript {ref.name} beside it")
+    if not pairs:
+        raise VoxtralError(
+            "no audio files with a NAME.txt reference found in " + ", ".join(map(str, paths))
+        )
+    return pairs
+
+
+def evaluate(
+    model: VoxtralRealtime, pairs: list[tuple[Path, Path]], delay_ms: int, on_file=None
+) -> Report:
+    report = Report()
+    tic = time.perf_counter()
+    for audio, ref in pairs:
+        result = transcribe(model, audio, delay_ms=delay_ms)
+        item = score(ref.read_text(encoding="utf-8"), result.text, str(audio))
+        report.files.append(item)
+        report.audio_seconds += result.audio_seconds
+        if on_file is not None:
+            on_file(item)
+    report.elapsed_seconds = time.perf_counter() - tic
+    return report

@@ -1,0 +1,203 @@
+// voxtral live in the browser: microphone -> AudioWorklet (16 kHz PCM16) -> /v1/realtime.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const KEY_STORE = "voxtral-api-key";
+const DELAYS = [...Array(15).keys()].map((i) => 80 * (i + 1)).concat([2400]);
+const live = { ws: null, ctx: null, node: null, stream: null, sent: 0, opened: false, stopping: false };
+let text = "";
+let cues = [];  // {start, end, text}
+
+function apiKey() { return localStorage.getItem(KEY_STORE) || ""; }
+function authHeaders() { return apiKey() ? { Authorization: "Bearer " + apiKey() } : {}; }
+function setState(s) { $("state").textContent = s; }
+function showMessage(msg) { const m = $("message"); m.textContent = msg; m.hidden = false; }
+function clearMessage() { $("message").hidden = true; $("message").textContent = ""; }
+
+function render() {
+  const t = $("transcript");
+  t.textContent = text.trim();
+  if (!text.trim()) t.innerHTML = '<p class="hint">Press Start and speak, or drop an audio file here.</p>';
+  $("copy").disabled = $("download").disabled = !text.trim();
+  t.scrollTop = t.scrollHeight;
+}
+
+function addText(piece, start, end) {
+  text += piece;
+  const last = cues[cues.length - 1];
+  const closed = !last || /[.?!]\s*$/.test(last.text) || end - last.start > 6 || last.text.length > 42;
+  if (closed && piece.trim()) cues.push({ start, end, text: piece.trim() });
+  else if (last) { last.text = (last.text + piece).replace(/\s+/g, " ").trim(); last.end = Math.max(last.end, end); }
+  render();
+}
+
+async function explainFailure() {
+  // Why did the connection fail? Ask /health, which needs the same key.
+  try {
+    const r = await fetch("/health", { headers: authHeaders() });
+    if (r.status === 401) showMessage(apiKey() ? "The API key is wrong: press Key to enter the right one."
+                                               : "This server needs an API key: press Key to enter it.");
+    else showMessage("The realtime connection was refused by the server (" + r.status + ").");
+  } catch (e) {
+    showMessage("The server is unreachable: is `voxtral serve` still running?");
+  }
+}
+
+async function start() {
+  clearMessage();
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false,
+      noiseSuppression: false, autoGainControl: false } });
+  } catch (e) {
+    if (e.name === "NotAllowedError" || e.name === "SecurityError") {
+      showMessage("Microphone permission was denied: allow the microphone for this page in the browser's site settings, then press Start again.");
+    } else {
+      showMessage("No microphone could be opened: " + e.message);
+    }
+    return;
+  }
+  live.stream = stream;
+  text = ""; cues = []; render();
+  const protocols = ["realtime"];
+  if (apiKey()) protocols.push("openai-insecure-api-key." + apiKey());
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  let ws;
+  try { ws = new WebSocket(scheme + location.host + "/v1/realtime", protocols); }
+  catch (e) { showMessage("The server is unreachable: " + e.message); stopAudio(); return; }
+  live.ws = ws; live.opened = false; live.stopping = false; live.sent = 0;
+  setState("connecting…");
+  $("start").textContent = "Stop";
+  ws.onmessage = (msg) => {
+    const ev = JSON.parse(msg.data);
+    if (ev.type === "session.created") {
+      live.opened = true;
+      ws.send(JSON.stringify({ type: "session.update", model: null, delay_ms: Number($("delay").value) }));
+      ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+      startAudio().catch((e) => { showMessage("Audio capture failed: " + e.message); stop(); });
+      setState("listening");
+    } else if (ev.type === "transcription.delta") {
+      addText(ev.delta, ev.start ?? live.sent, ev.end ?? live.sent);
+      if (typeof ev.end === "number") $("latency").textContent = Math.max(0, Math.round(1000 * (live.sent - ev.end))) + " ms";
+      if (typeof ev.rtf === "number") $("rtf").textContent = ev.rtf.toFixed(2);
+    } else if (ev.type === "transcription.done") {
+      text = ev.text + "\n"; render();
+      if (ev.stats && typeof ev.stats.real_time_factor === "number") $("rtf").textContent = ev.stats.real_time_factor.toFixed(2);
+      setState("done"); ws.close();
+    } else if (ev.type === "error") {
+      showMessage("Server: " + ev.error);
+    }
+  };
+  ws.onclose = () => {
+    if (!live.opened) explainFailure();
+    else if (!live.stopping) showMessage("The connection to the server was lost.");
+    stopAudio(); live.ws = null; $("start").textContent = "Start";
+    if ($("state").textContent !== "done") setState("idle");
+  };
+}
+
+async function startAudio() {
+  const ctx = new AudioContext();
+  await ctx.audioWorklet.addModule("/static/worklet.js");
+  const source = ctx.createMediaStreamSource(live.stream);
+  const node = new AudioWorkletNode(ctx, "pcm-resampler");
+  node.port.onmessage = (e) => {
+    $("level").value = Math.min(1, e.data.level * 2);
+    if (!live.ws || live.ws.readyState !== WebSocket.OPEN || live.stopping) return;
+    const bytes = new Uint8Array(e.data.pcm);
+    let bin = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    live.ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: btoa(bin) }));
+    live.sent += bytes.length / 2 / 16000;
+  };
+  source.connect(node);
+  live.ctx = ctx; live.node = node;
+}
+
+function stopAudio() {
+  if (live.stream) live.stream.getTracks().forEach((t) => t.stop());
+  if (live.ctx) live.ctx.close();
+  live.stream = live.ctx = live.node = null;
+}
+
+function stop() {
+  live.stopping = true;
+  stopAudio();
+  if (live.ws && live.ws.readyState === WebSocket.OPEN) {
+    live.ws.send(JSON.stringify({ type: "input_audio_buffer.commit", final: true }));
+    setState("finishing…");
+  }
+}
+
+function stamp(s, sep) {
+  const ms = Math.round(Math.max(0, s) * 1000);
+  const p = (n, w) => String(n).padStart(w, "0");
+  return `${p(Math.floor(ms / 3600000), 2)}:${p(Math.floor(ms / 60000) % 60, 2)}:${p(Math.floor(ms / 1000) % 60, 2)}${sep}${p(ms % 1000, 3)}`;
+}
+
+function download() {
+  const fmt = $("format").value;
+  let body = text.trim() + "\n";
+  if (fmt === "srt") body = cues.map((c, i) => `${i + 1}\n${stamp(c.start, ",")} --> ${stamp(c.end, ",")}\n${c.text}\n`).join("\n");
+  if (fmt === "vtt") body = "WEBVTT\n\n" + cues.map((c) => `${stamp(c.start, ".")} --> ${stamp(c.end, ".")}\n${c.text}\n`).join("\n");
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([body], { type: "text/plain" }));
+  a.download = "transcript." + fmt;
+  a.click();
+  URL.revokeObjectURL(a.href);
+}
+
+function upload(file) {
+  clearMessage();
+  const form = new FormData();
+  form.append("file", file);
+  form.append("response_format", "verbose_json");
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/v1/audio/transcriptions");
+  for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
+  $("upload").hidden = false; $("progress").value = 0; $("upload-label").textContent = "uploading " + file.name;
+  xhr.upload.onprogress = (e) => { if (e.lengthComputable) $("progress").value = e.loaded / e.total; };
+  xhr.upload.onload = () => { $("progress").removeAttribute("value"); $("upload-label").textContent = "transcribing " + file.name + "…"; };
+  xhr.onload = () => {
+    $("upload").hidden = true;
+    if (xhr.status === 200) {
+      const r = JSON.parse(xhr.responseText);
+      text = r.text + "\n";
+      cues = (r.segments || []).map((s) => ({ start: s.start, end: s.end, text: s.text }));
+      render();
+    } else if (xhr.status === 401) {
+      showMessage(apiKey() ? "The API key is wrong: press Key to enter the right one." : "This server needs an API key: press Key to enter it.");
+    } else {
+      let msg = xhr.statusText;
+      try { msg = JSON.parse(xhr.responseText).error.message; } catch (e) { /* keep the status */ }
+      showMessage("The file could not be transcribed: " + msg);
+    }
+  };
+  xhr.onerror = () => { $("upload").hidden = true; showMessage("The server is unreachable: is `voxtral serve` still running?"); };
+  xhr.send(form);
+}
+
+function setup() {
+  for (const d of DELAYS) $("delay").add(new Option(d + " ms", d, d === 480, d === 480));
+  fetch("/health", { headers: authHeaders() }).then((r) => r.ok ? r.json() : null).then((h) => {
+    if (h && DELAYS.includes(h.delay_ms)) $("delay").value = h.delay_ms;
+  }).catch(() => {});
+  $("start").onclick = () => (live.ws ? stop() : start());
+  $("copy").onclick = () => navigator.clipboard.writeText(text.trim());
+  $("download").onclick = download;
+  $("key").onclick = () => { $("key-input").value = apiKey(); $("key-dialog").showModal(); };
+  $("key-dialog").addEventListener("close", () => {
+    if ($("key-dialog").returnValue === "save") { localStorage.setItem(KEY_STORE, $("key-input").value.trim()); clearMessage(); }
+  });
+  const area = $("transcript");
+  area.addEventListener("dragover", (e) => { e.preventDefault(); area.classList.add("dragging"); });
+  area.addEventListener("dragleave", () => area.classList.remove("dragging"));
+  area.addEventListener("drop", (e) => {
+    e.preventDefault(); area.classList.remove("dragging");
+    if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.code === "Space" && e.target === document.body) { e.preventDefault(); $("start").click(); }
+  });
+  window.voxtral = { upload };  // for scripted use and tests
+}
+setup();
