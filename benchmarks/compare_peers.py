@@ -190,24 +190,37 @@ def transcription(fn) -> tuple[float, float]:
 
 
 def bench_ours(path: Path, audio: np.ndarray, steps: int) -> dict:
-    from voxtral_mlx.transcribe import encode_audio, pad_audio
+    from voxtral_mlx.mel import log_mel_spectrogram
+    from voxtral_mlx.session import ENCODER_BATCH_TOKENS
+    from voxtral_mlx.transcribe import pad_audio
 
     model = voxtral_mlx.load(path)
     args = model.args.with_delay(DELAY_MS)
-    padded = pad_audio(audio, args)
-    n_tokens = len(padded) // 1280
-    enc = timed(lambda: mx.eval(encode_audio(model, padded))) / n_tokens
-    embeds = encode_audio(model, padded)
+    mel = mx.array(log_mel_spectrogram(pad_audio(audio, args)))  # like the peers: mel excluded
+    n_tokens = mel.shape[0] // 8
+
+    def encode():
+        state = model.encoder.make_state()  # the file path: batches of 375 tokens
+        step = 8 * ENCODER_BATCH_TOKENS
+        out = [
+            model.adapter(model.encoder(mel[None, i : i + step], state))[0]
+            for i in range(0, mel.shape[0], step)
+        ]
+        mx.eval(out)
+        return mx.concatenate(out)
+
+    enc = timed(encode) / n_tokens
+    embeds = encode()
     dec = model.decoder
-    scales = dec.ffn_norm_weights(args.n_delay_tokens)
+    norms = dec.ffn_norm_weights(args.n_delay_tokens)
     cache = dec.make_cache()
     L = args.prompt_length
     prompt = mx.array([1] + [32] * (L - 1))
-    first = mx.argmax(dec((embeds[:L] + dec.tok_embeddings(prompt))[None], scales, cache)[0, -1])
+    first = mx.argmax(dec((embeds[:L] + dec.tok_embeddings(prompt))[None], norms, cache)[0, -1])
 
     def step(token, i):
         x = embeds[L + i % (n_tokens - L)] + dec.tok_embeddings(token)
-        return mx.argmax(dec(x[None, None], scales, cache)[0, -1])
+        return mx.argmax(dec(x[None, None], norms, cache)[0, -1])
 
     step_s = decode_loop(step, first, steps)
     wall, peak = transcription(lambda: voxtral_mlx.transcribe(model, audio, DELAY_MS))

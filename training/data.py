@@ -79,7 +79,7 @@ def make_utterance(rng: np.random.Generator, min_words: int = 2, max_words: int 
         spans.append((t, t + len(x) / RATE))
         pieces.append(x.astype(np.float32))
         t += len(x) / RATE
-        gap = np.zeros(int(rng.uniform(0.16, 0.6) * RATE), np.float32)
+        gap = np.zeros(int(rng.uniform(0.08, 0.6) * RATE), np.float32)
         pieces.append(gap)
         t += len(gap) / RATE
     pieces.append(np.zeros(int(rng.uniform(0.1, 0.5) * RATE), np.float32))

@@ -126,9 +126,9 @@ def batch(items, delay_ms: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "assets" / "tiny-voxtral")
-    parser.add_argument("--utterances", type=int, default=3000)
-    parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--utterances", type=int, default=2500)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=1234)
     opts = parser.parse_args()

@@ -1,0 +1,168 @@
+"""The live page served by `voxtral serve`, in a real headless Chromium (Debian's, driven by
+Playwright), with Chromium's fake microphone playing a wav, and the tiny trained model."""
+
+import base64
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import voxtral_mlx
+from voxtral_mlx.evaluation import normalize
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover
+    sync_playwright = None
+
+pytestmark = pytest.mark.skipif(
+    sync_playwright is None or not Path(CHROMIUM).exists() or shutil.which("espeak-ng") is None,
+    reason="needs playwright, Debian's chromium and espeak-ng (.ci/run installs them)",
+)
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--autoplay-policy=no-user-gesture-required"]
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """Two held-out sentences with silence around them, as the fake microphone plays them."""
+    from data import make_utterance
+
+    rng = np.random.default_rng(4242)
+    utterances = [make_utterance(rng, 3, 5) for _ in range(2)]
+    gap = np.zeros(16000, np.float32)
+    audio = np.concatenate([gap, utterances[0].audio, gap, utterances[1].audio, gap, gap, gap])
+    path = tmp_path_factory.mktemp("mic") / "speech.wav"
+    sf.write(path, audio, 16000, subtype="PCM_16")
+    return path, audio
+
+
+@pytest.fixture(scope="module")
+def server():
+    from test_server import start_server
+
+    proc, port = start_server(ASSET)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    from test_server import KEY, start_server
+
+    proc, port = start_server(ASSET, "--api-key", KEY)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def launch(p, *extra):
+    return p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + list(extra), headless=True)
+
+
+def screenshot_dir(tmp_path) -> Path:
+    folder = Path(os.environ.get("VOXTRAL_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
+    path, audio = speech
+    expected = normalize(voxtral_mlx.transcribe(voxtral_mlx.load(ASSET), audio).text)
+    assert len(expected.split()) >= 6
+    with sync_playwright() as p:
+        browser = launch(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                         f"--use-file-for-fake-audio-capture={path}")
+        page = browser.new_page(viewport={"width": 420, "height": 800})  # a narrow window
+        page.goto(server + "/")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")  # Start, from the keyboard
+        page.wait_for_function(
+            "expected => document.getElementById('transcript').innerText.toLowerCase()"
+            ".replace(/[^a-z ]/g, ' ').replace(/\\s+/g, ' ').includes(expected)",
+            arg=expected, timeout=60_000,
+        )
+        assert page.locator("#state").inner_text() == "listening"
+        assert page.locator("#latency").inner_text().endswith("ms")
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "live-page.png"), full_page=True)
+        page.click("#start")  # Stop: flushes the last words
+        page.wait_for_function("document.getElementById('state').textContent === 'done'", timeout=60_000)
+        assert page.locator("#rtf").inner_text() != "–"
+        assert page.locator("#message").is_hidden()
+        browser.close()
+
+
+def test_dropped_file_is_transcribed(server, speech, tmp_path):
+    path, audio = speech
+    expected = voxtral_mlx.transcribe(voxtral_mlx.load(ASSET), voxtral_mlx.load_audio(path)).text
+    data = base64.b64encode(path.read_bytes()).decode()
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.evaluate(
+            """data => {
+                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+                const file = new File([bytes], 'speech.wav', {type: 'audio/wav'});
+                const drop = new DataTransfer(); drop.items.add(file);
+                document.getElementById('transcript').dispatchEvent(
+                    new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
+            }""",
+            data,
+        )
+        page.wait_for_function(
+            "expected => document.getElementById('transcript').innerText.trim() === expected",
+            arg=expected, timeout=60_000,
+        )
+        assert page.locator("#download").is_enabled()
+        browser.close()
+
+
+def test_denied_microphone_permission_is_explained(server, tmp_path):
+    with sync_playwright() as p:
+        browser = launch(p, "--deny-permission-prompts", "--use-fake-device-for-media-stream")
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.click("#start")
+        page.wait_for_selector("#message:not([hidden])", timeout=20_000)
+        assert "Microphone permission was denied" in page.locator("#message").inner_text()
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "permission-denied.png"))
+        browser.close()
+
+
+def test_missing_and_wrong_api_key_are_explained(keyed_server, speech, tmp_path):
+    path, _ = speech
+    with sync_playwright() as p:
+        browser = launch(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                         f"--use-file-for-fake-audio-capture={path}")
+        page = browser.new_page()
+        page.goto(keyed_server + "/")
+        page.click("#start")
+        page.wait_for_selector("#message:not([hidden])", timeout=20_000)
+        assert "needs an API key" in page.locator("#message").inner_text()
+        page.evaluate("localStorage.setItem('voxtral-api-key', 'wrong')")
+        page.click("#start")
+        page.wait_for_function(
+            "document.getElementById('message').innerText.includes('API key is wrong')", timeout=20_000
+        )
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "wrong-key.png"))
+        # the right key, entered through the dialog, lets it listen
+        from test_server import KEY
+
+        page.click("#key")
+        page.fill("#key-input", KEY)
+        page.click("#key-save")
+        page.click("#start")
+        page.wait_for_function("document.getElementById('state').textContent === 'listening'",
+                               timeout=20_000)
+        browser.close()

@@ -1,0 +1,178 @@
+"""End to end with the tiny *trained* model (tests/assets/tiny-voxtral): real words come out,
+at the right time, through every front door. Held-out speech is generated here with
+espeak-ng (seeded), never seen in training."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import voxtral_mlx
+from voxtral_mlx import Session
+from voxtral_mlx.evaluation import evaluate, find_pairs, normalize, score
+
+ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is needed to generate held-out speech"
+)
+HELD_OUT_SEED = 987654  # training used 1234
+VOXTRAL = [sys.executable, "-m", "voxtral_cli.app"]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return voxtral_mlx.load(ASSET)
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    from data import write_set
+
+    folder = tmp_path_factory.mktemp("held-out")
+    utterances = write_set(folder, 24, HELD_OUT_SEED)
+    return folder, utterances
+
+
+def wer(pairs) -> float:
+    scores = [score(ref, hyp) for ref, hyp in pairs]
+    return sum(s.word_errors for s in scores) / sum(s.words for s in scores)
+
+
+def test_wer_through_transcribe_and_eval(trained, held_out):
+    folder, _ = held_out
+    report = evaluate(trained, find_pairs([folder]), 480)
+    print(f"held-out WER {100 * report.wer:.2f}%, CER {100 * report.cer:.2f}%")
+    assert len(report.files) == 24
+    assert report.wer <= 0.05
+    done = subprocess.run(
+        [*VOXTRAL, "eval", str(folder), "--model", str(ASSET), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert len(data["files"]) == 24 and data["wer"] == pytest.approx(report.wer)
+
+
+def test_wer_through_session_in_random_chunks(trained, held_out):
+    _, utterances = held_out
+    rng = np.random.default_rng(5)
+    pairs = []
+    for u in utterances:
+        session = Session(trained, 480)
+        lo = 0
+        while lo < len(u.audio):
+            n = int(rng.integers(1, 6000))
+            session.feed(u.audio[lo : lo + n])
+            lo += n
+        pairs.append((u.text, session.finish()[-1].text))
+    measured = wer(pairs)
+    print(f"Session WER {100 * measured:.2f}%")
+    assert measured <= 0.05
+
+
+def test_a_larger_delay_writes_the_same_words_later(trained, held_out):
+    _, utterances = held_out
+    shifts = []
+    for u in utterances[:8]:
+        positions = {}
+        for delay in (240, 960):
+            tokens = voxtral_mlx.transcribe(trained, u.audio, delay_ms=delay).tokens
+            first_output = 1 + 32 + delay // 80 - 1
+            positions[delay] = [first_output + i for i, t in enumerate(tokens) if t >= 1000]
+        if len(positions[240]) == len(positions[960]):
+            shifts += [b - a for a, b in zip(positions[240], positions[960], strict=True)]
+    assert len(shifts) >= 16
+    # (960 - 240) / 80 = 9 positions later, give or take one for quantization
+    assert np.median(shifts) == 9 and all(8 <= s <= 10 for s in shifts)
+
+
+def test_word_timestamps_within_160_ms(trained, held_out):
+    _, utterances = held_out
+    errors = []
+    for u in utterances:
+        words = voxtral_mlx.transcribe(trained, u.audio, delay_ms=480).words
+        if [w.text for w in words] != list(u.words):
+            continue
+        for w, (start, end) in zip(words, u.spans, strict=True):
+            errors += [abs(w.start - start), abs(w.end - end)]
+    assert len(errors) >= 2 * 40
+    mean, worst = 1000 * np.mean(errors), 1000 * max(errors)
+    print(f"word boundary error: mean {mean:.0f} ms, max {worst:.0f} ms")
+    assert max(errors) <= 0.16
+
+
+def test_live_input_and_server(trained, held_out, tmp_path):
+    _, utterances = held_out
+    gap = np.zeros(16000, np.float32)
+    audio = np.concatenate([x for u in utterances[:6] for x in (u.audio, gap)])
+    reference = " ".join(u.text for u in utterances[:6])
+    wav = tmp_path / "six.wav"
+    sf.write(wav, audio, 16000, subtype="PCM_16")
+    live = subprocess.run(
+        [*VOXTRAL, "live", "--input", str(wav), "--fast", "--model", str(ASSET)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert live.returncode == 0, live.stderr
+    assert wer([(reference, live.stdout)]) <= 0.05
+
+    from test_server import start_server, stream
+
+    proc, port = start_server(ASSET)
+    try:
+        pcm = sf.read(wav, dtype="int16")[0]
+        _, done = stream(port, pcm)
+        assert wer([(reference, done["text"])]) <= 0.05
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def have_virtual_mic() -> bool:
+    from voxtral_cli import capture
+
+    try:
+        return any(d.name == "pulse" for d in capture.input_devices()) and shutil.which("paplay")
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not have_virtual_mic(), reason="no virtual microphone (virtual-mic start)")
+def test_virtual_microphone(held_out, tmp_path):
+    _, utterances = held_out
+    gap = np.zeros(8000, np.float32)
+    audio = np.concatenate([x for u in utterances[6:10] for x in (u.audio, gap)])
+    reference = " ".join(u.text for u in utterances[6:10])
+    wav = tmp_path / "mic.wav"
+    sf.write(wav, audio, 16000, subtype="PCM_16")
+    proc = subprocess.Popen(
+        [*VOXTRAL, "live", "--device", "pulse", "--model", str(ASSET)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr.readline().startswith("listening: pulse @")
+        subprocess.run(["paplay", "--device=voxtral_vmic", str(wav)], check=True, timeout=120)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    measured = wer([(reference, stdout)])
+    print(f"virtual microphone WER {100 * measured:.2f}%: {normalize(stdout)!r}")
+    assert measured <= 0.05
