@@ -32,8 +32,8 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 import voxtral_mlx
-from voxtral_mlx.bench import BUNDLED_SPEECH, backend_name, chip_name
-from voxtral_mlx.config import AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
+from voxtral_mlx.bench import BUNDLED_SPEECH, architecture, backend_name, chip_name
+from voxtral_mlx.config import ModelArgs
 from voxtral_mlx.model import VoxtralRealtime
 
 DELAY_MS = 480
@@ -44,31 +44,11 @@ def write_checkpoint(path: Path, dim: int, layers: int, vocab: int) -> ModelArgs
     import mistral_common
 
     heads = dim // 64
-    args = ModelArgs(
-        encoder=EncoderArgs(
-            dim=dim,
-            n_layers=layers,
-            head_dim=64,
-            hidden_dim=4 * dim,
-            n_heads=heads,
-            n_kv_heads=heads,
-            rope_theta=1e6,
-            norm_eps=1e-5,
-            sliding_window=750,
-        ),
-        decoder=DecoderArgs(
-            dim=dim,
-            n_layers=layers,
-            head_dim=64,
-            hidden_dim=3 * dim,
-            n_heads=heads,
-            n_kv_heads=max(heads // 4, 1),
-            rope_theta=1e6,
-            norm_eps=1e-5,
-            sliding_window=8192,
-            vocab_size=vocab,
-        ),
-        audio=AudioArgs(),
+    args = architecture(
+        (dim, layers, heads, 4 * dim),
+        (dim, layers, heads, max(heads // 4, 1), 3 * dim),
+        vocab_size=vocab,
+        dec_head_dim=64,
     )
     model = VoxtralRealtime(args)
     ours = dict(tree_flatten(model.parameters()))

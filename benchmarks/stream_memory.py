@@ -29,36 +29,16 @@ CHUNK_SECONDS = 1.0
 def build_model(dim: int, layers: int, vocab: int):
     import mistral_common
 
-    from voxtral_mlx.config import AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
+    from voxtral_mlx.bench import architecture
     from voxtral_mlx.model import VoxtralRealtime
     from voxtral_mlx.tokenizer import Tokenizer
 
     heads = max(dim // 64, 2)
-    args = ModelArgs(
-        encoder=EncoderArgs(
-            dim=dim,
-            n_layers=layers,
-            head_dim=64,
-            hidden_dim=4 * dim,
-            n_heads=heads,
-            n_kv_heads=heads,
-            rope_theta=1e6,
-            norm_eps=1e-5,
-            sliding_window=750,
-        ),
-        decoder=DecoderArgs(
-            dim=dim,
-            n_layers=layers,
-            head_dim=64,
-            hidden_dim=3 * dim,
-            n_heads=heads,
-            n_kv_heads=max(heads // 4, 1),
-            rope_theta=1e6,
-            norm_eps=1e-5,
-            sliding_window=8192,
-            vocab_size=vocab,
-        ),
-        audio=AudioArgs(),
+    args = architecture(
+        (dim, layers, heads, 4 * dim),
+        (dim, layers, heads, max(heads // 4, 1), 3 * dim),
+        vocab_size=vocab,
+        dec_head_dim=64,
     )
     model = VoxtralRealtime(args)
     mx.eval(model.parameters())

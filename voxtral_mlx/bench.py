@@ -29,15 +29,18 @@ SIZES = {
 }
 
 
-def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRealtime:
-    """The architecture with random weights (no download), and the bundled real vocabulary."""
-    import mistral_common
-
-    from .tokenizer import Tokenizer
-
-    enc_dim, enc_layers, enc_heads, enc_hidden = SIZES[size]["enc"]
-    dim, layers, heads, kv_heads, hidden = SIZES[size]["dec"]
-    args = ModelArgs(
+def architecture(
+    enc: tuple[int, int, int, int],
+    dec: tuple[int, int, int, int, int],
+    vocab_size: int = 131072,
+    dec_head_dim: int = 128,
+) -> ModelArgs:
+    """The real structure (head_dim 64 encoder, windows 750 / 8192) at the widths given:
+    enc = (dim, layers, heads, hidden), dec = (dim, layers, heads, kv_heads, hidden)."""
+    enc_dim, enc_layers, enc_heads, enc_hidden = enc
+    dim, layers, heads, kv_heads, hidden = dec
+    common = dict(rope_theta=1e6, norm_eps=1e-5)
+    return ModelArgs(
         encoder=EncoderArgs(
             dim=enc_dim,
             n_layers=enc_layers,
@@ -45,25 +48,36 @@ def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRe
             hidden_dim=enc_hidden,
             n_heads=enc_heads,
             n_kv_heads=enc_heads,
-            rope_theta=1e6,
-            norm_eps=1e-5,
             sliding_window=750,
+            **common,
         ),
         decoder=DecoderArgs(
             dim=dim,
             n_layers=layers,
-            head_dim=dim // heads if size == "small" else 128,
+            head_dim=dec_head_dim,
             hidden_dim=hidden,
             n_heads=heads,
             n_kv_heads=kv_heads,
-            rope_theta=1e6,
-            norm_eps=1e-5,
             sliding_window=8192,
-            vocab_size=131072,
+            vocab_size=vocab_size,
+            **common,
         ),
         audio=AudioArgs(),
     )
-    model = VoxtralRealtime(args)
+
+
+def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRealtime:
+    """The architecture with random weights (no download), and the bundled real vocabulary."""
+    import mistral_common
+
+    from .tokenizer import Tokenizer
+
+    dec = SIZES[size]["dec"]
+    model = VoxtralRealtime(
+        architecture(
+            SIZES[size]["enc"], dec, dec_head_dim=128 if size == "full" else dec[0] // dec[2]
+        )
+    )
     model.set_dtype(dtype)
     mx.eval(model.parameters())
     tekken = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
