@@ -123,6 +123,29 @@ def batch(items, delay_ms: int):
     return torch.from_numpy(mel), torch.from_numpy(ids), torch.from_numpy(labels)
 
 
+def load_official(model, path: Path) -> None:
+    """Load an official-layout checkpoint written by this script back into the transformers
+    model: number every parameter element, map the numbers through the export, invert."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(path / "consolidated.safetensors"))
+    params = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    offsets, total = {}, 0
+    with torch.no_grad():
+        for name, p in params.items():
+            offsets[name] = total
+            p.copy_(torch.arange(total, total + p.numel(), dtype=torch.float64).reshape(p.shape))
+            total += p.numel()
+        assert total < 2**24, "element numbers must be exact in float32"
+        flat = np.empty(total, np.float32)
+        for name, index in official_state_dict(model, SPEC).items():
+            flat[index.astype(np.int64).reshape(-1)] = weights[name].reshape(-1)
+        for name, p in params.items():
+            chunk = flat[offsets[name] : offsets[name] + p.numel()]
+            p.copy_(torch.from_numpy(chunk.reshape(tuple(p.shape))))
+        model.lm_head.weight = model.model.language_model.embed_tokens.weight
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "assets" / "tiny-voxtral")
@@ -131,6 +154,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--init", type=Path, help="continue from a checkpoint this script wrote")
+    parser.add_argument("--warmup", type=int, default=200)
     opts = parser.parse_args()
 
     torch.manual_seed(opts.seed)
@@ -146,11 +171,13 @@ def main() -> None:
     )
 
     model = tiny_hf_model(SPEC)
+    if opts.init is not None:
+        load_official(model, opts.init)
     model.train()
     weights = torch.ones(SPEC.vocab_size)
     weights[PAD] = 0.2  # most positions are pads: let the rare ones count
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01)
-    warmup = 200
+    warmup = opts.warmup
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / opts.steps)))
     )
