@@ -140,6 +140,7 @@ def run_live(
                 (live.console if live else err).print(
                     f"[yellow]warning:[/yellow] {PERMISSION_HINT.format(s=status.silent_for)}",
                     highlight=False,
+                    soft_wrap=True,
                 )
             if live and time.perf_counter() - last_draw > 0.1:
                 live.update(

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import typer
@@ -185,6 +186,15 @@ def test_live_input_at_real_time_pace(official_dir, model):
     assert done.returncode == 0, done.stderr
     assert time.perf_counter() - tic > 2.9
     assert done.stdout.strip() == voxtral_mlx.transcribe(model, voxtral_mlx.load_audio(path)).text
+
+
+def test_digital_silence_warns_with_the_permission_hint(official_dir, tmp_path):
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(16000 * 6, np.float32), 16000)
+    done = voxtral("live", "--input", silence, "--fast", "--model", official_dir)
+    assert done.returncode == 0, done.stderr
+    warning = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "digital silence" in warning[0] and "Microphone" in warning[0]
 
 
 def test_convert_and_load_back(official_dir, model, tmp_path):
