@@ -119,6 +119,7 @@ def run_live(
             raise KeyboardInterrupt
         stop.set()
 
+    final: Transcript | None = None
     previous = signal.signal(signal.SIGINT, interrupt)
     live = Live(console=console, auto_refresh=False, transient=False) if on_terminal else None
     try:
@@ -161,4 +162,4 @@ def run_live(
         if live:
             live.stop()
         if writer:
-            writer.close(locals().get("final"))
+            writer.close(final)

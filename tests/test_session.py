@@ -194,3 +194,17 @@ def test_feed_errors(model):
         session.finish()
     with pytest.raises(VoxtralError, match="valid delays"):
         Session(model, 500)
+
+
+def test_one_dtype_through_the_graph(official_dir, jfk):
+    """bf16 weights: mel, time conditioning and caches must not promote anything to fp32."""
+    model = voxtral_mlx.load(official_dir, dtype=mx.bfloat16)
+    session = Session(model, 480)
+    session.feed(jfk[: 16000 * 3])
+    assert all(w.dtype == mx.bfloat16 for w in session._scales)
+    assert all(c.keys.dtype == mx.bfloat16 for c in session._encoder.cache)
+    assert all(c.keys.dtype == mx.bfloat16 for c in session._decoder.cache)
+    assert session._encoder.conv1_tail.dtype == mx.bfloat16
+    x = model.decoder.tok_embeddings(mx.array([[1, 32]]))
+    assert model.decoder(x, session._scales).dtype == mx.bfloat16
+    assert len(session.finish()[-1].tokens) > 0
