@@ -27,9 +27,17 @@ pytestmark = pytest.mark.skipif(
     sync_playwright is None or not Path(CHROMIUM).exists() or shutil.which("espeak-ng") is None,
     reason="needs playwright, Debian's chromium and espeak-ng (.ci/run installs them)",
 )
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--autoplay-policy=no-user-gesture-required"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +89,12 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
     expected = normalize(voxtral_mlx.transcribe(voxtral_mlx.load(ASSET), audio).text)
     assert len(expected.split()) >= 6
     with sync_playwright() as p:
-        browser = launch(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                         f"--use-file-for-fake-audio-capture={path}")
+        browser = launch(
+            p,
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={path}",
+        )
         page = browser.new_page(viewport={"width": 420, "height": 800})  # a narrow window
         page.goto(server + "/")
         page.keyboard.press("Tab")
@@ -90,13 +102,16 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
         page.wait_for_function(
             "expected => document.getElementById('transcript').innerText.toLowerCase()"
             ".replace(/[^a-z ]/g, ' ').replace(/\\s+/g, ' ').includes(expected)",
-            arg=expected, timeout=60_000,
+            arg=expected,
+            timeout=60_000,
         )
         assert page.locator("#state").inner_text() == "listening"
         assert page.locator("#latency").inner_text().endswith("ms")
         page.screenshot(path=str(screenshot_dir(tmp_path) / "live-page.png"), full_page=True)
         page.click("#start")  # Stop: flushes the last words
-        page.wait_for_function("document.getElementById('state').textContent === 'done'", timeout=60_000)
+        page.wait_for_function(
+            "document.getElementById('state').textContent === 'done'", timeout=60_000
+        )
         assert page.locator("#rtf").inner_text() != "–"
         assert page.locator("#message").is_hidden()
         browser.close()
@@ -122,7 +137,8 @@ def test_dropped_file_is_transcribed(server, speech, tmp_path):
         )
         page.wait_for_function(
             "expected => document.getElementById('transcript').innerText.trim() === expected",
-            arg=expected, timeout=60_000,
+            arg=expected,
+            timeout=60_000,
         )
         assert page.locator("#download").is_enabled()
         browser.close()
@@ -143,8 +159,12 @@ def test_denied_microphone_permission_is_explained(server, tmp_path):
 def test_missing_and_wrong_api_key_are_explained(keyed_server, speech, tmp_path):
     path, _ = speech
     with sync_playwright() as p:
-        browser = launch(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                         f"--use-file-for-fake-audio-capture={path}")
+        browser = launch(
+            p,
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={path}",
+        )
         page = browser.new_page()
         page.goto(keyed_server + "/")
         page.click("#start")
@@ -153,7 +173,8 @@ def test_missing_and_wrong_api_key_are_explained(keyed_server, speech, tmp_path)
         page.evaluate("localStorage.setItem('voxtral-api-key', 'wrong')")
         page.click("#start")
         page.wait_for_function(
-            "document.getElementById('message').innerText.includes('API key is wrong')", timeout=20_000
+            "document.getElementById('message').innerText.includes('API key is wrong')",
+            timeout=20_000,
         )
         page.screenshot(path=str(screenshot_dir(tmp_path) / "wrong-key.png"))
         # the right key, entered through the dialog, lets it listen
@@ -163,6 +184,7 @@ def test_missing_and_wrong_api_key_are_explained(keyed_server, speech, tmp_path)
         page.fill("#key-input", KEY)
         page.click("#key-save")
         page.click("#start")
-        page.wait_for_function("document.getElementById('state').textContent === 'listening'",
-                               timeout=20_000)
+        page.wait_for_function(
+            "document.getElementById('state').textContent === 'listening'", timeout=20_000
+        )
         browser.close()
