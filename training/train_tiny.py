@@ -1,6 +1,7 @@
 """Train the tiny Voxtral Realtime test model that really transcribes a small vocabulary.
 
-    python training/train_tiny.py --out tests/assets/tiny-voxtral      # ~10 min on 2 CPU cores
+    python training/train_tiny.py --out DIR [--init PREVIOUS_DIR ...]   # one stage
+    training/reproduce.sh                                                # the committed model
 
 Same architecture as the real model (causal conv stem + encoder, 4x adapter, GQA decoder with
 AdaRMSNorm delay conditioning, tied head), tiny widths, trained with transformers'
