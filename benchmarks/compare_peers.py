@@ -32,7 +32,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 import voxtral_mlx
-from voxtral_mlx.bench import BUNDLED_SPEECH, architecture, backend_name, chip_name
+from voxtral_mlx.bench import BUNDLED_SPEECH, backend_name, chip_name, narrow
 from voxtral_mlx.config import ModelArgs
 from voxtral_mlx.model import VoxtralRealtime
 
@@ -43,13 +43,7 @@ def write_checkpoint(path: Path, dim: int, layers: int, vocab: int) -> ModelArgs
     """Random weights of the real structure (windows 750/8192, GQA 4:1), official names."""
     import mistral_common
 
-    heads = dim // 64
-    args = architecture(
-        (dim, layers, heads, 4 * dim),
-        (dim, layers, heads, max(heads // 4, 1), 3 * dim),
-        vocab_size=vocab,
-        dec_head_dim=64,
-    )
+    args = narrow(dim, layers, vocab)
     model = VoxtralRealtime(args)
     ours = dict(tree_flatten(model.parameters()))
     E = "mm_streams_embeddings.embedding_module."

@@ -29,17 +29,11 @@ CHUNK_SECONDS = 1.0
 def build_model(dim: int, layers: int, vocab: int):
     import mistral_common
 
-    from voxtral_mlx.bench import architecture
+    from voxtral_mlx.bench import narrow
     from voxtral_mlx.model import VoxtralRealtime
     from voxtral_mlx.tokenizer import Tokenizer
 
-    heads = max(dim // 64, 2)
-    args = architecture(
-        (dim, layers, heads, 4 * dim),
-        (dim, layers, heads, max(heads // 4, 1), 3 * dim),
-        vocab_size=vocab,
-        dec_head_dim=64,
-    )
+    args = narrow(dim, layers, vocab)
     model = VoxtralRealtime(args)
     mx.eval(model.parameters())
     # the real Tekken vocabulary decodes the ids of a smaller random head just as well

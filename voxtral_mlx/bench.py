@@ -66,6 +66,18 @@ def architecture(
     )
 
 
+def narrow(dim: int, layers: int, vocab_size: int) -> ModelArgs:
+    """A narrow, shallow stand-in with the real structure for benchmarks: 64-wide heads,
+    GQA 4:1, FFN widths 4x (encoder) and 3x (decoder) as in the real model."""
+    heads = max(dim // 64, 2)
+    return architecture(
+        (dim, layers, heads, 4 * dim),
+        (dim, layers, heads, max(heads // 4, 1), 3 * dim),
+        vocab_size=vocab_size,
+        dec_head_dim=64,
+    )
+
+
 def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRealtime:
     """The architecture with random weights (no download), and the bundled real vocabulary."""
     import mistral_common
