@@ -274,9 +274,41 @@ def test_missing_portaudio(tmp_path, monkeypatch):
 
 def have_virtual_mic() -> bool:
     try:
-        return any(d.name == "pulse" for d in capture.input_devices())
+        return shutil.which("paplay") is not None and any(
+            d.name == "pulse" for d in capture.input_devices()
+        )
     except Exception:
         return False
+
+
+def live_through_virtual_mic(model_dir, wav, *extra) -> tuple[int, str, str]:
+    """`voxtral live` on the virtual microphone while `wav` plays into it, then Ctrl+C:
+    (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voxtral_cli.app",
+            "live",
+            "--device",
+            "pulse",
+            "--model",
+            str(model_dir),
+            *map(str, extra),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr.readline().startswith("listening: pulse @")
+        subprocess.run(["paplay", "--device=voxtral_vmic", str(wav)], check=True, timeout=60)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, stdout, stderr
 
 
 mic = pytest.mark.skipif(
@@ -302,37 +334,10 @@ def test_devices_and_device_matching():
 @mic
 def test_live_microphone_flushes_on_ctrl_c(official_dir, tmp_path):
     out = tmp_path / "mic.jsonl"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voxtral_cli.app",
-            "live",
-            "--device",
-            "pulse",
-            "--model",
-            str(official_dir),
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    code, stdout, stderr = live_through_virtual_mic(
+        official_dir, shared_audio("librivox-0880.wav"), "-o", out
     )
-    try:
-        assert proc.stderr.readline().startswith("listening: pulse @")
-        player = shutil.which("paplay") or "paplay"
-        subprocess.run(
-            [player, "--device=voxtral_vmic", str(shared_audio("librivox-0880.wav"))],
-            check=True,
-            timeout=30,
-        )
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
+    assert code == 0, stderr
     assert "Traceback" not in stderr
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert events[-1]["type"] == "done"

@@ -4,15 +4,14 @@ espeak-ng (seeded), never seen in training."""
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from test_cli import have_virtual_mic, live_through_virtual_mic
 
 import voxtral_mlx
 from voxtral_mlx import Session
@@ -147,15 +146,6 @@ def test_live_input_and_server(trained, held_out, tmp_path):
         proc.wait(10)
 
 
-def have_virtual_mic() -> bool:
-    from voxtral_cli import capture
-
-    try:
-        return any(d.name == "pulse" for d in capture.input_devices()) and shutil.which("paplay")
-    except Exception:
-        return False
-
-
 @pytest.mark.skipif(not have_virtual_mic(), reason="no virtual microphone (virtual-mic start)")
 def test_virtual_microphone(held_out, tmp_path):
     _, utterances = held_out
@@ -163,21 +153,8 @@ def test_virtual_microphone(held_out, tmp_path):
     for i, u in enumerate(utterances[4:7]):
         wav = tmp_path / f"mic{i}.wav"
         sf.write(wav, u.audio, 16000, subtype="PCM_16")
-        proc = subprocess.Popen(
-            [*VOXTRAL, "live", "--device", "pulse", "--model", str(ASSET)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert proc.stderr.readline().startswith("listening: pulse @")
-            subprocess.run(["paplay", "--device=voxtral_vmic", str(wav)], check=True, timeout=60)
-            time.sleep(0.5)
-            proc.send_signal(signal.SIGINT)
-            stdout, stderr = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-        assert proc.returncode == 0, stderr
+        code, stdout, stderr = live_through_virtual_mic(ASSET, wav)
+        assert code == 0, stderr
         pairs.append((u.text, stdout))
     measured = wer(pairs)
     print(f"virtual microphone WER {100 * measured:.2f}%: {[normalize(h) for _, h in pairs]}")
