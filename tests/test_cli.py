@@ -326,6 +326,7 @@ def test_devices_and_device_matching():
     for spec, message in [
         ("no-such-mic", "matches no input device"),
         ("99", "matches no input device"),
+        ("u", "matches several input devices"),  # pUlse and defaUlt
     ]:
         with pytest.raises(voxtral_mlx.VoxtralError, match=f"{message}.*pulse"):
             capture.find_device(spec)
