@@ -200,3 +200,54 @@ def test_missing_and_wrong_api_key_are_explained(keyed_server, speech, tmp_path)
             "document.getElementById('state').textContent === 'listening'", timeout=20_000
         )
         browser.close()
+
+
+def test_dark_theme_and_unreachable_server(speech, tmp_path):
+    """With the system in dark mode the page is dark; when the server has gone away, Start and
+    a dropped file both say so instead of failing silently."""
+    from test_server import start_server
+
+    path, _ = speech
+    proc, port = start_server(ASSET)
+    url = f"http://127.0.0.1:{port}/"
+    with sync_playwright() as p:
+        browser = launch(
+            p,
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={path}",
+        )
+        shots = screenshot_dir(tmp_path)
+        light = browser.new_page(color_scheme="light")
+        light.goto(url)
+        page = browser.new_page(color_scheme="dark")
+        page.goto(url)
+        background = "getComputedStyle(document.body).backgroundColor"
+        text = "getComputedStyle(document.body).color"
+        assert light.evaluate(background) == "rgb(250, 250, 250)"  # --bg of the light theme
+        assert page.evaluate(background) == "rgb(22, 22, 26)"  # --bg of the dark theme
+        assert page.evaluate(text) == "rgb(236, 236, 241)"
+        page.screenshot(path=str(shots / "dark-theme.png"))
+        proc.terminate()
+        proc.wait(10)
+        page.click("#start")
+        page.wait_for_function(
+            "document.getElementById('message').innerText.includes('server is unreachable')",
+            timeout=20_000,
+        )
+        assert page.locator("#start").inner_text() == "Start"
+        page.evaluate(
+            """() => {
+                const m = document.getElementById('message'); m.textContent = ''; m.hidden = true;
+                const file = new File([new Uint8Array(64)], 'x.wav', {type: 'audio/wav'});
+                const drop = new DataTransfer(); drop.items.add(file);
+                document.getElementById('transcript').dispatchEvent(
+                    new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
+            }"""
+        )
+        page.wait_for_function(
+            "document.getElementById('message').innerText.includes('server is unreachable')",
+            timeout=20_000,
+        )
+        page.screenshot(path=str(shots / "unreachable.png"))
+        browser.close()

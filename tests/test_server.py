@@ -405,3 +405,33 @@ def test_cli_clients_against_our_server(server, model, tmp_path):
         timeout=60,
     )
     assert down.returncode == 1 and down.stderr.startswith("error: cannot connect")
+
+
+def test_serve_open_opens_the_page_in_the_default_browser(official_dir, tmp_path):
+    """`--open` hands the page's address to the default browser (Python's webbrowser, which
+    honours $BROWSER: here a script that writes down what it was asked to open)."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxtral_cli.app", "serve", "--model", str(official_dir)]
+        + ["--port", str(port), "--host", "0.0.0.0", "--open"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BROWSER": f"{browser} %s", "VOXTRAL_API_KEY": ""},
+    )
+    try:
+        for _ in range(300):
+            if opened.exists() and opened.read_text().strip() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        url = opened.read_text().strip()
+        assert url == f"http://127.0.0.1:{port}/"  # a wildcard host opens as loopback
+        page = requests.get(url, timeout=10)
+        assert page.status_code == 200 and "<title>" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
