@@ -34,6 +34,7 @@ from mlx.utils import tree_flatten
 import voxtral_mlx
 from voxtral_mlx.bench import BUNDLED_SPEECH, backend_name, chip_name, narrow
 from voxtral_mlx.config import ModelArgs
+from voxtral_mlx.decoder import StepCache
 from voxtral_mlx.model import VoxtralRealtime
 
 DELAY_MS = 480
@@ -134,13 +135,16 @@ def mlx_audio_dir(official: Path, args: ModelArgs) -> Path:
     return path
 
 
+WARMUP_STEPS = 5
+
+
 def decode_loop(step, first_token, steps: int) -> float:
     """Seconds per step of a double-buffered greedy loop over `step(token, i)`."""
     token = first_token
     mx.eval(token)
     tic = time.perf_counter()
     for i in range(steps):
-        nxt = step(token, i)
+        nxt = step(token, WARMUP_STEPS + i)
         mx.async_eval(nxt)
         token.item()
         token = nxt
@@ -191,10 +195,10 @@ def bench_ours(path: Path, audio: np.ndarray, steps: int) -> dict:
     L = args.prompt_length
     prompt = mx.array([1] + [32] * (L - 1))
     first = mx.argmax(dec((embeds[:L] + dec.tok_embeddings(prompt))[None], norms, cache)[0, -1])
+    steps_cache = StepCache(cache, args.decoder.sliding_window)  # what Session steps on
 
     def step(token, i):
-        x = embeds[L + i % (n_tokens - L)] + dec.tok_embeddings(token)
-        return mx.argmax(dec(x[None, None], norms, cache)[0, -1])
+        return dec.step(embeds[L + i % (n_tokens - L)], token, norms, steps_cache)
 
     step_s = decode_loop(step, first, steps)
     wall, peak = transcription(lambda: voxtral_mlx.transcribe(model, audio, DELAY_MS))

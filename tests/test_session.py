@@ -165,10 +165,48 @@ def test_caches_stay_within_their_windows(model, spec):
         for cache in session._encoder.cache:
             # a call of N frames needs window - 1 frames of history: one token = 4 frames
             assert cache.keys.shape[2] <= spec.enc_window - 1 + 4
-        for cache in session._decoder.cache:
-            if cache.keys is not None and session._decoder.position > args_prompt(model) + 1:
-                assert cache.keys.shape[2] <= spec.dec_window
+        if session._decoder.steps is not None:
+            assert session._decoder.steps.capacity <= spec.dec_window
     assert session._decoder.position > 4 * spec.dec_window
+    assert session._decoder.steps.capacity == spec.dec_window
+
+
+@pytest.mark.parametrize("prompt", [10, 30])  # shorter than the window (it grows) or longer
+def test_step_cache_matches_the_rotating_cache(model, spec, prompt):
+    """One-token steps over the fixed-shape StepCache (growing 7 slots at a time, then a
+    ring) give the logits of the RotatingKVCache path, compiled steps its greedy tokens."""
+    from voxtral_mlx.decoder import StepCache
+
+    dec, window = model.decoder, spec.dec_window
+    norms = dec.ffn_norm_weights(6)
+    rng = np.random.default_rng(prompt)
+    n = prompt + 3 * window
+    audio = mx.array(rng.standard_normal((n, spec.dec_dim)).astype(np.float32))
+    tokens = rng.integers(0, spec.vocab_size, size=n)
+
+    def prefill():
+        caches = dec.make_cache()
+        x = audio[:prompt] + dec.tok_embeddings(mx.array(tokens[:prompt]))
+        dec(x[None], norms, caches)
+        return caches
+
+    reference = prefill()
+    steps, compiled = StepCache(prefill(), window, grow=7), StepCache(prefill(), window, grow=7)
+    capacities = set()
+    for i in range(prompt, n):
+        x = audio[i] + dec.tok_embeddings(mx.array(tokens[i]))
+        want = dec(x[None, None], norms, reference)[0, -1]
+        steps.make_room()
+        capacities.add(steps.capacity)
+        offset = mx.array(steps.offset, dtype=mx.int32)
+        got, steps.keys, steps.values = dec.step_logits(
+            audio[i], mx.array(tokens[i]), norms, steps.keys, steps.values, offset
+        )
+        steps.offset += 1
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)
+        token = dec.step(audio[i], mx.array(tokens[i]), norms, compiled)
+        assert token.item() == int(np.argmax(np.array(want)))
+    assert max(capacities) == window and (prompt > window or len(capacities) > 2)
 
 
 def args_prompt(model):

@@ -81,3 +81,86 @@ class TextDecoder(nn.Module):
 
     def make_cache(self) -> list[RotatingKVCache]:
         return [RotatingKVCache(max_size=self.args.sliding_window) for _ in self.layers]
+
+    def step(
+        self, audio: mx.array, token: mx.array, ffn_norm_weights: list[mx.array], cache: StepCache
+    ) -> mx.array:
+        """One decoding step: audio embedding [dim] + the previous token -> the greedy next
+        token (not evaluated). The step is traced once per cache capacity by mx.compile and
+        replayed; `cache` is updated."""
+        cache.make_room()
+        if self._compiled_step is None:
+            self._compiled_step = mx.compile(self._step)
+        offset = mx.array(cache.offset, dtype=mx.int32)
+        token, cache.keys, cache.values = self._compiled_step(
+            audio, token, ffn_norm_weights, cache.keys, cache.values, offset
+        )
+        cache.offset += 1
+        return token
+
+    _compiled_step = None
+
+    def _step(self, *args):
+        logits, keys, values = self.step_logits(*args)
+        return mx.argmax(logits), keys, values
+
+    def step_logits(self, audio, token, ffn_norm_weights, keys, values, offset):
+        """The traced step: logits [vocab] and the updated buffers (see StepCache)."""
+        capacity = keys[0].shape[2]
+        slot = (offset % capacity).reshape(1)
+        mask = mx.arange(capacity) <= offset  # all true once the ring has wrapped
+        h = (audio + self.tok_embeddings(token))[None, None]
+        keys, values = list(keys), list(values)
+        for i, layer in enumerate(self.layers):
+            attention = layer.attention
+            q, k, v = attention.project(layer.attention_norm(h), offset)
+            keys[i] = mx.slice_update(keys[i], k, slot, axes=(2,))
+            values[i] = mx.slice_update(values[i], v, slot, axes=(2,))
+            h = h + attention.attend(q, keys[i], values[i], mask)
+            h = h + layer.feed_forward(mx.fast.rms_norm(h, ffn_norm_weights[i], layer.ffn_norm.eps))
+        return self.tok_embeddings.as_linear(self.norm(h))[0, 0], keys, values
+
+
+class StepCache:
+    """The decoder's KV cache for one-token steps, in fixed-shape buffers so that the step
+    can be compiled: position p lives in slot p % capacity. Capacity grows by `grow` slots up
+    to the sliding window (each size is traced once); from then on it is a ring holding
+    exactly the last `window` positions, the same keys a RotatingKVCache(window) attends to.
+    """
+
+    def __init__(self, prompt: list[RotatingKVCache], window: int, grow: int = 256):
+        """Take over from the caches the prompt was prefilled into: one call from empty, so
+        they hold every prompt position in order."""
+        self.window, self.grow = window, grow
+        self.offset = offset = prompt[0].offset
+        self.keys, self.values = [], []
+        for cache in prompt:
+            if cache.keys.shape[2] != offset:
+                raise ValueError("StepCache takes over from a one-call prefill only")
+            for out, x in ((self.keys, cache.keys), (self.values, cache.values)):
+                if offset < window:  # slots = positions
+                    room = min(window, -(-(offset + 1) // grow) * grow) - offset
+                    out.append(_pad(x[..., -offset:, :], room))
+                else:  # positions offset-window+1 .. offset, rotated into their slots
+                    ring = _pad(x[..., -(window - 1) :, :], 1)
+                    out.append(mx.roll(ring, (offset - window + 1) % window, axis=2))
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def make_room(self) -> None:
+        """Before writing position `offset`: grow the buffers while they are not a ring."""
+        if self.offset >= self.capacity and self.capacity < self.window:
+            room = min(self.window, self.capacity + self.grow) - self.capacity
+            self.keys = [_pad(k, room) for k in self.keys]
+            self.values = [_pad(v, room) for v in self.values]
+
+
+def _pad(x: mx.array, n: int) -> mx.array:
+    """n empty positions after x (axis 2)."""
+    if n <= 0:
+        return x
+    shape = list(x.shape)
+    shape[2] = n
+    return mx.concatenate([x, mx.zeros(shape, x.dtype)], axis=2)

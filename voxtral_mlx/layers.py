@@ -29,23 +29,26 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=bias)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=bias)
 
-    def __call__(self, x: mx.array, mask: mx.array | str | None, cache: Any = None) -> mx.array:
+    def project(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, ...]:
+        """[B, L, dim] at positions offset.. -> q, k, v as [B, heads, L, head_dim], rotated."""
         B, L, _ = x.shape
-        # [B, L, H * D] -> [B, H, L, D]
         q = self.wq(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
         k = self.wk(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = self.wv(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        offset = cache.offset if cache is not None else 0
-        q = mx.fast.rope(
-            q, self.head_dim, traditional=True, base=self.rope_theta, scale=1.0, offset=offset
-        )
-        k = mx.fast.rope(
-            k, self.head_dim, traditional=True, base=self.rope_theta, scale=1.0, offset=offset
-        )
-        if cache is not None:
-            k, v = cache.update_and_fetch(k, v)
+        rope = dict(traditional=True, base=self.rope_theta, scale=1.0, offset=offset)
+        return mx.fast.rope(q, self.head_dim, **rope), mx.fast.rope(k, self.head_dim, **rope), v
+
+    def attend(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
+        """Attention of q over k, v, then the output projection: [B, L, dim]."""
+        B, _, L, _ = q.shape
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.wo(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+    def __call__(self, x: mx.array, mask: mx.array | str | None, cache: Any = None) -> mx.array:
+        q, k, v = self.project(x, cache.offset if cache is not None else 0)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        return self.attend(q, k, v, mask)
 
 
 class FeedForward(nn.Module):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .config import DEFAULT_DELAY_MS
+from .decoder import StepCache
 from .errors import VoxtralError
 from .mel import StreamingMel
 from .model import VoxtralRealtime
@@ -78,7 +79,8 @@ Event = TextDelta | WordDone | Transcript
 
 @dataclass
 class _DecoderState:
-    cache: list = field(default_factory=list)
+    cache: list = field(default_factory=list)  # the prompt's prefill
+    steps: StepCache | None = None  # then one-token steps (compiled)
     pending: list[mx.array] = field(default_factory=list)  # adapter outputs not yet decoded
     position: int = 0  # next decoder position to fill
     last_token: int | None = None
@@ -212,14 +214,18 @@ class Session:
             prompt = [self.tokenizer.bos_id] + [self.tokenizer.streaming_pad_id] * (L - 1)
             x = mx.stack(state.pending[:L]) + decoder.tok_embeddings(mx.array(prompt))
             del state.pending[:L]
-            token, fresh = self._step(x), True
+            logits = decoder(x[None], self._scales, state.cache)
+            token, fresh = mx.argmax(logits[0, -1]), True
+            mx.async_eval(token)
+            state.steps = StepCache(state.cache, self.args.decoder.sliding_window)
+            state.cache = []
             state.position = L
         else:  # carry on from the last call: that token was emitted already
-            token, fresh = mx.array(state.last_token), False
+            token, fresh = mx.array(state.last_token, dtype=mx.uint32), False
         position = state.position - 1  # the position `token` was output at
         while state.pending and not state.stopped:
-            x = state.pending.pop(0) + decoder.tok_embeddings(token)
-            next_token = self._step(x[None])
+            next_token = decoder.step(state.pending.pop(0), token, self._scales, state.steps)
+            mx.async_eval(next_token)
             state.position += 1
             if fresh:
                 events += self._emit(token.item(), position)
@@ -229,13 +235,6 @@ class Session:
         if fresh and not state.stopped:
             events += self._emit(token.item(), position)
         return events
-
-    def _step(self, embeds: mx.array) -> mx.array:
-        """Queue one decoder call on [L, dim] embeddings; the greedy token, not yet read."""
-        logits = self.model.decoder(embeds[None], self._scales, self._decoder.cache)
-        token = mx.argmax(logits[0, -1])
-        mx.async_eval(token)
-        return token
 
     def _emit(self, token: int, position: int) -> list[Event]:
         self._tokens.append(token)
