@@ -167,3 +167,10 @@ def test_load_audio_errors(tmp_path, monkeypatch):
     m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
     with pytest.raises(VoxtralError, match="talk.m4a.*ffmpeg"):
         voxtral_mlx.load_audio(m4a)
+
+
+def test_sparse_filterbank_product_equals_the_dense_one():
+    from voxtral_mlx.mel import apply_mel_filters, mel_filters
+
+    power = np.random.default_rng(0).random((50, 201)) ** 4
+    np.testing.assert_allclose(apply_mel_filters(power), power @ mel_filters(), rtol=1e-12)
