@@ -330,17 +330,3 @@ def test_devices_and_device_matching():
     ]:
         with pytest.raises(voxtral_mlx.VoxtralError, match=f"{message}.*pulse"):
             capture.find_device(spec)
-
-
-@mic
-def test_live_microphone_flushes_on_ctrl_c(official_dir, tmp_path):
-    out = tmp_path / "mic.jsonl"
-    code, stdout, stderr = live_through_virtual_mic(
-        official_dir, shared_audio("librivox-0880.wav"), "-o", out
-    )
-    assert code == 0, stderr
-    assert "Traceback" not in stderr
-    events = [json.loads(line) for line in out.read_text().splitlines()]
-    assert events[-1]["type"] == "done"
-    assert events[-1]["stats"]["audio_seconds"] > 3.0
-    assert stdout.strip() == events[-1]["text"]

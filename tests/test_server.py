@@ -148,16 +148,6 @@ def test_concurrent_sessions_do_not_mix(server, model):
     assert {n: results.get(n) for n in names} == {n: expected_text(model, n) for n in names}
 
 
-def test_two_utterances_on_one_connection(server, model):
-    conn = ws(server)
-    assert receive(conn)["type"] == "session.created"
-    first = stream(server, pcm16("librivox-0880.wav"), conn=conn)[1]["text"]
-    second = stream(server, pcm16("librivox-0930.wav"), conn=conn)[1]["text"]
-    conn.close()
-    assert first == expected_text(model, "librivox-0880.wav")
-    assert second == expected_text(model, "librivox-0930.wav")
-
-
 def test_bad_input_gets_error_events_and_the_connection_goes_on(server, model):
     conn = ws(server)
     assert receive(conn)["type"] == "session.created"

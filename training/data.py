@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from voxtral_mlx.audio import resample
 
@@ -91,6 +92,31 @@ def make_utterance(rng: np.random.Generator, min_words: int = 2, max_words: int 
         audio = audio + noise * np.sqrt(speech_power / 10 ** (snr / 10))
     audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
     return Utterance(audio, words, tuple(spans))
+
+
+def augment(u: Utterance, rng: np.random.Generator) -> Utterance:
+    """What a real input path does to the audio: a later start, another level, a sound card's
+    rate and a cheaper resampler, a tilted spectrum, a noise floor instead of digital silence,
+    16-bit samples. Word spans move with the added lead."""
+    x = u.audio.astype(np.float64)
+    lead = int(rng.uniform(0.0, 1.5) * RATE) if rng.random() < 0.5 else 0
+    x = np.concatenate([np.zeros(lead), x, np.zeros(int(rng.uniform(0.0, 0.5) * RATE))])
+    if rng.random() < 0.5:  # through a 44.1 / 48 kHz device and back
+        device = int(rng.choice((44100, 48000)))
+        quality = str(rng.choice(("QQ", "LQ", "MQ", "HQ")))
+        x = soxr.resample(soxr.resample(x, RATE, device, quality=quality), device, RATE)
+        x = np.pad(x, (0, max(0, lead + len(u.audio) - len(x))))
+    if rng.random() < 0.3:  # first-order tilt: a small microphone or a muffled one
+        a = rng.uniform(0.3, 0.9)
+        taps = [1.0, -a] if rng.random() < 0.5 else [1.0, a, a * a]
+        x = np.convolve(x, taps)[: len(x)]
+    x = x / max(np.abs(x).max(), 1e-6) * rng.uniform(0.05, 1.0)
+    if rng.random() < 0.5:
+        x = x + rng.standard_normal(len(x)) * 10 ** (rng.uniform(-80, -55) / 20)
+    x = np.round(np.clip(x, -1.0, 1.0) * 32767) / 32767
+    shift = lead / RATE
+    spans = tuple((s + shift, e + shift) for s, e in u.spans)
+    return Utterance(x.astype(np.float32), u.words, spans)
 
 
 def write_set(folder: Path, count: int, seed: int) -> list[Utterance]:

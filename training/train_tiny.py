@@ -36,7 +36,7 @@ from checkpoints import (  # noqa: E402  # noqa: E402
     params_json,
     tiny_hf_model,
 )
-from data import WORDS, Utterance, make_utterance  # noqa: E402
+from data import WORDS, Utterance, augment, make_utterance  # noqa: E402
 
 from voxtral_mlx.mel import log_mel_spectrogram  # noqa: E402
 
@@ -157,13 +157,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--init", type=Path, help="continue from a checkpoint this script wrote")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--augment", type=float, default=0.0, help="share of utterances augmented")
+    parser.add_argument("--max-words", type=int, default=6)
     opts = parser.parse_args()
 
     torch.manual_seed(opts.seed)
     torch.set_num_threads(2)
     rng = np.random.default_rng(opts.seed)
     tic = time.time()
-    data = [make_utterance(rng) for _ in range(opts.utterances)]
+    data = [make_utterance(rng, max_words=opts.max_words) for _ in range(opts.utterances)]
+    if opts.augment > 0:  # (no draws otherwise: the earlier stages reproduce exactly)
+        data = [augment(u, rng) if rng.random() < opts.augment else u for u in data]
     feats = [features(u) for u in data]
     print(
         f"{len(data)} utterances, {sum(len(u.audio) for u in data) / 16000 / 60:.1f} min "
