@@ -275,6 +275,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="decoder steps timed")
     parser.add_argument("--audio", type=Path, default=BUNDLED_SPEECH)
     parser.add_argument("--only", nargs="*", default=["voxtral-mlx", "voxmlx", "mlx-audio"])
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="run every implementation this many times, in rotating order; report medians",
+    )
     opts = parser.parse_args()
 
     audio = voxtral_mlx.load_audio(opts.audio)
@@ -286,17 +292,26 @@ def main() -> None:
         import soundfile as sf
 
         sf.write(wav, audio, 16000)
+        mlx_audio_path = mlx_audio_dir(official, args) if "mlx-audio" in opts.only else None
         runs = {
             "voxtral-mlx": lambda: bench_ours(official, audio, opts.steps),
             "voxmlx": lambda: bench_voxmlx(official, audio, wav, opts.steps),
-            "mlx-audio": lambda: bench_mlx_audio(mlx_audio_dir(official, args), audio, opts.steps),
+            "mlx-audio": lambda: bench_mlx_audio(mlx_audio_path, audio, opts.steps),
         }
-        results = {}
-        for name in opts.only:
-            try:
-                results[name] = runs[name]()
-            except ImportError as e:
-                print(f"{name}: not installed ({e})")
+        rounds: dict[str, list[dict]] = {}
+        names = list(opts.only)
+        for r in range(opts.rounds):  # rotating order: a slow spell of the machine hits all
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                try:
+                    rounds.setdefault(name, []).append(runs[name]())
+                except ImportError as e:
+                    print(f"{name}: not installed ({e})")
+                    names.remove(name)
+        results = {
+            name: {k: float(np.median([x[k] for x in runs_])) for k in runs_[0]}
+            for name, runs_ in rounds.items()
+            if name in names
+        }
     n_params = sum(v.size for _, v in tree_flatten(VoxtralRealtime(args).parameters()))
     print(
         f"checkpoint: random fp32, dim {opts.dim}, {opts.layers}+{opts.layers} layers "
@@ -307,6 +322,7 @@ def main() -> None:
         f"audio: {opts.audio.name}, {seconds:.1f} s; delay {DELAY_MS} ms; "
         f"{chip_name()}, MLX {mx.__version__} ({backend_name()})"
     )
+    print(f"medians of {opts.rounds} rounds")
     print(f"{'':12} {'decoder ms/step':>16} {'encoder ms/step':>16} {'RTF':>7} {'peak MB':>9}")
     for name, r in results.items():
         print(
