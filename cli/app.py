@@ -520,6 +520,7 @@ def bench(
                 loaded = load_model(model, offline)
                 if dtype is not None:
                     loaded.set_dtype(dtypes[dtype])
+                    loaded.use_backend_layout()
             if q_bits is not None:
                 quantize(loaded, q_bits, q_group_size)
         with status_spinner("measuring"):

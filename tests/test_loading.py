@@ -136,6 +136,35 @@ def test_sanitize_is_idempotent(official_dir, model):
     assert set(once) == {k for k, _ in tree_flatten(model.parameters())}
 
 
+def test_cpu_layout_keeps_values_and_saves_the_checkpoint_layout(official_dir, model, tmp_path):
+    """On the CPU backend the float matrices are held column-major (the BLAS-friendly
+    layout for x @ W.T); the values are the checkpoint's and a saved copy is row-major."""
+    assert mx.default_device().type == mx.cpu
+    raw = model.sanitize(
+        {
+            k: mx.array(v)
+            for k, v in load_file(str(official_dir / "consolidated.safetensors")).items()
+        }
+    )
+    matrices = {
+        name: w
+        for name, w in tree_flatten(model.parameters())
+        if w.ndim == 2 and not name.endswith("norm.weight")
+    }
+    assert "decoder.tok_embeddings.weight" in matrices and len(matrices) > 10
+    for name, w in matrices.items():
+        held = np.array(w, copy=False)
+        assert held.flags["F_CONTIGUOUS"] and not held.flags["C_CONTIGUOUS"], name
+        assert np.array_equal(held, np.array(raw[name])), name
+    mx.save_safetensors(str(tmp_path / "w.safetensors"), dict(tree_flatten(model.parameters())))
+    saved = load_file(str(tmp_path / "w.safetensors"))
+    for name in matrices:
+        assert saved[name].flags["C_CONTIGUOUS"]
+        assert np.array_equal(saved[name], np.array(raw[name])), name
+    model.use_backend_layout()  # idempotent
+    assert np.array(model.decoder.tok_embeddings.weight, copy=False).flags["F_CONTIGUOUS"]
+
+
 def _copy(official_dir, tmp_path):
     path = tmp_path / "ckpt"
     shutil.copytree(official_dir, path)

@@ -171,10 +171,13 @@ def test_caches_stay_within_their_windows(model, spec):
     assert session._decoder.steps.capacity == spec.dec_window
 
 
+@pytest.mark.parametrize("fused", [False, True])  # the CPU formulation, the GPU one
 @pytest.mark.parametrize("prompt", [10, 30])  # shorter than the window (it grows) or longer
-def test_step_cache_matches_the_rotating_cache(model, spec, prompt):
+def test_step_cache_matches_the_rotating_cache(model, spec, prompt, fused):
     """One-token steps over the fixed-shape StepCache (growing 7 slots at a time, then a
-    ring) give the logits of the RotatingKVCache path, compiled steps its greedy tokens."""
+    ring) give the logits of the RotatingKVCache path, compiled steps its greedy tokens.
+    Both formulations of the step: elementwise RoPE and grouped attention (CPU backend),
+    mx.fast.rope and the fused attention (GPU backends)."""
     from voxtral_mlx.decoder import StepCache
 
     dec, window = model.decoder, spec.dec_window
@@ -200,7 +203,7 @@ def test_step_cache_matches_the_rotating_cache(model, spec, prompt):
         capacities.add(steps.capacity)
         offset = mx.array(steps.offset, dtype=mx.int32)
         got, steps.keys, steps.values = dec.step_logits(
-            audio[i], mx.array(tokens[i]), norms, steps.keys, steps.values, offset
+            audio[i], mx.array(tokens[i]), norms, steps.keys, steps.values, offset, fused
         )
         steps.offset += 1
         np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)

@@ -93,6 +93,7 @@ def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRe
     )
     model.set_dtype(dtype)
     mx.eval(model.parameters())
+    model.use_backend_layout()
     tekken = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
     model.tokenizer = Tokenizer.from_file(tekken)
     return model

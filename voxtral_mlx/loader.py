@@ -46,9 +46,11 @@ def load(
     _quantize_like(model, weights)
     check_weights(model, weights)
     model.load_weights(list(weights.items()), strict=True)
+    del weights  # the model holds them now; the layout pass may replace them
     if dtype is not None:
         model.set_dtype(dtype)
     mx.eval(model.parameters())
+    model.use_backend_layout()
     model.eval()
     model.tokenizer = tokenizer
     return model
