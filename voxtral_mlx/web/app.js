@@ -3,7 +3,12 @@
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "voxtral-api-key";
 const DELAYS = [...Array(15).keys()].map((i) => 80 * (i + 1)).concat([2400]);
-const live = { ws: null, ctx: null, node: null, stream: null, sent: 0, opened: false, stopping: false };
+const live = { ws: null, ctx: null, node: null, stream: null, sent: 0, opened: false, stopping: false,
+               started: false, queue: [], opening: false };
+// Audio captured while the connection is being set up waits here (at most this many 100 ms
+// chunks), so the first words are not lost; it is sent as soon as the session has started.
+const MAX_QUEUED = 300;
+const UNREACHABLE = "The server is unreachable: is `voxtral serve` still running?";
 let text = "";
 let cues = [];  // {start, end, text}
 
@@ -38,17 +43,36 @@ async function explainFailure() {
                                                : "This server needs an API key: press Key to enter it.");
     else showMessage("The realtime connection was refused by the server (" + r.status + ").");
   } catch (e) {
-    showMessage("The server is unreachable: is `voxtral serve` still running?");
+    showMessage(UNREACHABLE);
   }
 }
 
 async function start() {
+  if (live.opening) return;  // a second press while the microphone is being opened
+  live.opening = true;
+  try { await open(); } finally { live.opening = false; }
+}
+
+async function open() {
   clearMessage();
-  let stream;
+  // The audio graph first, so that capture begins the moment the microphone opens; what is
+  // captured while the connection is being set up is queued, not lost.
+  let ctx, stream;
+  try {
+    ctx = new AudioContext({ latencyHint: "playback" });  // capture only: big buffers ride out a busy CPU
+    await ctx.audioWorklet.addModule("/static/worklet.js");
+  } catch (e) {
+    if (ctx) ctx.close();
+    // the worklet is served by the server: tell a server that has gone from a browser problem
+    const up = await fetch("/health", { headers: authHeaders() }).then(() => true, () => false);
+    showMessage(up ? "Audio capture failed: " + e.message : UNREACHABLE);
+    return;
+  }
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false,
       noiseSuppression: false, autoGainControl: false } });
   } catch (e) {
+    ctx.close();
     if (e.name === "NotAllowedError" || e.name === "SecurityError") {
       showMessage("Microphone permission was denied: allow the microphone for this page in the browser's site settings, then press Start again.");
     } else {
@@ -56,7 +80,8 @@ async function start() {
     }
     return;
   }
-  live.stream = stream;
+  live.ws = null; live.stopping = false; live.started = false; live.queue = [];
+  startAudio(ctx, stream);
   text = ""; cues = []; render();
   const protocols = ["realtime"];
   if (apiKey()) protocols.push("openai-insecure-api-key." + apiKey());
@@ -64,7 +89,7 @@ async function start() {
   let ws;
   try { ws = new WebSocket(scheme + location.host + "/v1/realtime", protocols); }
   catch (e) { showMessage("The server is unreachable: " + e.message); stopAudio(); return; }
-  live.ws = ws; live.opened = false; live.stopping = false; live.sent = 0;
+  live.ws = ws; live.opened = false; live.sent = 0;
   setState("connecting…");
   $("start").textContent = "Stop";
   ws.onmessage = (msg) => {
@@ -73,7 +98,8 @@ async function start() {
       live.opened = true;
       ws.send(JSON.stringify({ type: "session.update", model: null, delay_ms: Number($("delay").value) }));
       ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
-      startAudio().catch((e) => { showMessage("Audio capture failed: " + e.message); stop(); });
+      live.started = true;
+      for (const chunk of live.queue.splice(0)) sendAudio(chunk);
       setState("listening");
     } else if (ev.type === "transcription.delta") {
       addText(ev.delta, ev.start ?? live.sent, ev.end ?? live.sent);
@@ -88,29 +114,32 @@ async function start() {
     }
   };
   ws.onclose = () => {
-    if (!live.opened) explainFailure();
+    if (!live.opened && !live.stopping) explainFailure();
     else if (!live.stopping) showMessage("The connection to the server was lost.");
     stopAudio(); live.ws = null; $("start").textContent = "Start";
     if ($("state").textContent !== "done") setState("idle");
   };
 }
 
-async function startAudio() {
-  const ctx = new AudioContext();
-  await ctx.audioWorklet.addModule("/static/worklet.js");
-  const source = ctx.createMediaStreamSource(live.stream);
+function startAudio(ctx, stream) {
   const node = new AudioWorkletNode(ctx, "pcm-resampler");
   node.port.onmessage = (e) => {
     $("level").value = Math.min(1, e.data.level * 2);
-    if (!live.ws || live.ws.readyState !== WebSocket.OPEN || live.stopping) return;
-    const bytes = new Uint8Array(e.data.pcm);
-    let bin = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-    live.ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: btoa(bin) }));
-    live.sent += bytes.length / 2 / 16000;
+    if (live.stopping) return;
+    if (live.started) sendAudio(e.data.pcm);
+    else if (live.queue.push(e.data.pcm) > MAX_QUEUED) live.queue.shift();
   };
-  source.connect(node);
-  live.ctx = ctx; live.node = node;
+  ctx.createMediaStreamSource(stream).connect(node);
+  live.ctx = ctx; live.node = node; live.stream = stream;
+}
+
+function sendAudio(pcm) {
+  if (!live.ws || live.ws.readyState !== WebSocket.OPEN) return;
+  const bytes = new Uint8Array(pcm);
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  live.ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: btoa(bin) }));
+  live.sent += bytes.length / 2 / 16000;
 }
 
 function stopAudio() {
@@ -122,9 +151,11 @@ function stopAudio() {
 function stop() {
   live.stopping = true;
   stopAudio();
-  if (live.ws && live.ws.readyState === WebSocket.OPEN) {
+  if (live.ws && live.ws.readyState === WebSocket.OPEN && live.started) {
     live.ws.send(JSON.stringify({ type: "input_audio_buffer.commit", final: true }));
     setState("finishing…");
+  } else if (live.ws) {
+    live.ws.close();  // stopped before the session started: nothing to flush
   }
 }
 
@@ -172,7 +203,7 @@ function upload(file) {
       showMessage("The file could not be transcribed: " + msg);
     }
   };
-  xhr.onerror = () => { $("upload").hidden = true; showMessage("The server is unreachable: is `voxtral serve` still running?"); };
+  xhr.onerror = () => { $("upload").hidden = true; showMessage(UNREACHABLE); };
   xhr.send(form);
 }
 
