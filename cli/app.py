@@ -142,9 +142,9 @@ def transcribe(
                 audio = read_input(name, remote=True)
                 return transcribe_remote(server, audio, label, api_key, delay)
         else:
-            from voxtral_mlx import transcribe as run
+            loaded = load_model(model, offline)  # a bad --model fails before the heavy imports
 
-            loaded = load_model(model, offline)
+            from voxtral_mlx import transcribe as run
 
             def engine(name, progress):
                 return run(loaded, read_input(name), delay_ms=delay, progress=progress)
@@ -207,18 +207,20 @@ def live(
     api_key: ApiKeyOpt = None,
 ) -> None:
     """Transcribe the microphone as you speak; Ctrl+C flushes the last words and stops."""
-    from rich.console import Console
-
-    from voxtral_mlx import VoxtralError
     from voxtral_mlx.formats import LIVE_FORMATS
-
-    from .capture import FileSource, MicrophoneSource, find_device
-    from .live import run_live
 
     if fast and input_file is None:
         fail("--fast only applies to --input FILE")
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
         fail(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
+
+    from rich.console import Console
+
+    from voxtral_mlx import VoxtralError
+
+    from .capture import FileSource, MicrophoneSource, find_device
+    from .live import run_live
+
     try:
         # open the input first: a missing microphone should not wait for the model
         source = (

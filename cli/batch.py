@@ -7,15 +7,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from voxtral_mlx import Transcript, VoxtralError, load_audio
+from voxtral_mlx import VoxtralError, load_audio
 from voxtral_mlx.formats import render
 
+if TYPE_CHECKING:
+    from voxtral_mlx import Transcript
+
 # engine(name, progress) -> Transcript; progress(seconds_done, seconds_total)
-Engine = Callable[[str, Callable[[float, float], None]], Transcript]
+Engine = Callable[[str, Callable[[float, float], None]], "Transcript"]
 
 
 def read_input(name: str, remote: bool = False):

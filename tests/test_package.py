@@ -79,3 +79,35 @@ def test_installed_command_runs(wheel, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "transcribe" in done.stdout
+
+
+def test_bad_arguments_fail_before_the_model_code_is_imported(tmp_path):
+    """`import voxtral_mlx` is light, and a mistyped command says so at once: the model code
+    (MLX, mlx-lm, which imports transformers) is imported only when there is a model to run.
+    Every public name still resolves."""
+    probe = f"""
+import sys
+import voxtral_mlx
+assert "mlx_lm" not in sys.modules and "voxtral_mlx.model" not in sys.modules
+from voxtral_cli.app import main
+for argv in (
+    ["live", "--fast"],
+    ["live", "--input", "x.wav", "-o", "notes.doc"],
+    ["transcribe", "x.wav", "--model", {str(tmp_path / "nowhere")!r}],
+    ["convert", "--hf-path", ".", "--mlx-path", "out", "-q", "--q-bits", "5"],
+):
+    sys.argv = ["voxtral", *argv]
+    try:
+        main()
+    except SystemExit as e:
+        assert e.code == 1, (argv, e.code)
+    assert "mlx_lm" not in sys.modules, argv
+assert all(getattr(voxtral_mlx, name) is not None for name in voxtral_mlx.__all__)
+assert "mlx_lm" in sys.modules
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert done.stderr.count("error:") == 4

@@ -1,35 +1,81 @@
-"""voxtral-mlx: Mistral's Voxtral Mini 4B Realtime speech-to-text, on MLX."""
+"""voxtral-mlx: Mistral's Voxtral Mini 4B Realtime speech-to-text, on MLX.
 
-from .audio import load_audio
-from .config import DEFAULT_DELAY_MS, VALID_DELAYS_MS, ModelArgs
-from .errors import VoxtralError
-from .loader import DEFAULT_MODEL, load
-from .mel import log_mel_spectrogram
-from .model import VoxtralRealtime
-from .session import Session, Stats, TextDelta, Transcript, WordDone
-from .tokenizer import StreamingDetokenizer, Tokenizer
-from .transcribe import transcribe
-from .words import Word
+The names below are imported on first use, so that `import voxtral_mlx` (and a command that
+only checks its arguments) does not pay for MLX, mlx-lm and the tokenizer up front.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "load_audio": "audio",
+    "DEFAULT_DELAY_MS": "config",
+    "VALID_DELAYS_MS": "config",
+    "ModelArgs": "config",
+    "VoxtralError": "errors",
+    "DEFAULT_MODEL": "loader",
+    "load": "loader",
+    "log_mel_spectrogram": "mel",
+    "VoxtralRealtime": "model",
+    "Session": "session",
+    "Stats": "session",
+    "TextDelta": "session",
+    "Transcript": "session",
+    "WordDone": "session",
+    "StreamingDetokenizer": "tokenizer",
+    "Tokenizer": "tokenizer",
+    "transcribe": "transcribe",
+    "Word": "words",
+}
 
 __all__ = [
     "DEFAULT_DELAY_MS",
     "DEFAULT_MODEL",
-    "VALID_DELAYS_MS",
     "ModelArgs",
-    "StreamingDetokenizer",
-    "Tokenizer",
     "Session",
     "Stats",
+    "StreamingDetokenizer",
     "TextDelta",
+    "Tokenizer",
     "Transcript",
-    "WordDone",
+    "VALID_DELAYS_MS",
     "VoxtralError",
     "VoxtralRealtime",
     "Word",
+    "WordDone",
     "load",
     "load_audio",
     "log_mel_spectrogram",
     "transcribe",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'voxtral_mlx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from .audio import load_audio
+    from .config import DEFAULT_DELAY_MS, VALID_DELAYS_MS, ModelArgs
+    from .errors import VoxtralError
+    from .loader import DEFAULT_MODEL, load
+    from .mel import log_mel_spectrogram
+    from .model import VoxtralRealtime
+    from .session import Session, Stats, TextDelta, Transcript, WordDone
+    from .tokenizer import StreamingDetokenizer, Tokenizer
+    from .transcribe import transcribe
+    from .words import Word

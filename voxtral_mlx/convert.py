@@ -13,7 +13,6 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.utils import save_model
 
 from .errors import VoxtralError
 from .loader import load, resolve_model_path
@@ -27,13 +26,17 @@ def keep_in_float(path: str) -> bool:
     return "norm" in path or "conv" in path
 
 
-def quantize(model: nn.Module, bits: int, group_size: int) -> None:
-    """Quantize every linear layer and the tied embedding/LM head, in place."""
+def check_quantization(bits: int, group_size: int) -> None:
     if bits not in QUANT_BITS or group_size not in QUANT_GROUP_SIZES:
         raise VoxtralError(
             f"unsupported quantization {bits} bits / group {group_size}: bits must be one of "
             f"{QUANT_BITS}, group size one of {QUANT_GROUP_SIZES}"
         )
+
+
+def quantize(model: nn.Module, bits: int, group_size: int) -> None:
+    """Quantize every linear layer and the tied embedding/LM head, in place."""
+    check_quantization(bits, group_size)
 
     def predicate(path: str, module: nn.Module) -> bool:
         return (
@@ -55,6 +58,10 @@ def convert(
     offline: bool | None = None,
 ) -> Path:
     """Read a checkpoint (local or hub, any layout), cast and/or quantize it, write ours."""
+    if bits is not None:
+        check_quantization(bits, group_size)
+    from mlx_lm.utils import save_model
+
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):
         raise VoxtralError(f"{destination} exists and is not empty")

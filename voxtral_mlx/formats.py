@@ -10,10 +10,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .session import Transcript
-from .words import Word
+if TYPE_CHECKING:  # annotations only: the CLI checks formats before loading the model
+    from .session import Transcript
+    from .words import Word
 
 FORMATS = ("txt", "srt", "vtt", "json")
 LIVE_FORMATS = ("txt", "srt", "vtt", "jsonl")

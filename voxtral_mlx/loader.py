@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -12,8 +13,9 @@ from mlx.utils import tree_flatten
 
 from .config import ModelArgs
 from .errors import VoxtralError
-from .model import VoxtralRealtime
-from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .model import VoxtralRealtime
 
 DEFAULT_MODEL = "mistralai/Voxtral-Mini-4B-Realtime-2602"
 CONFIG_FILES = ["params.json", "config.json", "tekken.json", "model.safetensors.index.json"]
@@ -31,6 +33,11 @@ def load(
     cache, or read from it alone when offline). `dtype` casts floating-point weights.
     """
     path = resolve_model_path(path_or_repo, offline=offline)
+    # the model code (MLX, mlx-lm) and the tokenizer (mistral-common) are imported only once
+    # there is a model to load: a wrong path is reported at once
+    from .model import VoxtralRealtime
+    from .tokenizer import Tokenizer
+
     tokenizer_file = path / "tekken.json"
     if not tokenizer_file.is_file():
         raise VoxtralError(f"{path} has no tekken.json (the tokenizer)")
