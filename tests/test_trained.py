@@ -117,20 +117,27 @@ def test_word_timestamps_within_160_ms(trained, held_out):
 def test_live_input(held_out, tmp_path):
     """`voxtral live --input` (the capture path: a file at the microphone's pace, here --fast).
     One utterance per stream: the tiny model was trained on clips of at most ~12 s and does
-    not generalize to decoder positions far beyond them (long streams are not its job)."""
+    not generalize to decoder positions far beyond them (long streams are not its job).
+    Two commands run at a time (one per core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     _, utterances = held_out
-    pairs = []
-    for i, u in enumerate(utterances[:12]):
+
+    def live(i: int) -> str:
         wav = tmp_path / f"u{i}.wav"
-        sf.write(wav, u.audio, 16000, subtype="PCM_16")
-        live = subprocess.run(
+        sf.write(wav, utterances[i].audio, 16000, subtype="PCM_16")
+        done = subprocess.run(
             [*VOXTRAL, "live", "--input", str(wav), "--fast", "--model", str(ASSET)],
             capture_output=True,
             text=True,
             timeout=300,
         )
-        assert live.returncode == 0, live.stderr
-        pairs.append((u.text, live.stdout))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    with ThreadPoolExecutor(2) as pool:
+        texts = list(pool.map(live, range(12)))
+    pairs = [(u.text, text) for u, text in zip(utterances[:12], texts, strict=True)]
     print(f"live --input WER {100 * wer(pairs):.2f}% over {len(pairs)} utterances")
     assert wer(pairs) <= MAX_WER
 
@@ -199,19 +206,20 @@ def test_two_utterances_on_one_connection(trained, trained_server, held_out):
 
 
 def test_subtitles_time_the_real_words(held_out, tmp_path):
-    """`voxtral transcribe -f srt --word-timestamps`: one cue per word, the words said, each
-    cue within 160 ms of where the word really is."""
+    """`voxtral transcribe -f srt --word-timestamps` over 12 files: one cue per word, the
+    words said, each cue within 160 ms of where the word really is."""
     folder, utterances = held_out
+    files = [str(folder / f"utt{i:04d}.wav") for i in range(12)]
+    done = subprocess.run(
+        [*VOXTRAL, "transcribe", *files, "--model", str(ASSET)]
+        + ["-f", "srt", "-o", str(tmp_path), "--word-timestamps"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
     checked = 0
     for i, u in enumerate(utterances[:12]):
-        done = subprocess.run(
-            [*VOXTRAL, "transcribe", str(folder / f"utt{i:04d}.wav"), "--model", str(ASSET)]
-            + ["-f", "srt", "-o", str(tmp_path), "--word-timestamps"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
         cues = [c.split("\n") for c in (tmp_path / f"utt{i:04d}.srt").read_text().split("\n\n")]
         cues = [c for c in cues if len(c) >= 3]
         if [normalize(c[2]) for c in cues] != list(u.words):
