@@ -168,8 +168,8 @@ def transcription(fn) -> tuple[float, float]:
 
 
 def bench_ours(path: Path, audio: np.ndarray, steps: int) -> dict:
+    from voxtral_mlx.config import ENCODER_BATCH_TOKENS
     from voxtral_mlx.mel import log_mel_spectrogram
-    from voxtral_mlx.session import ENCODER_BATCH_TOKENS
     from voxtral_mlx.transcribe import pad_audio
 
     model = voxtral_mlx.load(path)

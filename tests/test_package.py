@@ -88,7 +88,9 @@ def test_bad_arguments_fail_before_the_model_code_is_imported(tmp_path):
     probe = f"""
 import sys
 import voxtral_mlx
+import voxtral_mlx.transcribe
 assert "mlx_lm" not in sys.modules and "voxtral_mlx.model" not in sys.modules
+assert voxtral_mlx.transcribe.__name__ == "transcribe"  # the function, not the submodule
 from voxtral_cli.app import main
 for argv in (
     ["live", "--fast"],

@@ -29,7 +29,6 @@ _EXPORTS = {
     "WordDone": "session",
     "StreamingDetokenizer": "tokenizer",
     "Tokenizer": "tokenizer",
-    "transcribe": "transcribe",
     "Word": "words",
 }
 
@@ -55,6 +54,11 @@ __all__ = [
 ]
 
 
+# Imported eagerly (the module is light): a lazy `transcribe` would be shadowed by the
+# submodule of the same name as soon as anything imports voxtral_mlx.transcribe.
+from .transcribe import transcribe  # noqa: E402
+
+
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
@@ -77,5 +81,4 @@ if TYPE_CHECKING:
     from .model import VoxtralRealtime
     from .session import Session, Stats, TextDelta, Transcript, WordDone
     from .tokenizer import StreamingDetokenizer, Tokenizer
-    from .transcribe import transcribe
     from .words import Word

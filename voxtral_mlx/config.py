@@ -16,6 +16,8 @@ from .errors import VoxtralError
 # Delays the model was trained for: every multiple of 80 ms up to 1200 ms, and 2400 ms.
 VALID_DELAYS_MS: tuple[int, ...] = (*range(80, 1201, 80), 2400)
 DEFAULT_DELAY_MS = 480
+# Tokens encoded per encoder call when audio is already there (30 s of audio).
+ENCODER_BATCH_TOKENS = 375
 
 
 def _from_dict(cls: type, values: dict[str, Any]):

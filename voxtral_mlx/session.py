@@ -21,15 +21,13 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .config import DEFAULT_DELAY_MS
+from .config import DEFAULT_DELAY_MS, ENCODER_BATCH_TOKENS
 from .decoder import StepCache
 from .errors import VoxtralError
 from .mel import StreamingMel
 from .model import VoxtralRealtime
 from .words import Word, WordTracker, step_time
 
-# Tokens encoded per encoder call when audio is already there (30 s of audio).
-ENCODER_BATCH_TOKENS = 375
 # Clear MLX's buffer cache this often (decoder steps), so it cannot grow without bound.
 CLEAR_CACHE_EVERY = 256
 

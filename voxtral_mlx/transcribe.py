@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 import numpy as np
 
 from .audio import check_samples, load_audio
-from .config import DEFAULT_DELAY_MS, ModelArgs
+from .config import DEFAULT_DELAY_MS, ENCODER_BATCH_TOKENS, ModelArgs
 from .mel import log_mel_spectrogram
-from .model import VoxtralRealtime
-from .session import ENCODER_BATCH_TOKENS, Session, Transcript
+
+if TYPE_CHECKING:  # this module stays light: voxtral_mlx imports it eagerly (see __init__)
+    from .model import VoxtralRealtime
+    from .session import Transcript
 
 
 def transcribe(
@@ -26,6 +29,8 @@ def transcribe(
 
     `progress(seconds_done, seconds_total)` is called after each block of audio.
     """
+    from .session import Session
+
     samples = load_audio(audio) if isinstance(audio, (str, Path)) else check_samples(audio)
     session = Session(model, delay_ms, stop_at_eos=True)
     block = ENCODER_BATCH_TOKENS * model.args.samples_per_token
