@@ -10,15 +10,16 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 import numpy as np
 
 from .config import AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
-from .decoder import StepCache
-from .model import VoxtralRealtime
-from .session import Session
 from .transcribe import encode_audio, pad_audio, transcribe
+
+if TYPE_CHECKING:  # the model code is imported when a model is built: `bench` checks first
+    from .model import VoxtralRealtime
 
 BUNDLED_SPEECH = Path(__file__).parent / "assets" / "jfk.wav"
 
@@ -83,6 +84,7 @@ def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRe
     """The architecture with random weights (no download), and the bundled real vocabulary."""
     import mistral_common
 
+    from .model import VoxtralRealtime
     from .tokenizer import Tokenizer
 
     dec = SIZES[size]["dec"]
@@ -157,6 +159,9 @@ def _timed(fn, repeat: int = 1) -> float:
 
 
 def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int = 480) -> BenchResult:
+    from .decoder import StepCache
+    from .session import Session
+
     args = model.args.with_delay(delay_ms)
     padded = pad_audio(audio, args)
     n_tokens = len(padded) // args.samples_per_token

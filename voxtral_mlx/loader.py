@@ -33,14 +33,14 @@ def load(
     cache, or read from it alone when offline). `dtype` casts floating-point weights.
     """
     path = resolve_model_path(path_or_repo, offline=offline)
+    tokenizer_file = path / "tekken.json"
+    if not tokenizer_file.is_file():
+        raise VoxtralError(f"{path} has no tekken.json (the tokenizer)")
     # the model code (MLX, mlx-lm) and the tokenizer (mistral-common) are imported only once
     # there is a model to load: a wrong path is reported at once
     from .model import VoxtralRealtime
     from .tokenizer import Tokenizer
 
-    tokenizer_file = path / "tekken.json"
-    if not tokenizer_file.is_file():
-        raise VoxtralError(f"{path} has no tekken.json (the tokenizer)")
     tokenizer = Tokenizer.from_file(tokenizer_file)
     args, weight_files = read_config(path, tokenizer.audio_section)
     if tokenizer.vocab_size != args.decoder.vocab_size:
