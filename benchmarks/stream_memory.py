@@ -36,6 +36,7 @@ def build_model(dim: int, layers: int, vocab: int):
     args = narrow(dim, layers, vocab)
     model = VoxtralRealtime(args)
     mx.eval(model.parameters())
+    model.use_backend_layout()  # as voxtral_mlx.load does
     # the real Tekken vocabulary decodes the ids of a smaller random head just as well
     tekken = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
     model.tokenizer = Tokenizer.from_file(tekken)
@@ -65,7 +66,8 @@ def run_one(minutes: float, dim: int, layers: int, vocab: int) -> dict:
     final = session.finish()[-1]
     wall = time.perf_counter() - tic
     enc = sum(c.nbytes for c in session._encoder.cache)
-    dec = sum(c.nbytes for c in session._decoder.cache)
+    steps = session._decoder.steps  # the decoder's one-token KV buffers (StepCache)
+    dec = sum(x.nbytes for x in steps.keys + steps.values) if steps else 0
     return {
         "minutes": minutes,
         "decoder_steps": final.stats.decoder_steps,
