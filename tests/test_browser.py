@@ -90,9 +90,11 @@ def screenshot_dir(tmp_path) -> Path:
 
 def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
     """The fake microphone plays the file once (%noloop) from the moment the page opens it:
-    the page must write every word the server transcribes from the same file, in order."""
+    the page must write every word the server transcribes from the same file, in order, at
+    the delay chosen on the page; then copy and download (txt, srt) give that transcript."""
     path, audio = speech
-    expected = normalize(voxtral_mlx.transcribe(voxtral_mlx.load(ASSET), audio).text).split()
+    model = voxtral_mlx.load(ASSET)
+    expected = normalize(voxtral_mlx.transcribe(model, audio, delay_ms=960).text).split()
     assert len(expected) >= 6
     with sync_playwright() as p:
         browser = launch(
@@ -101,9 +103,13 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
             "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={path}%noloop",
         )
-        page = browser.new_page(viewport={"width": 420, "height": 800})  # a narrow window
+        context = browser.new_context(viewport={"width": 420, "height": 800})  # narrow
+        context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = context.new_page()
         page.goto(server + "/")
-        page.keyboard.press("Tab")
+        page.evaluate(SPY_ON_SOCKETS)
+        page.select_option("#delay", "960")
+        page.focus("#start")
         page.keyboard.press("Enter")  # Start, from the keyboard
         # words appear while the file plays (it lasts len(audio) / 16 kHz seconds)
         deadline = time.monotonic() + len(audio) / 16000 + 30
@@ -126,7 +132,38 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
         assert in_order(expected, final) and len(final) <= len(expected) + 1, final
         assert page.locator("#rtf").inner_text() != "–"
         assert page.locator("#message").is_hidden()
+        # the delay chosen on the page is the session's
+        updates = [m for m in page.evaluate("window.sent") if m["type"] == "session.update"]
+        assert [u["delay_ms"] for u in updates] == [960]
+        # copy, and download as txt and srt
+        text = page.locator("#transcript").inner_text().strip()
+        page.click("#copy")
+        assert page.evaluate("navigator.clipboard.readText()") == text
+        for fmt in ("txt", "srt"):
+            page.select_option("#format", fmt)
+            with page.expect_download() as download:
+                page.click("#download")
+            body = Path(download.value.path()).read_text()
+            assert download.value.suggested_filename == f"transcript.{fmt}"
+            if fmt == "txt":
+                assert body.strip() == text
+            else:
+                cues = [c.split("\n") for c in body.strip().split("\n\n")]
+                assert cues and all(c[0].isdigit() and " --> " in c[1] for c in cues), body
+                assert in_order(expected, normalize(" ".join(c[2] for c in cues)).split())
         browser.close()
+
+
+# Records every JSON message the page sends on its WebSockets (window.sent).
+SPY_ON_SOCKETS = """() => {
+    window.sent = [];
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+        const message = JSON.parse(data);
+        if (message.type !== "input_audio_buffer.append") window.sent.push(message);
+        return send.call(this, data);
+    };
+}"""
 
 
 def in_order(words: list[str], heard: list[str]) -> bool:

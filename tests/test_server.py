@@ -89,13 +89,18 @@ def receive(conn, timeout=60) -> dict:
     return json.loads(conn.recv(timeout=timeout))
 
 
-def stream(port, samples: np.ndarray, chunk: int = 8000, conn=None) -> tuple[str, dict]:
+def stream(
+    port, samples: np.ndarray, chunk: int = 8000, conn=None, delay_ms: int | None = None
+) -> tuple[str, dict]:
     """One utterance over the protocol; returns (concatenated deltas, transcription.done)."""
     own = conn is None
     conn = conn or ws(port)
     if own:
         assert receive(conn)["type"] == "session.created"
-    conn.send(json.dumps({"type": "session.update", "model": None}))
+    update = {"type": "session.update", "model": None}
+    if delay_ms is not None:
+        update["delay_ms"] = delay_ms
+    conn.send(json.dumps(update))
     conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
     for lo in range(0, len(samples), chunk):
         conn.send(
@@ -131,6 +136,25 @@ def test_streamed_text_equals_transcribe(server, model):
         done["usage"]["total_tokens"]
         == done["usage"]["prompt_tokens"] + done["usage"]["completion_tokens"]
     )
+
+
+def test_per_session_delay(server, model):
+    """session.update may carry delay_ms (our extension, used by the browser page): that
+    session transcribes at that delay; an invalid one is an error and the default stays."""
+    audio = pcm16("jfk.wav")
+    _, done = stream(server, audio, delay_ms=960)
+    expected = voxtral_mlx.transcribe(model, audio / 32768.0, delay_ms=960)
+    assert done["text"] == expected.text
+    assert done["usage"]["prompt_tokens"] == model.args.with_delay(960).prompt_length
+    conn = ws(server)
+    assert receive(conn)["type"] == "session.created"
+    conn.send(json.dumps({"type": "session.update", "model": None, "delay_ms": 500}))
+    error = receive(conn)
+    assert error["type"] == "error" and error["code"] == "invalid_delay"
+    assert "1200, 2400" in error["error"]
+    _, done = stream(server, audio, conn=conn)
+    conn.close()
+    assert done["usage"]["prompt_tokens"] == model.args.with_delay(480).prompt_length
 
 
 def test_concurrent_sessions_do_not_mix(server, model):
