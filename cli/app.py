@@ -521,8 +521,7 @@ def bench(
             else:
                 loaded = load_model(model, offline)
                 if dtype is not None:
-                    loaded.set_dtype(dtypes[dtype])
-                    loaded.use_backend_layout()
+                    loaded.set_dtype(dtypes[dtype])  # keeps load's memory layout
             if q_bits is not None:
                 quantize(loaded, q_bits, q_group_size)
         with status_spinner("measuring"):

@@ -163,6 +163,10 @@ def test_cpu_layout_keeps_values_and_saves_the_checkpoint_layout(official_dir, m
         assert np.array_equal(saved[name], np.array(raw[name])), name
     model.use_backend_layout()  # idempotent
     assert np.array(model.decoder.tok_embeddings.weight, copy=False).flags["F_CONTIGUOUS"]
+    cast = voxtral_mlx.load(official_dir)
+    cast.set_dtype(mx.float16)  # what `voxtral bench --dtype` does after load: layout kept
+    held = np.array(cast.decoder.layers[0].feed_forward.w1.weight, copy=False)
+    assert held.dtype == np.float16 and held.flags["F_CONTIGUOUS"]
 
 
 def _copy(official_dir, tmp_path):

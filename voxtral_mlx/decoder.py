@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import RotatingKVCache
 
 from .config import DecoderArgs
-from .layers import Attention, FeedForward, rope_angles
+from .layers import Attention, FeedForward, rope_angles, sinusoid_frequencies
 
 
 class AdaNorm(nn.Module):
@@ -44,9 +42,7 @@ class DecoderLayer(nn.Module):
 
 def time_embedding(n_delay_tokens: int, dim: int, theta: float = 10000.0) -> mx.array:
     """Sinusoidal embedding of the number of delay tokens: cos first, then sin. [dim]"""
-    half = dim // 2
-    inv_freq = mx.exp(-math.log(theta) * mx.arange(half, dtype=mx.float32) / half)
-    emb = n_delay_tokens * inv_freq
+    emb = n_delay_tokens * sinusoid_frequencies(dim // 2, theta)
     return mx.concatenate([mx.cos(emb), mx.sin(emb)])
 
 
@@ -110,7 +106,7 @@ class TextDecoder(nn.Module):
         `fused` (default: on GPU backends) uses mx.fast.rope and the fused attention
         kernel; otherwise (the CPU backend) RoPE's cos/sin are computed once for all layers
         and applied elementwise, and attention is two grouped matrix products: measured
-        11 % faster per step on the CPU (MODEL.md, "Decoding")."""
+        11 % faster per step on the CPU (MODEL.md, "Streaming")."""
         if fused is None:
             fused = mx.default_device().type != mx.cpu
         capacity = keys[0].shape[2]

@@ -82,10 +82,15 @@ class FeedForward(nn.Module):
         return self.w2(swiglu(self.w1(x), self.w3(x)))  # compiled silu(gate) * up
 
 
+def sinusoid_frequencies(n: int, theta: float) -> mx.array:
+    """theta ** (-j / n) for j < n, in float32: the frequencies of RoPE (n = head_dim / 2)
+    and of the decoder's delay embedding (n = dim / 2)."""
+    return mx.exp(-math.log(theta) * mx.arange(n, dtype=mx.float32) / n)
+
+
 def rope_angles(offset: mx.array, head_dim: int, theta: float) -> tuple[mx.array, mx.array]:
     """cos and sin [head_dim / 2] of the RoPE angles at one position, in float32."""
-    inv_freq = mx.exp(-math.log(theta) * mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim)
-    angles = offset.astype(mx.float32) * inv_freq
+    angles = offset.astype(mx.float32) * sinusoid_frequencies(head_dim // 2, theta)
     return mx.cos(angles), mx.sin(angles)
 
 

@@ -35,9 +35,10 @@ class VoxtralRealtime(nn.Module):
         On the CPU backend, every float Linear and Embedding weight is kept transposed in
         memory: the same logical [out, in] array, as a column-major view. `x @ W.T` then
         reaches BLAS as a product with a row-major [in, out] matrix, which CPU BLAS streams
-        about twice as fast when x is one row (the decoder step, the tied head) and no
-        slower for the encoder's batches; an embedding lookup becomes a strided gather of
-        one column. Values, names, shapes and saved files are unchanged. GPU backends keep
+        about twice as fast when x is one row (the decoder step, the tied head); for the
+        encoder's batches it measured 2x faster with MLX's bundled BLAS and from 15 % slower
+        to 15 % faster with OpenBLAS. An embedding lookup becomes a strided gather of one
+        column. Values, names, shapes and saved files are unchanged. GPU backends keep
         the checkpoint's layout (their matrix-vector kernels want it). Idempotent.
         """
         if mx.default_device().type != mx.cpu:
