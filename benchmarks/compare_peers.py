@@ -170,10 +170,10 @@ def transcription(fn) -> tuple[float, float]:
 def bench_ours(path: Path, audio: np.ndarray, steps: int) -> dict:
     from voxtral_mlx.config import ENCODER_BATCH_TOKENS
     from voxtral_mlx.mel import log_mel_spectrogram
-    from voxtral_mlx.transcribe import pad_audio
+    from voxtral_mlx.offline import pad_audio
 
     model = voxtral_mlx.load(path)
-    args = model.args.with_delay(DELAY_MS)
+    args = model.args.schedule(DELAY_MS)
     mel = mx.array(log_mel_spectrogram(pad_audio(audio, args)))  # like the peers: mel excluded
     n_tokens = mel.shape[0] // 8
 

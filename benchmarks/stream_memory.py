@@ -63,7 +63,8 @@ def run_one(minutes: float, dim: int, layers: int, vocab: int) -> dict:
     tic = time.perf_counter()
     for i in range(chunks):
         session.feed(synthetic_chunk(i, n))
-    final = session.finish()[-1]
+    session.finish()
+    final = session.result
     wall = time.perf_counter() - tic
     enc = sum(c.nbytes for c in session._encoder.cache)
     steps = session._decoder.steps  # the decoder's one-token KV buffers (StepCache)

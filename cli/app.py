@@ -1,90 +1,117 @@
-"""The `voxtral` command. The only place that touches the terminal; heavy imports happen
-inside commands so `voxtral --help` stays instant."""
+"""The `voxtral` command. The only place that touches the terminal.
+
+Every command checks its options and inputs before it imports the model code (MLX, mlx-lm)
+or loads a model, so a typo is reported at once; `voxtral --help` stays instant.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+
+from voxtral_mlx.config import DEFAULT_DELAY_MS, DEFAULT_MODEL
+from voxtral_mlx.errors import VoxtralError
+
+from .ui import USAGE_EXIT, bad_usage, fail, print_error, status_spinner
+
+
+class _OurMetavars:
+    """Recent Typer prints a type beside every parameter in --help (`<bool>` on flags,
+    `<list[str]>`): show the metavar each option is given here instead, and nothing beside
+    a flag or an argument (its name is its metavar)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            shown = param.metavar if param.param_type_name == "option" else None
+            param.display_type_rich = lambda ctx, shown=shown: shown
+        return params
+
+
+class Command(_OurMetavars, TyperCommand):
+    pass
+
+
+class Group(_OurMetavars, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     name="voxtral",
+    cls=Group,
     help="Streaming speech-to-text with Voxtral Mini 4B Realtime on MLX.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+command = app.command  # every command: app.command(cls=Command)
 
-DEFAULT_MODEL = "mistralai/Voxtral-Mini-4B-Realtime-2602"
-DELAYS = (*range(80, 1201, 80), 2400)
-VALID_DELAYS = ", ".join(str(d) for d in DELAYS) + " ms"
+DTYPES = ("float16", "bfloat16", "float32")
 
 
-def parse_delay(value: str | int) -> int:
-    """`480`, `480ms` and `0.48s` all mean 480 ms."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", str(value))
-    ms = float(match.group(1)) * (1000 if match.group(2) == "s" else 1) if match else None
-    if ms is None or round(ms, 6) not in DELAYS:
-        raise typer.BadParameter(
-            f"{value!r} is not a supported delay; valid delays: {VALID_DELAYS}"
-        )
-    return int(round(ms))
+def delay_option(value: str | None) -> int | None:
+    """`480`, `480ms` and `0.48s` all mean 480 ms; None: the model's own delay."""
+    from voxtral_mlx.config import parse_delay
+
+    if value is None:
+        return None
+    try:
+        return parse_delay(value)
+    except VoxtralError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def flag(*names: str, help: str):
+    return typer.Option(*names, help=help)
 
 
 ModelOpt = Annotated[
     str,
-    typer.Option("--model", "-m", help="Hugging Face repo id or local model directory."),
+    typer.Option(
+        "--model", "-m", metavar="REPO|DIR", help="Hugging Face repo id or local model directory."
+    ),
 ]
 DelayOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--delay",
         "-d",
-        parser=parse_delay,
+        parser=delay_option,
         metavar="DELAY",
-        help="Transcription delay: a multiple of 80 ms up to 1200, or 2400 (480, 480ms, 0.48s).",
+        show_default=False,
+        help="Transcription delay: a multiple of 80 ms up to 1200, or 2400 (480, 480ms, "
+        f"0.48s). Default: the model's own ({DEFAULT_DELAY_MS} ms for {DEFAULT_MODEL}).",
     ),
 ]
 OfflineOpt = Annotated[
-    bool,
-    typer.Option("--offline", help="Use only the Hugging Face cache; never download."),
+    bool, flag("--offline", help="Use only the Hugging Face cache; never download.")
 ]
 ServerOpt = Annotated[
     str | None,
     typer.Option(
-        "--server", help="Use a remote server speaking the realtime protocol (ours or vLLM)."
+        "--server",
+        metavar="URL",
+        help="Use a remote server speaking the realtime protocol (ours or vLLM).",
     ),
 ]
 ApiKeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="VOXTRAL_API_KEY", help="Bearer token for the server."),
+    typer.Option(
+        "--api-key", metavar="KEY", envvar="VOXTRAL_API_KEY", help="Bearer token for the server."
+    ),
 ]
 WordsOpt = Annotated[
-    bool,
-    typer.Option("--word-timestamps", help="One subtitle cue per word in srt/vtt output."),
+    bool, flag("--word-timestamps", help="One subtitle cue per word in srt/vtt output.")
 ]
-
-
-def print_error(message: str) -> None:
-    """One red line on stderr, never wrapped (VOXTRAL_DEBUG=1 re-raises for the traceback)."""
-    if os.environ.get("VOXTRAL_DEBUG") and sys.exc_info()[0] is not None:
-        raise
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(
-        f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True
-    )
-
-
-def fail(message: str) -> None:
-    """print_error, then exit code 1."""
-    print_error(message)
-    raise typer.Exit(1)
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", metavar="DTYPE", help="float16, bfloat16 or float32."),
+]
 
 
 def load_model(model: str, offline: bool):
@@ -96,29 +123,32 @@ def load_model(model: str, offline: bool):
         return voxtral_mlx.load(model, offline=offline or None)
 
 
-def status_spinner(message: str):
-    from contextlib import nullcontext
-
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    return console.status(message) if console.is_terminal else nullcontext()
+def check_choice(value: str | None, choices: tuple, option: str) -> None:
+    if value is not None and value not in choices:
+        bad_usage(f"{option} {value!r}: choose {', '.join(map(str, choices))}")
 
 
-@app.command()
+@command(cls=Command)
 def transcribe(
-    files: Annotated[list[str], typer.Argument(help="Audio files; - reads one from stdin.")],
+    files: Annotated[
+        list[str], typer.Argument(metavar="FILES", help="Audio files; - reads one from stdin.")
+    ],
     model: ModelOpt = DEFAULT_MODEL,
-    delay: DelayOpt = 480,
+    delay: DelayOpt = None,
     output_format: Annotated[
         str | None,
         typer.Option(
-            "--output-format", "-f", help="txt, srt, vtt, json or all (written to files)."
+            "--output-format",
+            "-f",
+            metavar="FORMAT",
+            help="txt, srt, vtt, json or all (written to files).",
         ),
     ] = None,
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-o", help="Where to write the files (default .)."),
+        typer.Option(
+            "--output-dir", "-o", metavar="DIR", help="Where to write the files (default .)."
+        ),
     ] = None,
     word_timestamps: WordsOpt = False,
     offline: OfflineOpt = False,
@@ -126,60 +156,51 @@ def transcribe(
     api_key: ApiKeyOpt = None,
 ) -> None:
     """Transcribe audio files. Prints the text, or writes NAME.FORMAT files with -f / -o."""
-    from voxtral_mlx import VoxtralError
+    from voxtral_mlx.formats import FORMATS
 
-    from .batch import read_input, transcribe_files
+    from .batch import Batch
 
-    formats = _formats(output_format)
-    if formats is None and output_dir is not None:
+    formats = None
+    if output_format is not None:
+        check_choice(output_format, (*FORMATS, "all"), "-f")
+        formats = list(FORMATS) if output_format == "all" else [output_format]
+    elif output_dir is not None:
         formats = ["txt"]
+    batch = Batch(files, formats, output_dir or Path("."), word_timestamps)
     try:
+        batch.check()  # inputs and the output folder, before any model is loaded
         if server:
             from .remote import transcribe_remote
 
-            def engine(name, progress):
+            def engine(name, audio, progress):
                 label = "stdin.wav" if name == "-" else Path(name).name
-                audio = read_input(name, remote=True)
                 return transcribe_remote(server, audio, label, api_key, delay)
-        else:
-            loaded = load_model(model, offline)  # a bad --model fails before the heavy imports
 
+            batch.run(engine, remote=True)
+        else:
+            loaded = load_model(model, offline)
             from voxtral_mlx import transcribe as run
 
-            def engine(name, progress):
-                return run(loaded, read_input(name), delay_ms=delay, progress=progress)
+            def engine(name, audio, progress):
+                return run(loaded, audio, delay_ms=delay, progress=progress)
 
-        failures = transcribe_files(
-            engine, files, formats, output_dir or Path("."), word_timestamps
-        )
+            batch.run(engine)
     except VoxtralError as e:
         fail(str(e))
-    if failures:
+    if batch.failures:
         raise typer.Exit(1)
 
 
-def _formats(value: str | None) -> list[str] | None:
-    from voxtral_mlx.formats import FORMATS
-
-    if value is None:
-        return None
-    if value == "all":
-        return list(FORMATS)
-    if value not in FORMATS:
-        raise typer.BadParameter(
-            f"{value!r}: choose one of {', '.join(FORMATS)} or all", param_hint="-f"
-        )
-    return [value]
-
-
-@app.command()
+@command(cls=Command)
 def live(
     model: ModelOpt = DEFAULT_MODEL,
-    delay: DelayOpt = 480,
+    delay: DelayOpt = None,
     device: Annotated[
         str | None,
         typer.Option(
-            "--device", help="Input device: an index or part of its name (see `voxtral devices`)."
+            "--device",
+            metavar="NAME|INDEX",
+            help="Input device: an index or part of its name (see `voxtral devices`).",
         ),
     ] = None,
     output: Annotated[
@@ -187,6 +208,7 @@ def live(
         typer.Option(
             "--output",
             "-o",
+            metavar="FILE",
             help="Also write the transcript while listening: .txt, .srt, .vtt or .jsonl.",
         ),
     ] = None,
@@ -195,11 +217,12 @@ def live(
         typer.Option(
             "--input",
             "-i",
+            metavar="FILE",
             help="Replay an audio file through the capture path instead of a microphone.",
         ),
     ] = None,
     fast: Annotated[
-        bool, typer.Option("--fast", help="With --input: replay as fast as it can be processed.")
+        bool, flag("--fast", help="With --input: replay as fast as it can be processed.")
     ] = False,
     word_timestamps: WordsOpt = False,
     offline: OfflineOpt = False,
@@ -210,90 +233,112 @@ def live(
     from voxtral_mlx.formats import LIVE_FORMATS
 
     if fast and input_file is None:
-        fail("--fast only applies to --input FILE")
+        bad_usage("--fast only applies to --input FILE")
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
-        fail(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
-
-    from rich.console import Console
-
-    from voxtral_mlx import VoxtralError
+        bad_usage(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
+    if device is not None and input_file is not None:
+        bad_usage("--device and --input exclude each other")
 
     from .capture import FileSource, MicrophoneSource, find_device
-    from .live import run_live
 
     try:
-        # open the input first: a missing microphone should not wait for the model
-        source = (
-            FileSource(input_file, fast) if input_file else MicrophoneSource(find_device(device))
-        )
+        # the input is checked before the model loads, and opened once it has
+        if input_file is not None:
+            from voxtral_mlx.audio import decode_audio
+
+            decoded = decode_audio(input_file)
+            open_source = lambda: FileSource(input_file, decoded, fast)  # noqa: E731
+        else:
+            found = find_device(device)
+            open_source = lambda: MicrophoneSource(found)  # noqa: E731
         if server:
             from .remote import RemoteSession
 
+            source = open_source()
             # the default model name means "whatever the server serves"
             session = RemoteSession(
-                server, None if model == DEFAULT_MODEL else model, api_key, delay
+                server, None if model == DEFAULT_MODEL else model, api_key, delay, source.rate
             )
         else:
             from voxtral_mlx import Session
 
-            session = Session(load_model(model, offline), delay)
-        run_live(session, source, delay, output, Console(), word_timestamps)
+            loaded = load_model(model, offline)
+            source = open_source()
+            session = Session(loaded, delay, sample_rate=source.rate)
+        from rich.console import Console
+
+        from .live import run_live
+
+        run_live(session, source, output, Console(), word_timestamps)
     except VoxtralError as e:
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror}" if output else str(e))
 
 
-@app.command()
+@command(cls=Command)
 def serve(
     model: ModelOpt = DEFAULT_MODEL,
     host: Annotated[
-        str, typer.Option("--host", help="Address to bind (loopback by default).")
+        str,
+        typer.Option("--host", metavar="ADDRESS", help="Address to bind (loopback by default)."),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    delay: DelayOpt = 480,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="TCP port.")] = 8000,
+    delay: DelayOpt = None,
     api_key: ApiKeyOpt = None,
     max_sessions: Annotated[
-        int, typer.Option("--max-sessions", help="Concurrent realtime sessions.")
+        int, typer.Option("--max-sessions", metavar="N", help="Concurrent realtime sessions.")
     ] = 8,
     max_message_mb: Annotated[
-        float, typer.Option("--max-message-mb", help="Largest WebSocket message accepted.")
+        float,
+        typer.Option("--max-message-mb", metavar="MB", help="Largest WebSocket message accepted."),
     ] = 4.0,
     max_backlog: Annotated[
         float,
-        typer.Option("--max-backlog", help="Seconds of unprocessed audio a session may queue."),
+        typer.Option(
+            "--max-backlog",
+            metavar="SECONDS",
+            help="Seconds of unprocessed audio a session may queue.",
+        ),
     ] = 30.0,
     cors_origin: Annotated[
         list[str] | None,
-        typer.Option("--cors-origin", help="Allow browser pages from this origin."),
+        typer.Option(
+            "--cors-origin", metavar="ORIGIN", help="Allow browser pages from this origin."
+        ),
     ] = None,
     open_page: Annotated[
-        bool, typer.Option("--open", help="Open the live transcription page in the browser.")
+        bool, flag("--open", help="Open the live transcription page in the browser.")
     ] = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
+    if not 1 <= port <= 65535:
+        bad_usage(f"--port {port}: choose 1-65535")
+    if max_sessions < 1:
+        bad_usage(f"--max-sessions {max_sessions}: at least 1")
+    if not max_message_mb > 0 or not max_backlog > 0:
+        bad_usage("--max-message-mb and --max-backlog must be positive")
+    _check_port_free(host, port)
+
     from rich.console import Console
 
-    from voxtral_mlx import VoxtralError
     from voxtral_mlx.server import ServerConfig
     from voxtral_mlx.server import serve as run
 
-    if not 1 <= port <= 65535:
-        fail(f"--port {port}: choose 1-65535")
     try:
         loaded = load_model(model, offline)
+        config = ServerConfig(
+            model_name=model,
+            delay_ms=loaded.args.schedule(delay).delay_ms,
+            api_key=api_key,
+            max_sessions=max_sessions,
+            max_message_bytes=int(max_message_mb * 2**20),
+            max_backlog_seconds=max_backlog,
+            cors_origins=tuple(cors_origin or ()),
+        )
     except VoxtralError as e:
         fail(str(e))
-    config = ServerConfig(
-        model_name=model,
-        delay_ms=delay,
-        api_key=api_key,
-        max_sessions=max_sessions,
-        max_message_bytes=int(max_message_mb * 2**20),
-        max_backlog_seconds=max_backlog,
-        cors_origins=tuple(cors_origin or ()),
-    )
     err = Console(stderr=True)
 
     def ready(server) -> None:
@@ -314,32 +359,50 @@ def serve(
         fail(f"cannot listen on {host}:{port}: {e.strerror}")
 
 
-@app.command(name="eval")
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the model loads when the address cannot be bound (in use, not ours)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror}")
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            fail(f"cannot listen on {host}:{port}: {e.strerror}")
+
+
+@command(cls=Command, name="eval")
 def evaluate(
     paths: Annotated[
-        list[Path], typer.Argument(help="Audio files or folders with NAME.txt references.")
+        list[Path],
+        typer.Argument(metavar="PATHS", help="Audio files or folders with NAME.txt references."),
     ],
     model: ModelOpt = DEFAULT_MODEL,
-    delay: DelayOpt = 480,
+    delay: DelayOpt = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print per-file and overall scores as JSON.")
+        bool, flag("--json", help="Print per-file and overall scores as JSON.")
     ] = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Word and character error rates (normalized text) over audio with reference transcripts."""
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
-    from voxtral_mlx import VoxtralError
-    from voxtral_mlx.evaluation import evaluate as run
     from voxtral_mlx.evaluation import find_pairs
+
+    from .ui import plural
 
     try:
         pairs = find_pairs(paths)
         loaded = load_model(model, offline)
-        with status_spinner(f"transcribing {len(pairs)} files"):
+        delay = loaded.args.schedule(delay).delay_ms
+        from voxtral_mlx.evaluation import evaluate as run
+
+        with status_spinner(f"transcribing {plural(len(pairs), 'file')}"):
             report = run(loaded, pairs, delay)
     except VoxtralError as e:
         fail(str(e))
@@ -370,6 +433,9 @@ def evaluate(
             )
         )
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("file", "WER", "CER", "hypothesis", box=None)
     for f in report.files:
         table.add_row(
@@ -379,18 +445,17 @@ def evaluate(
     console.print(table)
     console.print(
         f"overall: WER {100 * report.wer:.2f}%  CER {100 * report.cer:.2f}%  over "
-        f"{len(report.files)} files, {report.audio_seconds:.1f} s of audio, delay {delay} ms",
+        f"{plural(len(report.files), 'file')}, {report.audio_seconds:.1f} s of audio, "
+        f"delay {delay} ms",
         highlight=False,
     )
 
 
-@app.command()
+@command(cls=Command)
 def devices() -> None:
     """List the audio input devices (index, name, channels, default rate)."""
     from rich.console import Console
     from rich.table import Table
-
-    from voxtral_mlx import VoxtralError
 
     from .capture import input_devices
 
@@ -398,6 +463,8 @@ def devices() -> None:
         found = input_devices()
     except VoxtralError as e:
         fail(str(e))
+    if not found:
+        fail("no audio input device found")
     table = Table("", "index", "name", "channels", "rate", box=None)
     for d in found:
         table.add_row(
@@ -406,12 +473,13 @@ def devices() -> None:
     Console().print(table)
 
 
-@app.command()
+@command(cls=Command)
 def download(
-    repo: Annotated[str, typer.Argument(help="Hugging Face repo id.")] = DEFAULT_MODEL,
+    repo: Annotated[
+        str, typer.Argument(metavar="REPO", help="Hugging Face repo id.")
+    ] = DEFAULT_MODEL,
 ) -> None:
     """Download a model into the Hugging Face cache (for offline use later)."""
-    from voxtral_mlx import VoxtralError
     from voxtral_mlx.loader import resolve_model_path
 
     try:
@@ -421,38 +489,43 @@ def download(
     print(path)
 
 
-@app.command()
+@command(cls=Command)
 def convert(
     hf_path: Annotated[
-        str, typer.Option("--hf-path", help="Source: repo id or directory, any layout.")
+        str,
+        typer.Option(
+            "--hf-path", metavar="REPO|DIR", help="Source: repo id or directory, any layout."
+        ),
     ],
     mlx_path: Annotated[
-        Path, typer.Option("--mlx-path", help="Where to write the MLX checkpoint.")
+        Path, typer.Option("--mlx-path", metavar="DIR", help="Where to write the MLX checkpoint.")
     ],
     quantize: Annotated[
-        bool, typer.Option("--quantize", "-q", help="Quantize linear layers and the embedding.")
+        bool, flag("--quantize", "-q", help="Quantize linear layers and the embedding.")
     ] = False,
-    q_bits: Annotated[int, typer.Option("--q-bits", help="Bits per weight: 4, 6 or 8.")] = 4,
+    q_bits: Annotated[
+        int, typer.Option("--q-bits", metavar="BITS", help="Bits per weight: 4, 6 or 8.")
+    ] = 4,
     q_group_size: Annotated[
-        int, typer.Option("--q-group-size", help="Group size: 32, 64 or 128.")
+        int, typer.Option("--q-group-size", metavar="N", help="Group size: 32, 64 or 128.")
     ] = 64,
-    dtype: Annotated[
-        str | None,
-        typer.Option("--dtype", help="float16, bfloat16 or float32 for the float weights."),
-    ] = None,
+    dtype: DtypeOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Write an MLX checkpoint (optionally quantized) that `voxtral_mlx.load` reads."""
-    import mlx.core as mx
+    from voxtral_mlx.config import QUANT_BITS, QUANT_GROUP_SIZES
 
-    from voxtral_mlx import VoxtralError
-    from voxtral_mlx.convert import convert as run
-
-    dtypes = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
-    if dtype is not None and dtype not in dtypes:
-        fail(f"--dtype {dtype!r}: choose float16, bfloat16 or float32")
+    check_choice(dtype, DTYPES, "--dtype")
+    check_choice(q_bits, QUANT_BITS, "--q-bits")
+    check_choice(q_group_size, QUANT_GROUP_SIZES, "--q-group-size")
+    if mlx_path.exists() and not (mlx_path.is_dir() and not any(mlx_path.iterdir())):
+        fail(f"{mlx_path} exists and is not an empty folder")
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    import mlx.core as mx
+
+    from voxtral_mlx.convert import convert as run
+
     try:
         with status_spinner("converting"):
             out = run(
@@ -460,7 +533,7 @@ def convert(
                 mlx_path,
                 bits=q_bits if quantize else None,
                 group_size=q_group_size,
-                dtype=dtypes.get(dtype),
+                dtype=getattr(mx, dtype) if dtype else None,
                 offline=offline or None,
             )
     except VoxtralError as e:
@@ -468,64 +541,77 @@ def convert(
     print(out)
 
 
-@app.command()
+@command(cls=Command)
 def bench(
     model: ModelOpt = DEFAULT_MODEL,
     random_weights: Annotated[
         bool,
-        typer.Option(
-            "--random-weights", help="The real architecture with random weights: no download."
-        ),
+        flag("--random-weights", help="The real architecture with random weights: no download."),
     ] = False,
     size: Annotated[
         str,
-        typer.Option("--size", help="With --random-weights: full (4.4 B) or small (any machine)."),
+        typer.Option(
+            "--size",
+            metavar="SIZE",
+            help="With --random-weights: full (4.4 B) or small (any machine).",
+        ),
     ] = "full",
     dtype: Annotated[
         str | None,
-        typer.Option("--dtype", help="float16, bfloat16 or float32 (default: the model's)."),
+        typer.Option(
+            "--dtype", metavar="DTYPE", help="float16, bfloat16 or float32 (default: the model's)."
+        ),
     ] = None,
     q_bits: Annotated[
-        int | None, typer.Option("--q-bits", help="Quantize to 4, 6 or 8 bits first.")
+        int | None,
+        typer.Option("--q-bits", metavar="BITS", help="Quantize to 4, 6 or 8 bits first."),
     ] = None,
     q_group_size: Annotated[
-        int, typer.Option("--q-group-size", help="Group size: 32, 64 or 128.")
+        int, typer.Option("--q-group-size", metavar="N", help="Group size: 32, 64 or 128.")
     ] = 64,
-    delay: DelayOpt = 480,
+    delay: DelayOpt = None,
     audio: Annotated[
         Path | None,
-        typer.Option("--audio", help="Speech to run on (default: the bundled 11 s clip)."),
+        typer.Option(
+            "--audio", metavar="FILE", help="Speech to run on (default: the bundled 11 s clip)."
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    as_json: Annotated[bool, flag("--json", help="Print the figures as JSON.")] = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Time every stage end to end on real speech: mel, encoder, decoder, real-time factor."""
     import json
 
+    from voxtral_mlx.config import BENCH_SIZES, QUANT_BITS, QUANT_GROUP_SIZES
+
+    check_choice(dtype, DTYPES, "--dtype")
+    check_choice(size, BENCH_SIZES, "--size")
+    check_choice(q_bits, QUANT_BITS, "--q-bits")
+    check_choice(q_group_size, QUANT_GROUP_SIZES, "--q-group-size")
     import mlx.core as mx
 
-    from voxtral_mlx import VoxtralError, load_audio
-    from voxtral_mlx import bench as b
-    from voxtral_mlx.convert import quantize
+    from voxtral_mlx import load_audio
+    from voxtral_mlx.bench import BUNDLED_SPEECH
 
-    dtypes = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
-    if dtype is not None and dtype not in dtypes:
-        fail(f"--dtype {dtype!r}: choose float16, bfloat16 or float32")
-    if size not in b.SIZES:
-        fail(f"--size {size!r}: choose {' or '.join(b.SIZES)}")
     try:
-        speech = load_audio(audio or b.BUNDLED_SPEECH)
+        speech = load_audio(audio or BUNDLED_SPEECH)
         with status_spinner("preparing the model"):
             if random_weights:
-                loaded = b.random_model(size, dtypes.get(dtype, mx.bfloat16))
+                from voxtral_mlx.bench import random_model
+
+                loaded = random_model(size, getattr(mx, dtype or "bfloat16"))
             else:
                 loaded = load_model(model, offline)
                 if dtype is not None:
-                    loaded.set_dtype(dtypes[dtype])  # keeps load's memory layout
+                    loaded.set_dtype(getattr(mx, dtype))
             if q_bits is not None:
+                from voxtral_mlx.convert import quantize
+
                 quantize(loaded, q_bits, q_group_size)
+        from voxtral_mlx.bench import run
+
         with status_spinner("measuring"):
-            result = b.run(loaded, speech, delay)
+            result = run(loaded, speech, delay)
     except VoxtralError as e:
         fail(str(e))
     if as_json:
@@ -575,16 +661,37 @@ def main_options(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=version_callback, is_eager=True, help="Show the version."
+            "--version",
+            metavar="",
+            callback=version_callback,
+            is_eager=True,
+            help="Show the version.",
         ),
     ] = False,
 ) -> None:
     """Streaming speech-to-text with Voxtral Mini 4B Realtime on MLX."""
 
 
+def _usage_error_type() -> type[Exception]:
+    """Click's UsageError: typer vendors Click from 0.23 on, earlier versions use Click."""
+    try:
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
+    return UsageError
+
+
 def main() -> None:
-    app(prog_name="voxtral")
+    """The console script: Click's usage errors become one line too (exit code 2)."""
+    usage_error = _usage_error_type()
+    try:
+        code = typer.main.get_command(app).main(prog_name="voxtral", standalone_mode=False)
+    except usage_error as e:
+        name = e.ctx.command_path if e.ctx is not None else "voxtral"
+        print_error(f"{e.format_message()} (see {name} --help)")
+        code = USAGE_EXIT
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,29 +1,36 @@
-"""`voxtral transcribe` over many files: progress, output files, skip-and-continue."""
+"""`voxtral transcribe` over many files: checks first, progress, output files written whole,
+skip-and-continue, and a clean stop on Ctrl+C."""
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from voxtral_mlx import VoxtralError, load_audio
-from voxtral_mlx.formats import render
+from voxtral_mlx.errors import VoxtralError
+
+from .ui import INTERRUPTED_EXIT, plural, print_error
 
 if TYPE_CHECKING:
     from voxtral_mlx import Transcript
 
-# engine(name, progress) -> Transcript; progress(seconds_done, seconds_total)
-Engine = Callable[[str, Callable[[float, float], None]], "Transcript"]
+# engine(name, audio, progress) -> Transcript; progress(seconds_done, seconds_total)
+Engine = Callable[[str, Any, Callable[[float, float], None]], "Transcript"]
 
 
 def read_input(name: str, remote: bool = False):
     """The audio of a file, or of `-` (stdin): samples, or the file's bytes for a server."""
+    from voxtral_mlx import load_audio
+
     if name == "-":
         data = sys.stdin.buffer.read()
         if not data:
@@ -32,55 +39,117 @@ def read_input(name: str, remote: bool = False):
     return Path(name) if remote else load_audio(Path(name))
 
 
-def transcribe_files(
-    engine: Engine,
-    files: list[str],
-    formats: list[str] | None,
-    output_dir: Path,
-    word_timestamps: bool,
-) -> int:
-    """Transcribe each file; returns how many failed (each failure is one line on stderr)."""
-    from .app import print_error
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` so that it is never seen half written: a temporary file in the
+    same folder, renamed over the target once complete."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
-    err = Console(stderr=True)
-    failures = 0
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[rtf]}"),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
-    if formats:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    with progress:
-        for name in files:
-            task = progress.add_task(Path(name).name if name != "-" else "stdin", total=1.0, rtf="")
-            tic = time.perf_counter()
 
-            def update(done: float, total: float, task=task, tic=tic) -> None:
-                rtf = (time.perf_counter() - tic) / done if done else 0.0
-                progress.update(
-                    task, completed=done / total if total else 1.0, rtf=f"RTF {rtf:.2f}"
-                )
+def writable_folder(folder: Path) -> str | None:
+    """Why files cannot be written into `folder` (created if missing), or None."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
-            try:
-                result = engine(name, update)
-            except VoxtralError as e:
-                failures += 1
-                progress.remove_task(task)
-                print_error(f"{name}: {e}")
-                continue
+
+class Batch:
+    """Files in, text out: printed (one line per file, named when there are several), or
+    written as NAME.FORMAT into `output_dir`. Each failure is one line on stderr."""
+
+    def __init__(self, files: list[str], formats: list[str] | None, output_dir: Path, words: bool):
+        self.files, self.formats, self.output_dir, self.words = files, formats, output_dir, words
+        self.failures = 0
+        self.done = 0
+        self.err = Console(stderr=True)
+
+    def check(self) -> None:
+        """Report missing inputs (they are skipped) and an unwritable output folder, before
+        any model is loaded. Nothing left to do is an error."""
+        if self.files.count("-") > 1:
+            raise VoxtralError("stdin (-) can be read only once")
+        if self.formats and (why := writable_folder(self.output_dir)):
+            raise VoxtralError(f"cannot write to {self.output_dir}: {why}")
+        present = []
+        for name in self.files:
+            if name == "-" or Path(name).is_file():
+                present.append(name)
+            else:
+                self.fail(name, "no such audio file")
+        if not present:
+            raise typer.Exit(1)
+        self.files = present
+
+    def fail(self, name: str, message: str) -> None:
+        self.failures += 1
+        print_error(f"{name}: {message}")
+
+    def run(self, engine: Engine, remote: bool = False) -> None:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[rtf]}"),
+            console=self.err,
+            transient=True,
+            disable=not self.err.is_terminal,
+        )
+        try:
+            with progress:
+                for name in self.files:
+                    self._one(engine, name, progress, remote)
+        except KeyboardInterrupt:
+            total = plural(len(self.files), "file")
+            print_error(
+                f"stopped after {self.done} of {total}; the finished ones are kept, "
+                "nothing of the one in progress was written",
+                label="interrupted",
+            )
+            raise typer.Exit(INTERRUPTED_EXIT) from None
+
+    def _one(self, engine: Engine, name: str, progress: Progress, remote: bool) -> None:
+        label = "stdin" if name == "-" else Path(name).name
+        task = progress.add_task(escape(label), total=1.0, rtf="")
+        tic = time.perf_counter()
+
+        def update(done: float, total: float) -> None:
+            rtf = (time.perf_counter() - tic) / done if done else 0.0
+            progress.update(task, completed=done / total if total else 1.0, rtf=f"RTF {rtf:.2f}")
+
+        try:
+            result = engine(name, read_input(name, remote), update)
+        except VoxtralError as e:
+            self.fail(name, str(e))
+            return
+        finally:
             progress.remove_task(task)
-            if not formats:
-                print(result.text, flush=True)
-                continue
-            stem = "stdin" if name == "-" else Path(name).stem
-            for fmt in formats:
-                target = output_dir / f"{stem}.{fmt}"
-                target.write_text(render(result, fmt, name, word_timestamps), encoding="utf-8")
-                err.print(f"wrote {target}", highlight=False)
-    return failures
+        if not self.formats:
+            print(f"{name}: {result.text}" if len(self.files) > 1 else result.text, flush=True)
+        elif not self._write(name, result):
+            return
+        self.done += 1
+
+    def _write(self, name: str, result: Transcript) -> bool:
+        from voxtral_mlx.formats import render
+
+        stem = "stdin" if name == "-" else Path(name).stem
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            for fmt in self.formats:
+                target = self.output_dir / f"{stem}.{fmt}"
+                write_whole(target, render(result, fmt, name, self.words))
+                self.err.print(f"wrote {escape(str(target))}", highlight=False)
+        except OSError as e:
+            self.fail(name, f"cannot write {e.filename or self.output_dir}: {e.strerror}")
+            return False
+        return True

@@ -146,13 +146,12 @@ class MicrophoneSource(Source):
 
 
 class FileSource(Source):
-    """A file played through the capture path, at real-time pace unless `fast`."""
+    """A file (decoded: samples at their own rate) played through the capture path, at
+    real-time pace unless `fast`."""
 
-    def __init__(self, path: Path, fast: bool = False):
-        from voxtral_mlx.audio import decode_audio
-
+    def __init__(self, path: Path, decoded: tuple[np.ndarray, int], fast: bool = False):
         super().__init__(maxsize=64 if fast else 0)
-        samples, self.rate = decode_audio(path)
+        samples, self.rate = decoded
         self.name = f"file {path.name}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, args=(samples, fast), daemon=True)

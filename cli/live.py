@@ -1,4 +1,4 @@
-"""`voxtral live`: capture -> 16 kHz -> Session -> terminal view, stdout and a file."""
+"""`voxtral live`: capture -> Session (which resamples) -> terminal view, stdout and a file."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-import soxr
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
 from voxtral_mlx import TextDelta, Transcript, WordDone
-from voxtral_mlx.formats import LiveWriter
+from voxtral_mlx.formats import LiveWriter, TextStream
 
 from .capture import Source
 
@@ -31,13 +30,12 @@ PERMISSION_HINT = (
 class LiveStatus:
     """Numbers for the view: level, real-time factor, backlog and latency."""
 
-    def __init__(self, source: Source, delay_ms: int):
-        self.source, self.delay_ms = source, delay_ms
+    def __init__(self, source: Source, session):
+        self.source, self.session = source, session
         self.level_db = -120.0
         self.recent = deque(maxlen=40)  # (audio seconds, processing seconds) per block
         self.silent_for = 0.0
         self.warned = False
-        self.session = None
 
     def block(self, samples: np.ndarray, rate: int, processing: float) -> None:
         seconds = len(samples) / rate
@@ -54,12 +52,14 @@ class LiveStatus:
 
     @property
     def backlog(self) -> float:
-        pending = self.session.backlog_seconds if self.session else 0.0
-        return self.source.backlog_seconds() + max(pending - 0.08, 0.0)
+        # less one token: the session always waits for the rest of the token being heard
+        token = self.session.schedule.seconds_per_token
+        return self.source.backlog_seconds() + max(self.session.backlog_seconds - token, 0.0)
 
     @property
     def latency_ms(self) -> float:
-        return self.delay_ms + 1000 * self.backlog + 80 * self.rtf
+        token = self.session.schedule.seconds_per_token
+        return self.session.delay_ms + 1000 * (self.backlog + token * self.rtf)
 
 
 def render(status: LiveStatus, text: str, width: int) -> Group:
@@ -82,37 +82,31 @@ def render(status: LiveStatus, text: str, width: int) -> Group:
 def run_live(
     session,
     source: Source,
-    delay_ms: int,
     output: Path | None,
     console: Console,
     word_timestamps: bool = False,
 ) -> Transcript:
-    """Stream `source` into `session` (a local Session, or a RemoteSession) until the
-    source ends or Ctrl+C; the last words are flushed either way."""
-    status = LiveStatus(source, delay_ms)
-    status.session = session
+    """Stream `source` into `session` (a local Session, or a RemoteSession, opened at the
+    source's rate) until the source ends or Ctrl+C; the last words are flushed either way."""
+    status = LiveStatus(source, session)
     writer = LiveWriter(output, word_timestamps) if output else None
-    resampler = soxr.ResampleStream(source.rate, 16000, 1, dtype="float32", quality="HQ")
     stop = threading.Event()
     on_terminal = sys.stdout.isatty()
     transcript: list[str] = []
+    shown = TextStream()
     err = Console(stderr=True)
 
-    def handle(events) -> Transcript | None:
-        final = None
+    def handle(events) -> None:
         for event in events:
-            if isinstance(event, TextDelta):
-                transcript.append(event.text)
+            if isinstance(event, TextDelta) and (text := shown.push(event.text)):
+                transcript.append(text)
                 if not on_terminal:
-                    sys.stdout.write(event.text)
+                    sys.stdout.write(text)
                     sys.stdout.flush()
                 if writer:
-                    writer.text(event.text, event.start, event.end)
+                    writer.text(text, event.start, event.end)
             elif isinstance(event, WordDone) and writer:
                 writer.word(event.word)
-            elif isinstance(event, Transcript):
-                final = event
-        return final
 
     def interrupt(signum, frame) -> None:
         if stop.is_set():  # a second Ctrl+C: give up at once
@@ -127,14 +121,14 @@ def run_live(
             live.start()
         else:
             err.print(
-                f"listening: {source.name} @ {source.rate} Hz, delay {delay_ms} ms "
+                f"listening: {source.name} @ {source.rate} Hz, delay {session.delay_ms} ms "
                 "(Ctrl+C to stop)",
                 highlight=False,
             )
         last_draw = 0.0
         for block in source.blocks(stop):
             tic = time.perf_counter()
-            handle(session.feed(resampler.resample_chunk(block)))
+            handle(session.feed(block))
             status.block(block, source.rate, time.perf_counter() - tic)
             if status.silent_for > SILENCE_WARNING_SECONDS and not status.warned:
                 status.warned = True
@@ -148,8 +142,8 @@ def run_live(
                     render(status, "".join(transcript).strip(), console.width), refresh=True
                 )
                 last_draw = time.perf_counter()
-        handle(session.feed(resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
-        final = handle(session.finish())
+        handle(session.finish())
+        final = session.result
         if live:
             live.update(render(status, final.text, console.width), refresh=True)
         elif final.text or transcript:

@@ -13,7 +13,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from voxtral_mlx import Stats, TextDelta, Transcript, VoxtralError, Word
+from voxtral_mlx import SAMPLE_RATE, Stats, TextDelta, Transcript, VoxtralError, Word
+from voxtral_mlx.audio import StreamResampler, as_samples
+from voxtral_mlx.config import DEFAULT_DELAY_MS, AudioArgs, Schedule
 
 DONE_TIMEOUT_SECONDS = 120.0
 
@@ -51,14 +53,25 @@ def served_model(url: str, api_key: str | None) -> str | None:
 
 
 class RemoteSession:
-    """The Session interface (feed, finish, backlog_seconds) over a WebSocket. With no
-    `model`, it uses the one the server announces."""
+    """The Session interface (feed, finish, result, backlog_seconds) over a WebSocket. With
+    no `model`, it uses the one the server announces. Audio at `sample_rate` is sent as
+    16 kHz PCM16, resampled as Session does."""
 
-    def __init__(self, url: str, model: str | None, api_key: str | None, delay_ms: int):
+    def __init__(
+        self,
+        url: str,
+        model: str | None,
+        api_key: str | None,
+        delay_ms: int | None,
+        sample_rate: int = SAMPLE_RATE,
+    ):
         from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
 
-        self.delay_ms = delay_ms
+        self.schedule = Schedule(AudioArgs(), delay_ms or DEFAULT_DELAY_MS)
+        self.delay_ms = self.schedule.delay_ms
+        self._resampler = StreamResampler(sample_rate)
+        self.result: Transcript | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         target = realtime_url(url)
         try:
@@ -135,19 +148,23 @@ class RemoteSession:
         return 0.0
 
     def feed(self, samples: np.ndarray) -> list:
+        self._append(self._resampler(as_samples(samples)))
+        return self._drain()[0]
+
+    def _append(self, samples: np.ndarray) -> None:
         if len(samples):
             pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
             self._send(
                 {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
             )
             self._samples += len(samples)
-        return self._drain()[0]
 
     def finish(self) -> list:
+        self._append(self._resampler(np.zeros(0, np.float32), last=True))
         self._send({"type": "input_audio_buffer.commit", "final": True})
         events, done = self._drain(until_done=True)
         self._ws.close()
-        seconds = self._samples / 16000
+        seconds = self._samples / SAMPLE_RATE
         elapsed = time.perf_counter() - self._tic
         usage = done.get("usage") or {}
         stats = Stats(
@@ -159,11 +176,12 @@ class RemoteSession:
             peak_memory_bytes=0,
         )
         text = done.get("text", "".join(self._text))
-        return [*events, Transcript(text.strip(), [], [], self.delay_ms, stats)]
+        self.result = Transcript(text.strip(), [], [], self.delay_ms, stats)
+        return events
 
 
 def transcribe_remote(
-    url: str, path_or_bytes: Path | bytes, name: str, api_key: str | None, delay_ms: int
+    url: str, path_or_bytes: Path | bytes, name: str, api_key: str | None, delay_ms: int | None
 ) -> Transcript:
     """One file through POST /v1/audio/transcriptions (verbose_json, for the word times)."""
     import requests
@@ -194,7 +212,7 @@ def transcribe_remote(
     words = [Word(w["word"], w["start"], w["end"]) for w in body.get("words", [])]
     seconds = float(body.get("duration", 0.0))
     stats = Stats(seconds, 0, 0.0, 0.0, 0.0, 0)
-    return Transcript(body["text"], [], words, delay_ms, stats)
+    return Transcript(body["text"], [], words, delay_ms or DEFAULT_DELAY_MS, stats)
 
 
 def _read(path: Path) -> bytes:

@@ -56,4 +56,4 @@ def test_bench_rejects_bad_options():
         text=True,
         timeout=120,
     )
-    assert done.returncode == 1 and "--size 'huge'" in done.stderr
+    assert done.returncode == 2 and done.stderr == "error: --size 'huge': choose full, small\n"

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import typer
 from checkpoints import shared_audio
 from typer.testing import CliRunner
 from voxtral_cli import capture
-from voxtral_cli.app import app, parse_delay
+from voxtral_cli.app import app
 
 import voxtral_mlx
 
@@ -53,20 +52,6 @@ def wav(tmp_path_factory, jfk) -> Path:
 @pytest.fixture(scope="module")
 def expected(model, jfk):
     return voxtral_mlx.transcribe(model, jfk, delay_ms=480)
-
-
-@pytest.mark.parametrize(
-    "text,ms",
-    [("480", 480), ("480ms", 480), ("0.48s", 480), ("2.4s", 2400), ("80ms", 80), ("1200", 1200)],
-)
-def test_parse_delay(text, ms):
-    assert parse_delay(text) == ms
-
-
-@pytest.mark.parametrize("text", ["500", "0", "abc", "1.5s", "2400s", "-80"])
-def test_parse_delay_rejects(text):
-    with pytest.raises(typer.BadParameter, match="80, 160, 240.*1200, 2400 ms"):
-        parse_delay(text)
 
 
 def test_transcribe_prints_text(official_dir, model, jfk, wav):
@@ -130,7 +115,9 @@ def test_transcribe_many_files_one_failing(official_dir, wav, expected, tmp_path
     assert done.returncode == 1
     errors = done.stderr.strip().splitlines()
     errors = [e for e in errors if e.startswith("error:")]
-    assert len(errors) == 2 and "broken.wav" in errors[0] and "missing.flac" in errors[1]
+    # missing inputs are reported first, before the model loads; then each failing file
+    assert len(errors) == 2 and "missing.flac: no such audio file" in errors[0]
+    assert "broken.wav: cannot decode" in errors[1] and "damaged audio file" in errors[1]
     assert "Traceback" not in done.stderr
     assert (out / "jfk.txt").read_text().strip() == expected.text
 
@@ -210,22 +197,16 @@ def test_convert_and_load_back(official_dir, model, tmp_path):
 
 
 def test_cli_errors(official_dir, wav, tmp_path):
-    cases = [
-        (["transcribe", tmp_path / "missing.wav", "--model", official_dir], "no such audio file"),
-        (["transcribe", wav, "--model", tmp_path / "nope"], "model not found"),
-        (
-            ["transcribe", wav, "--model", "nobody/no-model", "--offline"],
-            "voxtral download nobody/no-model",
-        ),
-        (
-            ["live", "--input", tmp_path / "missing.wav", "--model", official_dir],
-            "no such audio file",
-        ),
+    """Every bad input is one line on stderr: exit 2 for a wrong command line, 1 for work
+    that cannot be done."""
+    (tmp_path / "afile").write_text("x")
+    usage = [
         (["live", "--fast", "--model", official_dir], "--fast only applies to --input"),
         (
             ["live", "--input", wav, "--model", official_dir, "-o", tmp_path / "x.doc"],
             "must end in",
         ),
+        (["live", "--input", wav, "--device", "pulse"], "exclude each other"),
         (
             [
                 "convert",
@@ -237,29 +218,157 @@ def test_cli_errors(official_dir, wav, tmp_path):
                 "--q-bits",
                 "5",
             ],
-            "bits must be one of",
+            "--q-bits 5: choose 4, 6, 8",
         ),
         (
             ["convert", "--hf-path", official_dir, "--mlx-path", tmp_path / "d", "--dtype", "int8"],
-            "--dtype",
+            "--dtype 'int8'",
         ),
+        (["transcribe", wav, "-f", "doc"], "-f 'doc': choose txt, srt, vtt, json, all"),
+        (["bench", "--size", "huge"], "--size 'huge': choose full, small"),
+        (["bench", "--q-bits", "3"], "--q-bits 3"),
+        (["serve", "--port", "99999"], "--port 99999: choose 1-65535"),
+        (["serve", "--max-sessions", "0"], "--max-sessions 0"),
+        (["transcribe", wav, "--delay", "500ms"], "invalid delay '500ms'"),
+        (["transcribe", wav, "--nosuch"], "No such option"),
+        (["transcribe"], "Missing argument"),
+        (["serve", "--port", "abc"], "Invalid value for '--port'"),
     ]
-    for args, message in cases:
-        done = voxtral(*args, env={"HF_HUB_CACHE": str(tmp_path / "hub")})
-        assert done.returncode == 1, (args, done.stderr)
+    work = [
+        (["transcribe", tmp_path / "missing.wav", "--model", official_dir], "no such audio file"),
+        (["transcribe", wav, "--model", tmp_path / "nope"], "model not found"),
+        (["transcribe", wav, "--model", "nobody/no-model", "--offline"], "--offline"),
+        (["transcribe", wav, "-o", tmp_path / "afile" / "out"], "is not a folder"),
+        (
+            ["live", "--input", tmp_path / "missing.wav", "--model", official_dir],
+            "no such audio file",
+        ),
+        (["convert", "--hf-path", official_dir, "--mlx-path", tmp_path / "afile"], "not an empty"),
+    ]
+    for cases, code in ((usage, 2), (work, 1)):
+        for args, message in cases:
+            done = voxtral(*args, env={"HF_HUB_CACHE": str(tmp_path / "hub")})
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == code, (args, done.stderr)
+            assert len(lines) == 1 and lines[0].startswith("error:"), (args, lines)
+            assert message in lines[0], (args, lines)
+
+
+def test_unreachable_hub_says_what_would_help(wav, tmp_path):
+    """No network (a closed port stands in for the hub): the message names the network,
+    HF_ENDPOINT and a local model, and does not send the user to `voxtral download`."""
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    for args in (["transcribe", wav, "-m", "nobody/no-model"], ["download", "nobody/no-model"]):
+        done = voxtral(*args, env=env)
         lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (
-            args,
-            lines,
-        )
-    done = voxtral("transcribe", wav, "--delay", "500ms")
-    assert done.returncode == 2 and "1200, 2400 ms" in done.stderr
+        assert done.returncode == 1 and len(lines) == 1, lines
+        assert "cannot be reached" in lines[0] and "HF_ENDPOINT" in lines[0], lines
+        assert "--model DIR" in lines[0] and "voxtral download" not in lines[0]
 
 
-def test_debug_variable_shows_the_traceback(tmp_path):
-    done = voxtral(
-        "transcribe", tmp_path / "missing.wav", "--model", tmp_path, env={"VOXTRAL_DEBUG": "1"}
+def test_inputs_are_checked_before_the_model_loads(tmp_path):
+    """A missing input, an unwritable output folder or a bad option never waits for (or
+    downloads) a model: the model here does not exist, and is never looked for."""
+    (tmp_path / "afile").write_text("x")
+    nowhere = tmp_path / "no-model"
+    for args, message in [
+        (["transcribe", tmp_path / "missing.wav", "-m", nowhere], "no such audio file"),
+        (["transcribe", "-", "-", "-m", nowhere], "only once"),
+        (["transcribe", "x.wav", "-o", tmp_path / "afile" / "o", "-m", nowhere], "not a folder"),
+        (["serve", "--port", "99999", "-m", nowhere], "--port"),
+        (["live", "--input", tmp_path / "missing.wav", "-m", nowhere], "no such audio file"),
+        (["convert", "--hf-path", nowhere, "--mlx-path", tmp_path / "q", "--q-bits", "5"], "bits"),
+    ]:
+        done = voxtral(*args)
+        assert done.returncode in (1, 2) and message in done.stderr, (args, done.stderr)
+        assert "model not found" not in done.stderr
+
+
+def test_output_folder_problems_are_one_line_per_file(official_dir, wav, tmp_path):
+    """Files that cannot be written are reported one by one and the others go on."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "jfk.txt").mkdir()  # a folder where the first file's output should go
+    other = tmp_path / "other.wav"
+    shutil.copy(wav, other)
+    done = voxtral("transcribe", wav, other, "-m", official_dir, "-o", out)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(errors) == 1 and "jfk.wav: cannot write" in errors[0]
+    assert (out / "other.txt").read_text().strip()
+    assert "Traceback" not in done.stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def read_only_folder(tmp_path: Path) -> Path | None:
+    """A folder this process cannot write into: a chmod-ed one, or for root (who ignores
+    permission bits) one on a file system the kernel keeps read-only."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+        return folder
+    return Path("/proc/sys") if not os.access("/proc/sys", os.W_OK) else None
+
+
+def test_read_only_output_folder(official_dir, wav, tmp_path):
+    folder = read_only_folder(tmp_path)
+    if folder is None:
+        pytest.skip("no read-only folder on this machine")
+    for out in (folder, folder / "new-subfolder"):
+        done = voxtral("transcribe", wav, "-m", official_dir, "-o", out)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and "not writable" in lines[0], lines
+
+
+def test_several_files_are_named_and_piped_text_is_bare(official_dir, wav, expected, tmp_path):
+    other = tmp_path / "second.wav"
+    shutil.copy(wav, other)
+    done = voxtral("transcribe", wav, other, "-m", official_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{wav}: {expected.text}", f"{other}: {expected.text}"]
+    one = voxtral("transcribe", wav, "-m", official_dir)
+    assert one.stdout == expected.text + "\n"
+
+
+def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tmp_path):
+    """Ctrl+C says so, keeps the files already written and writes nothing half done."""
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(sf.read(wav, dtype="float32")[0], 12), 16000)  # 2 minutes
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voxtral_cli.app",
+            "transcribe",
+            wav,
+            long,
+            "-m",
+            official_dir,
+            "-f",
+            "all",
+            "-o",
+            out,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    deadline = time.monotonic() + 120
+    while not (out / "jfk.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: stopped after 1 of 2 files")
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"jfk.{f}" for f in ("json", "srt", "txt", "vtt")
+    ]
+    assert "Traceback" not in stderr
+
+
+def test_debug_variable_shows_the_traceback(wav, tmp_path):
+    done = voxtral("transcribe", wav, "--model", tmp_path / "nope", env={"VOXTRAL_DEBUG": "1"})
     assert done.returncode != 0 and "Traceback" in done.stderr
 
 

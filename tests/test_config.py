@@ -7,6 +7,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from voxtral_mlx import VALID_DELAYS_MS, ModelArgs, VoxtralError, VoxtralRealtime
+from voxtral_mlx.config import check_delay, parse_delay
 
 # params.json of mistralai/Voxtral-Mini-4B-Realtime-2602 (MODEL_SPEC 1.2)
 FULL_PARAMS = {
@@ -129,19 +130,28 @@ def test_full_size_model_has_the_711_official_tensors():
 
 def test_derived_schedule_numbers():
     args = ModelArgs.from_params(FULL_PARAMS)
-    assert args.samples_per_token == 1280
+    assert args.audio.samples_per_token == 1280
     assert args.audio.mel_frames_per_token == 8
-    assert (args.delay_ms, args.n_delay_tokens, args.prompt_length) == (480, 6, 39)
-    assert args.n_right_pad_tokens == 17
-    long = args.with_delay(2400)
+    schedule = args.schedule()  # the checkpoint's delay: 480 when tekken.json names none
+    assert (schedule.delay_ms, schedule.n_delay_tokens, schedule.prompt_length) == (480, 6, 39)
+    assert schedule.n_right_pad_tokens == 17 and schedule.seconds_per_token == 0.08
+    assert schedule.left_pad_samples == 32 * 1280
+    assert schedule.right_pad_samples(16000) == 640 + 17 * 1280  # 16000 = 12.5 tokens
+    assert schedule.right_pad_samples(1280) == 17 * 1280
+    assert schedule.step_time(38) == 0.0 and schedule.step_time(39) == pytest.approx(0.08)
+    assert schedule.decoded_seconds(32) == 0.0 and schedule.decoded_seconds(45) == pytest.approx(
+        1.04
+    )
+    long = args.schedule(2400)
     assert (long.n_delay_tokens, long.prompt_length, long.n_right_pad_tokens) == (30, 63, 41)
-    short = args.with_delay(80)
+    short = args.schedule(80)
     assert (short.n_delay_tokens, short.prompt_length, short.n_right_pad_tokens) == (1, 34, 12)
     assert args.encoder.sliding_window == 750 and args.decoder.sliding_window == 8192
     assert (args.decoder.n_heads, args.decoder.n_kv_heads) == (32, 8)
+    assert not hasattr(args, "delay_ms")  # the architecture carries no per-session delay
 
 
-def test_tekken_audio_section_sets_delay_and_left_pad():
+def test_tekken_audio_section_sets_the_default_delay_and_left_pad():
     section = {
         "transcription_delay_ms": 960,
         "streaming_n_left_pad_tokens": 32,
@@ -150,14 +160,32 @@ def test_tekken_audio_section_sets_delay_and_left_pad():
         "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
     }
     args = ModelArgs.from_params(FULL_PARAMS, section)
-    assert args.delay_ms == 960 and args.n_delay_tokens == 12 and args.prompt_length == 45
+    schedule = args.schedule()
+    assert schedule.delay_ms == 960 and schedule.n_delay_tokens == 12
+    assert schedule.prompt_length == 45 and args.schedule(480).prompt_length == 39
+    with pytest.raises(VoxtralError, match="default delay is not supported"):
+        ModelArgs.from_params(FULL_PARAMS, {**section, "transcription_delay_ms": 500})
 
 
 def test_valid_delays():
     assert VALID_DELAYS_MS == (*range(80, 1201, 80), 2400)
     args = ModelArgs.from_params(FULL_PARAMS)
-    for bad in (0, 40, 100, 1280, 2320, 4800, -80, 480.5):
+    for bad in (0, 40, 100, 1280, 2320, 4800, -80, 480.5, "480", None, True):
         with pytest.raises(VoxtralError) as err:
-            args.with_delay(bad)
+            args.schedule(bad) if bad is not None else check_delay(bad)
         assert "80, 160, 240" in str(err.value) and "1200, 2400" in str(err.value)
     assert re.search("invalid delay", str(err.value))
+
+
+@pytest.mark.parametrize(
+    "text,ms",
+    [("480", 480), ("480ms", 480), ("0.48s", 480), ("2.4s", 2400), ("80ms", 80), ("1200", 1200)],
+)
+def test_parse_delay(text, ms):
+    assert parse_delay(text) == ms
+
+
+@pytest.mark.parametrize("text", ["500", "0", "abc", "1.5s", "2400s", "-80", ""])
+def test_parse_delay_rejects(text):
+    with pytest.raises(VoxtralError, match=f"invalid delay {text!r}.*80, 160, 240.*1200, 2400 ms"):
+        parse_delay(text)

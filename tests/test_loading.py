@@ -29,9 +29,9 @@ def probe_logits(model, seed=0):
     """Decoder logits on a fixed audio + prompt input, through the whole model."""
     rng = np.random.default_rng(seed)
     audio = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
-    from voxtral_mlx.transcribe import encode_audio, pad_audio
+    from voxtral_mlx.offline import encode_audio, pad_audio
 
-    args = model.args.with_delay(480)
+    args = model.args.schedule(480)
     embeds = encode_audio(model, pad_audio(audio, args))
     ids = mx.array([1] + [32] * (embeds.shape[0] - 1))
     x = embeds + model.decoder.tok_embeddings(ids)
@@ -242,7 +242,7 @@ def test_tokenizer_model_vocab_mismatch(official_dir, tmp_path):
 
 def test_missing_model_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(VoxtralError, match="not in the Hugging Face cache.*voxtral download"):
+    with pytest.raises(VoxtralError, match="not in the Hugging Face cache.*voxtral download.*DIR"):
         voxtral_mlx.load("someone/not-a-cached-model", offline=True)
     with pytest.raises(VoxtralError, match="neither a model directory nor a repo id"):
         voxtral_mlx.load(tmp_path / "no-such-dir")

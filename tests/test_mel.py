@@ -1,5 +1,6 @@
 """Audio front end against transformers' feature extractor and mistral-common."""
 
+import io
 import os
 import sys
 
@@ -151,22 +152,55 @@ def test_load_audio_through_ffmpeg(tmp_path, monkeypatch):
     np.testing.assert_array_equal(out, resample(x, rate))
     broken = tmp_path / "broken.webm"
     broken.write_bytes(b"junk")
-    with pytest.raises(VoxtralError, match="broken.webm: ffmpeg failed: bad input"):
+    with pytest.raises(
+        VoxtralError, match="broken.webm: not an audio file ffmpeg can read.*bad input"
+    ):
         voxtral_mlx.load_audio(broken)
 
 
 def test_load_audio_errors(tmp_path, monkeypatch):
+    """Each broken input says what is wrong with it; ffmpeg is suggested only for what it
+    would read, with the hint for macOS and Linux."""
     with pytest.raises(VoxtralError, match="no such audio file"):
         voxtral_mlx.load_audio(tmp_path / "missing.wav")
-    bad = tmp_path / "bad.wav"
-    bad.write_bytes(b"RIFF\x00\x00garbage")
     monkeypatch.setattr("shutil.which", lambda name: None)
-    with pytest.raises(VoxtralError, match="ffmpeg.*not installed"):
-        voxtral_mlx.load_audio(bad)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all\n")
+    damaged = tmp_path / "bad.wav"
+    damaged.write_bytes(b"RIFF\x00\x00garbage")
     m4a = tmp_path / "talk.m4a"
     m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
-    with pytest.raises(VoxtralError, match="talk.m4a.*ffmpeg"):
-        voxtral_mlx.load_audio(m4a)
+    for path, message in [
+        (empty, "empty.wav is empty \\(0 bytes\\)"),
+        (text, "notes.wav: not a .wav audio file \\(Format not recognised\\)"),
+        (damaged, "bad.wav: damaged audio file"),
+        (m4a, "talk.m4a: not WAV, FLAC, OGG or MP3, and ffmpeg.*brew install.*apt install"),
+    ]:
+        with pytest.raises(VoxtralError, match=message) as err:
+            voxtral_mlx.load_audio(path)
+        assert ("ffmpeg" in str(err.value)) == (path is m4a)
+    with pytest.raises(VoxtralError, match="from stream: Format not recognised"):
+        voxtral_mlx.load_audio(io.BytesIO(b"not audio"))
+
+
+def test_stream_resampler_is_chunk_invariant():
+    """Any chunking of a stream gives exactly the one-shot soxr HQ resampling."""
+    from voxtral_mlx.audio import StreamResampler, resample
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(44100 * 2)).astype(np.float32)
+    want = resample(x, 44100)
+    rng = np.random.default_rng(1)
+    for sizes in ([len(x)], [1] * 500 + [len(x)], rng.integers(1, 6000, 200).tolist()):
+        stream, out, lo = StreamResampler(44100), [], 0
+        for n in sizes:
+            out.append(stream(x[lo : lo + n]))
+            lo += n
+        out.append(stream(x[lo:], last=True))
+        np.testing.assert_array_equal(np.concatenate(out), want)
+    same = StreamResampler(16000)
+    np.testing.assert_array_equal(same(x[:100]), x[:100])
 
 
 def test_sparse_filterbank_product_equals_the_dense_one():

@@ -82,28 +82,35 @@ def test_installed_command_runs(wheel, tmp_path):
 
 
 def test_bad_arguments_fail_before_the_model_code_is_imported(tmp_path):
-    """`import voxtral_mlx` is light, and a mistyped command says so at once: the model code
-    (MLX, mlx-lm, which imports transformers) is imported only when there is a model to run.
-    Every public name still resolves."""
+    """`import voxtral_mlx` and its constants do not import MLX, and a mistyped command says
+    so at once: the model code (MLX, mlx-lm, which imports transformers) is imported only
+    when there is a model to run. Every public name still resolves."""
     probe = f"""
 import sys
 import voxtral_mlx
 import voxtral_mlx.transcribe
-assert "mlx_lm" not in sys.modules and "voxtral_mlx.model" not in sys.modules
+from voxtral_mlx import DEFAULT_DELAY_MS, DEFAULT_MODEL, SAMPLE_RATE, VALID_DELAYS_MS
+assert voxtral_mlx.parse_delay("0.48s") == DEFAULT_DELAY_MS and SAMPLE_RATE == 16000
+assert "mlx.core" not in sys.modules and "mlx_lm" not in sys.modules, "MLX was imported"
+assert "voxtral_mlx.model" not in sys.modules
 assert voxtral_mlx.transcribe.__name__ == "transcribe"  # the function, not the submodule
 from voxtral_cli.app import main
-for argv in (
-    ["live", "--fast"],
-    ["live", "--input", "x.wav", "-o", "notes.doc"],
-    ["transcribe", "x.wav", "--model", {str(tmp_path / "nowhere")!r}],
-    ["convert", "--hf-path", ".", "--mlx-path", "out", "-q", "--q-bits", "5"],
+for argv, code in (
+    (["live", "--fast"], 2),
+    (["live", "--input", "x.wav", "-o", "notes.doc"], 2),
+    (["transcribe", "x.wav", "--model", {str(tmp_path / "nowhere")!r}], 1),
+    (["transcribe", "x.wav", "-f", "doc"], 2),
+    (["convert", "--hf-path", ".", "--mlx-path", "out", "-q", "--q-bits", "5"], 2),
+    (["serve", "--port", "99999"], 2),
+    (["bench", "--size", "huge"], 2),
+    (["transcribe", "x.wav", "--delay", "500"], 2),
 ):
     sys.argv = ["voxtral", *argv]
     try:
         main()
     except SystemExit as e:
-        assert e.code == 1, (argv, e.code)
-    assert "mlx_lm" not in sys.modules, argv
+        assert e.code == code, (argv, e.code)
+    assert "mlx.core" not in sys.modules, argv
 assert all(getattr(voxtral_mlx, name) is not None for name in voxtral_mlx.__all__)
 assert "mlx_lm" in sys.modules
 print("ok")
@@ -112,4 +119,4 @@ print("ok")
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-    assert done.stderr.count("error:") == 4
+    assert done.stderr.count("error:") == 8

@@ -8,7 +8,7 @@ import torch
 from transformers import VoxtralRealtimeFeatureExtractor
 
 import voxtral_mlx
-from voxtral_mlx.transcribe import encode_audio, pad_audio
+from voxtral_mlx.offline import encode_audio, pad_audio
 
 
 def rel_err(ours, ref) -> float:
@@ -22,7 +22,7 @@ def features():
 
 
 def reference_inputs(model, audio, delay_ms, features):
-    args = model.args.with_delay(delay_ms)
+    args = model.args.schedule(delay_ms)
     padded = pad_audio(audio, args)
     feats = features(padded, sampling_rate=16000, return_tensors="pt")["input_features"]
     prompt = [1] + [32] * (args.prompt_length - 1)
@@ -30,7 +30,7 @@ def reference_inputs(model, audio, delay_ms, features):
 
 
 def test_jfk_crosses_both_windows(model, jfk, spec):
-    args = model.args.with_delay(480)
+    args = model.args.schedule(480)
     n_tokens = len(pad_audio(jfk, args)) // args.samples_per_token
     assert n_tokens * 4 > 3 * spec.enc_window  # encoder frames
     assert n_tokens > 3 * spec.dec_window  # decoder positions

@@ -145,7 +145,7 @@ def test_per_session_delay(server, model):
     _, done = stream(server, audio, delay_ms=960)
     expected = voxtral_mlx.transcribe(model, audio / 32768.0, delay_ms=960)
     assert done["text"] == expected.text
-    assert done["usage"]["prompt_tokens"] == model.args.with_delay(960).prompt_length
+    assert done["usage"]["prompt_tokens"] == model.args.schedule(960).prompt_length
     conn = ws(server)
     assert receive(conn)["type"] == "session.created"
     conn.send(json.dumps({"type": "session.update", "model": None, "delay_ms": 500}))
@@ -154,7 +154,7 @@ def test_per_session_delay(server, model):
     assert "1200, 2400" in error["error"]
     _, done = stream(server, audio, conn=conn)
     conn.close()
-    assert done["usage"]["prompt_tokens"] == model.args.with_delay(480).prompt_length
+    assert done["usage"]["prompt_tokens"] == model.args.schedule(480).prompt_length
 
 
 def test_concurrent_sessions_do_not_mix(server, model):

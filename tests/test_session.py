@@ -8,7 +8,7 @@ import torch
 import voxtral_mlx
 from voxtral_mlx import Session, TextDelta, Transcript, VoxtralError, WordDone
 from voxtral_mlx.mel import StreamingMel, log_mel_spectrogram
-from voxtral_mlx.transcribe import encode_audio, pad_audio
+from voxtral_mlx.offline import encode_audio, pad_audio
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def reference_tokens(hf_model, model, jfk):
     """transformers' greedy tokens at 480 ms (one position shorter than ours, see MODEL.md)."""
     from transformers import VoxtralRealtimeFeatureExtractor
 
-    args = model.args.with_delay(480)
+    args = model.args.schedule(480)
     feats = VoxtralRealtimeFeatureExtractor()(
         pad_audio(jfk, args), sampling_rate=16000, return_tensors="pt"
     )["input_features"]
@@ -49,9 +49,9 @@ def stream(model, audio, chunk, delay_ms=480, **kwargs):
 def test_any_chunking_gives_the_file_and_reference_tokens(
     model, jfk, chunk, file_result, reference_tokens
 ):
-    _, events = stream(model, jfk, chunk)
-    final = events[-1]
-    assert isinstance(final, Transcript)
+    session, events = stream(model, jfk, chunk)
+    final = session.result
+    assert isinstance(final, Transcript) and not any(isinstance(e, Transcript) for e in events)
     assert final.tokens == file_result.tokens
     assert final.tokens[: len(reference_tokens)] == reference_tokens
     assert final.text == file_result.text
@@ -65,13 +65,14 @@ def test_random_chunk_sizes(model, jfk, file_result):
         n = int(rng.integers(1, 5000))
         session.feed(jfk[lo : lo + n])
         lo += n
-    assert session.finish()[-1].tokens == file_result.tokens
+    session.finish()
+    assert session.result.tokens == file_result.tokens
 
 
 def test_streaming_mel_is_the_offline_grid(model, jfk):
-    args = model.args.with_delay(480)
+    args = model.args.schedule(480)
     offline = log_mel_spectrogram(pad_audio(jfk, args))
-    mel = StreamingMel(args.audio, args.n_left_pad_tokens)
+    mel = StreamingMel(args)
     rng = np.random.default_rng(0)
     pieces, lo = [], 0
     while lo < len(jfk):
@@ -90,7 +91,7 @@ def test_streaming_mel_is_the_offline_grid(model, jfk):
 
 
 def test_batched_and_streamed_encoder_are_equal(model, jfk):
-    padded = pad_audio(jfk, model.args.with_delay(480))
+    padded = pad_audio(jfk, model.args.schedule(480))
     mel = log_mel_spectrogram(padded)
     whole = model.adapter(model.encoder(mx.array(mel)[None]))[0]  # one call, banded mask
     for batch in (1, 3, 50, 375):
@@ -103,8 +104,9 @@ def test_events_are_append_only_and_complete(model, jfk, file_result):
     session, events = stream(model, jfk, 3000)
     deltas = [e for e in events if isinstance(e, TextDelta)]
     words = [e.word for e in events if isinstance(e, WordDone)]
-    final = events[-1]
-    assert "".join(d.text for d in deltas).strip() == final.text
+    final = session.result
+    assert "".join(d.text for d in deltas) == session.text
+    assert session.text.strip() == final.text
     assert words == final.words == file_result.words
     assert all(d.start <= d.end for d in deltas)
     assert [d.start for d in deltas] == sorted(d.start for d in deltas)
@@ -113,13 +115,16 @@ def test_events_are_append_only_and_complete(model, jfk, file_result):
     assert stats.audio_seconds == pytest.approx(len(jfk) / 16000)
     assert stats.tokens_per_second > 0 and stats.real_time_factor > 0
     assert stats.peak_memory_bytes > 0
+    # the caches of this session: encoder ring + decoder step buffers, all layers
+    assert 0 < stats.state_bytes == session.state_bytes < stats.peak_memory_bytes
 
 
 def test_last_words_come_out_on_finish(model, jfk, file_result):
     session = Session(model, 2400)
     session.feed(jfk)
     before = len(session.tokens)
-    final = session.finish()[-1]
+    session.finish()
+    final = session.result
     # at 2400 ms the last 30 + 1 positions of text need the right pad
     assert len(final.tokens) - before >= 30
     assert final.tokens == voxtral_mlx.transcribe(model, jfk, delay_ms=2400).tokens
@@ -130,7 +135,8 @@ def test_reset_starts_a_new_utterance(model, jfk, file_result):
     session.feed(jfk[:20000])
     session.reset()
     session.feed(jfk)
-    assert session.finish()[-1].tokens == file_result.tokens
+    session.finish()
+    assert session.result.tokens == file_result.tokens
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +149,12 @@ def eos_model(official_dir):
 
 
 def test_eos_ends_a_file_but_not_a_live_session(eos_model, jfk):
-    args = eos_model.args.with_delay(480)
-    n_audio = len(pad_audio(jfk, args)) // 1280
+    args = eos_model.args.schedule(480)
+    n_audio = len(pad_audio(jfk, args)) // args.samples_per_token
     offline = voxtral_mlx.transcribe(eos_model, jfk, delay_ms=480)
     assert offline.tokens[-1] == 2 and len(offline.tokens) < n_audio - args.prompt_length + 1
-    _, events = stream(eos_model, jfk, 1280)
-    live = events[-1].tokens
+    session, _ = stream(eos_model, jfk, 1280)
+    live = session.result.tokens
     assert len(live) == n_audio - args.prompt_length + 1  # ran to the end of the audio
     assert live[: len(offline.tokens)] == offline.tokens
     assert live.count(2) >= 1
@@ -213,21 +219,19 @@ def test_step_cache_matches_the_rotating_cache(model, spec, prompt, fused):
 
 
 def args_prompt(model):
-    return model.args.with_delay(480).prompt_length
+    return model.args.schedule(480).prompt_length
 
 
 def test_feed_errors(model):
     session = Session(model, 480)
-    with pytest.raises(VoxtralError, match="float32"):
-        session.feed(np.zeros(100, np.float64))
-    with pytest.raises(VoxtralError, match="float32"):
+    with pytest.raises(VoxtralError, match="floating point.*int16.*32768"):
         session.feed(np.zeros(100, np.int16))
     with pytest.raises(VoxtralError, match="mono"):
         session.feed(np.zeros((100, 2), np.float32))
-    with pytest.raises(VoxtralError, match="44100 Hz"):
-        session.feed(np.zeros(100, np.float32), sample_rate=44100)
-    with pytest.raises(VoxtralError, match="numpy"):
-        session.feed([0.0] * 10)
+    with pytest.raises(VoxtralError, match="1 non-finite"):
+        session.feed(np.array([0.0, np.nan, 0.1], np.float32))
+    with pytest.raises(VoxtralError, match="2 non-finite"):
+        session.feed(np.array([np.inf, -np.inf], np.float64))
     session.finish()
     with pytest.raises(VoxtralError, match="finished"):
         session.feed(np.zeros(100, np.float32))
@@ -235,6 +239,46 @@ def test_feed_errors(model):
         session.finish()
     with pytest.raises(VoxtralError, match="valid delays"):
         Session(model, 500)
+    for rate in (0, -16000, 44100.0, "16000"):
+        with pytest.raises(VoxtralError, match="sample rate"):
+            Session(model, 480, sample_rate=rate)
+
+
+def test_one_input_rule_for_feed_and_transcribe(model, jfk, file_result):
+    """float64, float16, lists and MLX arrays are all taken, by both front doors alike."""
+    clip = jfk[: 16000 * 4]
+    want = voxtral_mlx.transcribe(model, clip).tokens
+    for same in (clip.astype(np.float64), clip.tolist(), mx.array(clip)):
+        assert voxtral_mlx.transcribe(model, same).tokens == want
+        session = Session(model)
+        session.feed(same)
+        session.finish()
+        assert session.result.tokens == want
+    half = clip.astype(np.float16)
+    assert voxtral_mlx.transcribe(model, half).tokens == stream(model, half, 4000)[0].result.tokens
+    with pytest.raises(VoxtralError, match="non-finite"):
+        voxtral_mlx.transcribe(model, np.full(16000, np.nan))
+    with pytest.raises(VoxtralError, match="int16"):
+        voxtral_mlx.transcribe(model, (clip * 32767).astype(np.int16))
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_other_sample_rates_are_resampled_in_the_stream(model, jfk, rate, tmp_path):
+    """A session at 44.1 kHz hears what a 44.1 kHz file gives once loaded (soxr HQ both),
+    however the stream is chunked."""
+    import soundfile as sf
+
+    from voxtral_mlx.audio import resample
+
+    audio = resample(jfk[: 16000 * 5], 16000, rate)
+    path = tmp_path / f"at{rate}.wav"
+    sf.write(path, audio, rate, subtype="FLOAT")
+    want = voxtral_mlx.transcribe(model, path).tokens
+    assert voxtral_mlx.transcribe(model, audio, sample_rate=rate).tokens == want
+    for chunk in (441, 4800, 10**6):
+        session, _ = stream(model, audio, chunk, sample_rate=rate)
+        assert session.result.tokens == want
+        assert session.result.audio_seconds == pytest.approx(5.0, abs=1e-3)
 
 
 def test_one_dtype_through_the_graph(official_dir, jfk):
@@ -248,4 +292,5 @@ def test_one_dtype_through_the_graph(official_dir, jfk):
     assert session._encoder.conv1_tail.dtype == mx.bfloat16
     x = model.decoder.tok_embeddings(mx.array([[1, 32]]))
     assert model.decoder(x, session._scales).dtype == mx.bfloat16
-    assert len(session.finish()[-1].tokens) > 0
+    session.finish()
+    assert len(session.result.tokens) > 0

@@ -6,14 +6,14 @@ import soundfile as sf
 
 import voxtral_mlx
 from voxtral_mlx import VoxtralError
-from voxtral_mlx.transcribe import pad_audio
+from voxtral_mlx.offline import pad_audio
 
 
 def test_pad_arithmetic(model):
-    args = model.args.with_delay(480)
+    args = model.args.schedule(480)
     for n in (1, 1279, 1280, 16000, 16001):
         padded = pad_audio(np.ones(n, np.float32), args)
-        assert len(padded) % 1280 == 0
+        assert len(padded) % args.samples_per_token == 0
         assert padded[: 32 * 1280].max() == 0 and padded[32 * 1280] == 1
         right = len(padded) - 32 * 1280 - n
         assert right == (1280 - n % 1280) % 1280 + 17 * 1280
@@ -33,8 +33,8 @@ def test_path_and_array_give_the_same_result(model, jfk, tmp_path):
 def test_decoding_never_passes_the_audio(model):
     audio = np.zeros(16000, np.float32)
     for delay in (80, 2400):
-        args = model.args.with_delay(delay)
-        n_audio = len(pad_audio(audio, args)) // 1280
+        args = model.args.schedule(delay)
+        n_audio = len(pad_audio(audio, args)) // args.samples_per_token
         result = voxtral_mlx.transcribe(model, audio, delay_ms=delay)
         assert len(result.tokens) <= n_audio - args.prompt_length + 1
 

@@ -3,10 +3,13 @@
 import pytest
 from checkpoints import bundled_tekken_path
 
+from voxtral_mlx.config import AudioArgs, Schedule
 from voxtral_mlx.tokenizer import Tokenizer
-from voxtral_mlx.words import Word, step_time, words_from_tokens
+from voxtral_mlx.words import Word, words_from_tokens
 
 PAD = 32
+AT_480 = Schedule(AudioArgs(), 480)  # 32 slots of left pad, 6 of delay
+AT_960 = Schedule(AudioArgs(), 960)
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +23,9 @@ def ids(tok, text):
 
 def test_step_time_rule():
     # position 32 + 6 (left pad + delay at 480 ms) speaks about t = 0
-    assert step_time(38, 32, 6) == 0.0
-    assert step_time(50, 32, 6) == pytest.approx(0.96)
+    assert AT_480.step_time(38) == 0.0
+    assert AT_480.step_time(50) == pytest.approx(0.96)
+    assert AT_960.step_time(44) == 0.0
 
 
 def test_words_from_constructed_positions(tok):
@@ -29,7 +33,7 @@ def test_words_from_constructed_positions(tok):
     assert len(hello) == 1 and len(world) == 1
     # first output at position 38 (prompt of 39 at 480 ms): t(p) = (p - 38) * 0.08
     tokens = [PAD] * 5 + hello + [PAD] * 3 + world + [PAD, 2]
-    words = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6, duration=10.0)
+    words = words_from_tokens(tokens, 38, tok, AT_480, duration=10.0)
     assert words == [Word("hello", 0.4, 0.48), Word("world", 0.72, 0.8)]
 
 
@@ -37,7 +41,7 @@ def test_multi_token_word_spans_all_its_steps(tok):
     word = ids(tok, " extraordinarily")
     assert len(word) > 1
     tokens = [PAD] * 2 + [word[0], PAD] + word[1:] + [PAD]
-    (w,) = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6)
+    (w,) = words_from_tokens(tokens, 38, tok, AT_480)
     last = 2 + len(word)  # index of the last piece (one pad sits inside the word)
     assert w.text == "extraordinarily"
     assert w.start == pytest.approx(0.16) and w.end == pytest.approx((last + 1) * 0.08)
@@ -46,14 +50,14 @@ def test_multi_token_word_spans_all_its_steps(tok):
 def test_words_clamped_to_the_audio(tok):
     tokens = ids(tok, " early") + [PAD] * 20 + ids(tok, " late")
     # " early" at position 30 -> t = -0.64 s; " late" at position 51 -> t = 1.04 s
-    words = words_from_tokens(tokens, 30, tok, n_left=32, n_delay=6, duration=1.0)
+    words = words_from_tokens(tokens, 30, tok, AT_480, duration=1.0)
     assert words == [Word("early", 0.0, 0.0), Word("late", 1.0, 1.0)]
 
 
 def test_delay_shifts_times_back(tok):
     tokens = [PAD] * 10 + ids(tok, " go")
-    at_480 = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6)[0]
-    at_960 = words_from_tokens(tokens, 44, tok, n_left=32, n_delay=12)[0]
+    at_480 = words_from_tokens(tokens, 38, tok, AT_480)[0]
+    at_960 = words_from_tokens(tokens, 44, tok, AT_960)[0]
     assert at_480 == at_960
 
 
@@ -65,13 +69,13 @@ def test_streaming_word_marker_gives_the_start(tok):
     hello, world = ids(tok, " hello"), ids(tok, " world")
     # t(p) = (p - 38) * 0.08 with the first output at position 38
     tokens = [PAD, WORD_MARK, PAD, PAD] + hello + [PAD, WORD_MARK] + [PAD] * 4 + world + [PAD]
-    words = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6, duration=10.0)
+    words = words_from_tokens(tokens, 38, tok, AT_480, duration=10.0)
     assert words == [Word("hello", 0.08, 0.32), Word("world", 0.48, 0.88)]
 
 
 def test_marker_with_no_text_yet_closes_the_previous_word(tok):
     one, two = ids(tok, " one"), ids(tok, " two")
     tokens = one + [WORD_MARK] + two
-    words = words_from_tokens(tokens, 38, tok, n_left=32, n_delay=6)
+    words = words_from_tokens(tokens, 38, tok, AT_480)
     assert [w.text for w in words] == ["one", "two"]
     assert words[0] == Word("one", 0.0, 0.08) and words[1] == Word("two", 0.08, 0.16)

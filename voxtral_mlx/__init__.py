@@ -1,7 +1,8 @@
 """voxtral-mlx: Mistral's Voxtral Mini 4B Realtime speech-to-text, on MLX.
 
-The names below are imported on first use, so that `import voxtral_mlx` (and a command that
-only checks its arguments) does not pay for MLX, mlx-lm and the tokenizer up front.
+The names below are imported on first use: `import voxtral_mlx`, its constants and
+`voxtral_mlx.transcribe` do not import MLX, mlx-lm or the tokenizer (tested), so a command
+that only checks its arguments stays fast.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_audio": "audio",
     "DEFAULT_DELAY_MS": "config",
+    "DEFAULT_MODEL": "config",
+    "SAMPLE_RATE": "config",
     "VALID_DELAYS_MS": "config",
     "ModelArgs": "config",
+    "Schedule": "config",
+    "parse_delay": "config",
     "VoxtralError": "errors",
-    "DEFAULT_MODEL": "loader",
     "load": "loader",
     "log_mel_spectrogram": "mel",
     "VoxtralRealtime": "model",
@@ -36,6 +40,8 @@ __all__ = [
     "DEFAULT_DELAY_MS",
     "DEFAULT_MODEL",
     "ModelArgs",
+    "SAMPLE_RATE",
+    "Schedule",
     "Session",
     "Stats",
     "StreamingDetokenizer",
@@ -50,12 +56,13 @@ __all__ = [
     "load",
     "load_audio",
     "log_mel_spectrogram",
+    "parse_delay",
     "transcribe",
 ]
 
 
-# Imported eagerly (the module is light): a lazy `transcribe` would be shadowed by the
-# submodule of the same name as soon as anything imports voxtral_mlx.transcribe.
+# Imported eagerly (the module imports no model code): a lazy `transcribe` would be
+# shadowed by the submodule of the same name as soon as anything imports it.
 from .transcribe import transcribe  # noqa: E402
 
 
@@ -74,9 +81,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .audio import load_audio
-    from .config import DEFAULT_DELAY_MS, VALID_DELAYS_MS, ModelArgs
+    from .config import (
+        DEFAULT_DELAY_MS,
+        DEFAULT_MODEL,
+        SAMPLE_RATE,
+        VALID_DELAYS_MS,
+        ModelArgs,
+        Schedule,
+        parse_delay,
+    )
     from .errors import VoxtralError
-    from .loader import DEFAULT_MODEL, load
+    from .loader import load
     from .mel import log_mel_spectrogram
     from .model import VoxtralRealtime
     from .session import Session, Stats, TextDelta, Transcript, WordDone

@@ -1,4 +1,10 @@
-"""Reading audio files: any container and rate in, 16 kHz mono float32 out."""
+"""Audio in: files of any container and rate, and in-memory samples, as mono float32.
+
+Files are decoded by soundfile (WAV, FLAC, OGG, MP3) or, for other containers, ffmpeg when it
+is installed, then resampled with soxr "HQ" as mistral-common does. In-memory audio follows
+one rule everywhere (`as_samples`), and a stream at another rate goes through
+`StreamResampler`, whose output does not depend on how the stream is chunked.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,20 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from .config import SAMPLE_RATE
 from .errors import VoxtralError
 
-SAMPLE_RATE = 16000
+# Formats soundfile (libsndfile) reads itself: ffmpeg is no help for a broken one.
+SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
+FFMPEG_HINT = "macOS: brew install ffmpeg; Debian/Ubuntu: sudo apt install ffmpeg"
+# What the first bytes of the formats soundfile reads look like.
+SOUNDFILE_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"ID3", b"\xff\xfb", b"\xff\xf3")
 
 
 def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
@@ -24,17 +35,49 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.nd
     return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32, copy=False)
 
 
+class StreamResampler:
+    """soxr "HQ" over a stream: the same samples as `resample` of the whole signal, however
+    the stream is cut into chunks. Pass `last=True` with the final chunk to flush."""
+
+    def __init__(self, rate: int, target: int = SAMPLE_RATE):
+        if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+            raise VoxtralError(f"sample rate must be a positive integer (Hz), got {rate!r}")
+        self.rate, self.target = rate, target
+        self._stream = None
+        if rate != target:
+            self._stream = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return samples
+        return self._stream.resample_chunk(samples, last=last)
+
+
+def as_samples(samples: Any) -> np.ndarray:
+    """In-memory audio as the model's input: a 1-D array (numpy, MLX or a list) of finite
+    floating-point samples in [-1, 1], any float width, returned as float32."""
+    array = np.asarray(samples)
+    if array.ndim != 1:
+        raise VoxtralError(f"audio must be a 1-D array of mono samples, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        hint = " (int16 PCM: divide by 32768)" if np.issubdtype(array.dtype, np.integer) else ""
+        raise VoxtralError(
+            f"audio samples must be floating point in [-1, 1], got {array.dtype}{hint}"
+        )
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise VoxtralError(f"audio has {bad} non-finite sample(s) (NaN or infinity)")
+    return array
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
     # [frames, channels] -> [frames]: the average of the channels
     return samples if samples.ndim == 1 else samples.mean(axis=1)
 
 
 def load_audio(source: str | Path | BinaryIO, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode an audio file to mono float32 at `sampling_rate`.
-
-    WAV, FLAC, OGG and MP3 are read by soundfile (libsndfile); other containers
-    (m4a, mp4, webm, ...) go through ffmpeg when it is installed.
-    """
+    """Decode an audio file to mono float32 at `sampling_rate`."""
     samples, rate = decode_audio(source)
     return resample(samples, rate, sampling_rate)
 
@@ -45,11 +88,13 @@ def decode_audio(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
         path = Path(source)
         if not path.is_file():
             raise VoxtralError(f"no such audio file: {path}")
+        if path.stat().st_size == 0:
+            raise VoxtralError(f"{path} is empty (0 bytes)")
     try:
         samples, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         if not isinstance(source, (str, Path)):
-            raise VoxtralError(f"cannot decode audio from stream: {e}") from e
+            raise VoxtralError(f"cannot decode audio from stream: {_reason(e)}") from e
         samples, rate = _decode_with_ffmpeg(Path(source), e)
     if samples.shape[0] == 0:
         raise VoxtralError(f"audio file has no samples: {source}")
@@ -57,11 +102,22 @@ def decode_audio(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
 
 
 def _decode_with_ffmpeg(path: Path, soundfile_error: Exception) -> tuple[np.ndarray, int]:
+    """The fallback for containers soundfile cannot read. A file that looks like one of
+    soundfile's own formats is broken, and ffmpeg is only suggested where it would help."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(SOUNDFILE_MAGIC):
+        raise VoxtralError(f"cannot decode {path}: damaged audio file ({_reason(soundfile_error)})")
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+            raise VoxtralError(
+                f"cannot decode {path}: not a {path.suffix} audio file "
+                f"({_reason(soundfile_error).rstrip('.')})"
+            )
         raise VoxtralError(
-            f"cannot decode {path}: soundfile cannot read it ({soundfile_error}) and ffmpeg, "
-            "needed for this format, is not installed (macOS: brew install ffmpeg)"
+            f"cannot decode {path}: not WAV, FLAC, OGG or MP3, and ffmpeg, which reads other "
+            f"formats, is not installed ({FFMPEG_HINT})"
         )
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "decoded.wav"
@@ -69,19 +125,16 @@ def _decode_with_ffmpeg(path: Path, soundfile_error: Exception) -> tuple[np.ndar
         cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-c:a", "pcm_f32le", str(wav)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not wav.exists():
-            reason = (
-                done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "unknown error"
+            lines = done.stderr.strip().splitlines()
+            raise VoxtralError(
+                f"cannot decode {path}: not an audio file ffmpeg can read "
+                f"({lines[-1] if lines else 'unknown error'})"
             )
-            raise VoxtralError(f"cannot decode {path}: ffmpeg failed: {reason}")
         samples, rate = sf.read(wav, dtype="float32", always_2d=True)
     return samples, rate
 
 
-def check_samples(samples: np.ndarray) -> np.ndarray:
-    """Validate in-memory audio: a 1-D float array of 16 kHz samples."""
-    array = np.asarray(samples)
-    if array.ndim != 1:
-        raise VoxtralError(f"audio must be a 1-D array of mono samples, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise VoxtralError(f"audio samples must be floating point in [-1, 1], got {array.dtype}")
-    return array.astype(np.float32, copy=False)
+def _reason(error: Exception) -> str:
+    """libsndfile's reason without the file name it repeats."""
+    text = str(error)
+    return text.split(": ", 1)[1] if text.startswith("Error opening") and ": " in text else text

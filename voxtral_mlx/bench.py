@@ -15,20 +15,13 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 import numpy as np
 
-from .config import AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
-from .transcribe import encode_audio, pad_audio, transcribe
+from .config import BENCH_SIZES, AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
+from .transcribe import transcribe
 
 if TYPE_CHECKING:  # the model code is imported when a model is built: `bench` checks first
     from .model import VoxtralRealtime
 
 BUNDLED_SPEECH = Path(__file__).parent / "assets" / "jfk.wav"
-
-# "full" is the real architecture; "small" keeps its structure, windows and vocabulary
-# with narrow, shallow stacks, so any machine runs it in seconds.
-SIZES = {
-    "full": dict(enc=(1280, 32, 32, 5120), dec=(3072, 26, 32, 8, 9216)),
-    "small": dict(enc=(256, 2, 4, 1024), dec=(256, 2, 4, 1, 768)),
-}
 
 
 def architecture(
@@ -87,10 +80,10 @@ def random_model(size: str = "full", dtype: mx.Dtype = mx.bfloat16) -> VoxtralRe
     from .model import VoxtralRealtime
     from .tokenizer import Tokenizer
 
-    dec = SIZES[size]["dec"]
+    dec = BENCH_SIZES[size]["dec"]
     model = VoxtralRealtime(
         architecture(
-            SIZES[size]["enc"], dec, dec_head_dim=128 if size == "full" else dec[0] // dec[2]
+            BENCH_SIZES[size]["enc"], dec, dec_head_dim=128 if size == "full" else dec[0] // dec[2]
         )
     )
     model.set_dtype(dtype)
@@ -158,25 +151,28 @@ def _timed(fn, repeat: int = 1) -> float:
     return (time.perf_counter() - tic) / repeat
 
 
-def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int = 480) -> BenchResult:
+def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) -> BenchResult:
+    """Time every stage on 16 kHz `audio` (delay None: the checkpoint's). It measures the
+    whole process: MLX's peak-memory counter is reset before the transcription it reports."""
     from .decoder import StepCache
+    from .mel import log_mel_spectrogram
+    from .offline import encode_audio, pad_audio
     from .session import Session
 
-    args = model.args.with_delay(delay_ms)
-    padded = pad_audio(audio, args)
-    n_tokens = len(padded) // args.samples_per_token
+    schedule = model.args.schedule(delay_ms)
+    padded = pad_audio(audio, schedule)
+    n_tokens = len(padded) // schedule.samples_per_token
 
-    from .mel import log_mel_spectrogram
-
-    mel_s = _timed(lambda: log_mel_spectrogram(padded, args.audio))
+    mel_s = _timed(lambda: log_mel_spectrogram(padded, schedule.audio))
     batched_s = _timed(lambda: encode_audio(model, padded))
     streamed_s = _timed(lambda: encode_audio(model, padded, batch_tokens=1))
     embeds = encode_audio(model, padded)
 
     decoder = model.decoder
-    scales = decoder.ffn_norm_weights(args.n_delay_tokens)
-    L = args.prompt_length
-    prompt = mx.array([1] + [32] * (L - 1))
+    scales = decoder.ffn_norm_weights(schedule.n_delay_tokens)
+    L = schedule.prompt_length
+    tokenizer = model.tokenizer
+    prompt = mx.array([tokenizer.bos_id] + [tokenizer.streaming_pad_id] * (L - 1))
 
     def prefill():
         cache = decoder.make_cache()
@@ -189,7 +185,7 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int = 480) -> Bench
     def decode(count: int) -> float:
         """The Session's steps (compiled, double-buffered, each token read back): seconds."""
         cache = StepCache(prefill(), decoder.args.sliding_window)
-        token = mx.array(32, dtype=mx.uint32)
+        token = mx.array(tokenizer.streaming_pad_id, dtype=mx.uint32)
         tic = time.perf_counter()
         for p in range(L, L + count):
             nxt = decoder.step(embeds[p], token, scales, cache)
@@ -204,14 +200,14 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int = 480) -> Bench
 
     mx.reset_peak_memory()
     tic = time.perf_counter()
-    result = transcribe(model, audio, delay_ms=delay_ms)
+    result = transcribe(model, audio, delay_ms=schedule.delay_ms)
     wall = time.perf_counter() - tic
     peak = mx.get_peak_memory()
 
     # live: 80 ms chunks as fast as they can be processed; the feed call that yields the
     # first text after the prompt is ready measures the first-token latency
-    session = Session(model, delay_ms)
-    chunk = args.samples_per_token
+    session = Session(model, schedule.delay_ms)
+    chunk = schedule.samples_per_token
     first = 0.0
     for lo in range(0, len(audio), chunk):
         tic = time.perf_counter()
@@ -223,8 +219,8 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int = 480) -> Bench
         del events
     quant = _quantization(model)
     return BenchResult(
-        audio_seconds=len(audio) / 16000,
-        delay_ms=delay_ms,
+        audio_seconds=result.audio_seconds,
+        delay_ms=schedule.delay_ms,
         dtype=str(model.dtype).replace("mlx.core.", ""),
         quantization=quant,
         mel_ms_per_step=1000 * mel_s / n_tokens,
@@ -233,7 +229,7 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int = 480) -> Bench
         decoder_prefill_ms=1000 * prefill_s,
         decoder_ms_per_step=1000 * step_s,
         tokens_per_second=result.stats.decoder_steps / wall,
-        real_time_factor=wall / (len(audio) / 16000),
+        real_time_factor=wall / result.audio_seconds,
         first_token_latency_ms=1000 * first,
         peak_memory_gb=peak / 2**30,
         chip=chip_name(),

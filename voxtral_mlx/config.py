@@ -1,23 +1,40 @@
-"""Model configuration, read from the checkpoint's params.json (or another layout's config).
+"""Model configuration, read from the checkpoint's params.json (or another layout's config),
+and the streaming schedule that a delay derives from it.
 
-All derived numbers of the streaming schedule live here as properties, so the rest of
-the code never re-derives 1280 or 32 + n_delay by hand. See MODEL.md, "Decode schedule".
+`ModelArgs` is the architecture and the checkpoint's audio settings; `Schedule` holds every
+number that depends on the delay (prompt length, paddings, the time of a decoder position),
+so the rest of the code never re-derives 1280, 0.08 or 32 + n_delay. See MODEL.md,
+"Decode schedule". This module imports neither MLX nor numpy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import VoxtralError
 
+DEFAULT_MODEL = "mistralai/Voxtral-Mini-4B-Realtime-2602"
+SAMPLE_RATE = 16000  # Hz: the rate the model hears; other rates are resampled to it
 # Delays the model was trained for: every multiple of 80 ms up to 1200 ms, and 2400 ms.
 VALID_DELAYS_MS: tuple[int, ...] = (*range(80, 1201, 80), 2400)
+# The delay of a checkpoint whose tekken.json names none (the official one says 480).
 DEFAULT_DELAY_MS = 480
 # Tokens encoded per encoder call when audio is already there (30 s of audio).
 ENCODER_BATCH_TOKENS = 375
+# MLX affine quantization as `voxtral convert -q` writes it.
+QUANT_BITS = (4, 6, 8)
+QUANT_GROUP_SIZES = (32, 64, 128)
+# `voxtral bench --random-weights --size`: "full" is the real architecture; "small" keeps its
+# structure, windows and vocabulary with narrow, shallow stacks, so any machine runs it.
+# enc = (dim, layers, heads, hidden), dec = (dim, layers, heads, kv_heads, hidden)
+BENCH_SIZES = {
+    "full": dict(enc=(1280, 32, 32, 5120), dec=(3072, 26, 32, 8, 9216)),
+    "small": dict(enc=(256, 2, 4, 1024), dec=(256, 2, 4, 1, 768)),
+}
 
 
 def _from_dict(cls: type, values: dict[str, Any]):
@@ -56,7 +73,9 @@ class DecoderArgs(TransformerArgs):
 
 @dataclass(frozen=True)
 class AudioArgs:
-    sampling_rate: int = 16000
+    """The checkpoint's audio front end and streaming settings (params.json, tekken.json)."""
+
+    sampling_rate: int = SAMPLE_RATE
     frame_rate: float = 12.5
     num_mel_bins: int = 128
     hop_length: int = 160
@@ -64,6 +83,12 @@ class AudioArgs:
     global_log_mel_max: float = 1.5
     n_left_pad_tokens: int = 32  # tekken.json: streaming_n_left_pad_tokens
     default_delay_ms: int = DEFAULT_DELAY_MS  # tekken.json: transcription_delay_ms
+
+    def __post_init__(self) -> None:
+        try:
+            check_delay(self.default_delay_ms)
+        except VoxtralError as e:
+            raise VoxtralError(f"the checkpoint's default delay is not supported: {e}") from None
 
     @property
     def samples_per_token(self) -> int:
@@ -77,14 +102,14 @@ class AudioArgs:
 
 @dataclass(frozen=True)
 class ModelArgs:
+    """The architecture, and the audio settings it was trained with."""
+
     encoder: EncoderArgs
     decoder: DecoderArgs
     audio: AudioArgs = field(default_factory=AudioArgs)
     downsample_factor: int = 4
-    delay_ms: int = DEFAULT_DELAY_MS
 
     def __post_init__(self) -> None:
-        check_delay(self.delay_ms)
         if self.audio.mel_frames_per_token != 2 * self.downsample_factor:
             raise VoxtralError(
                 "inconsistent config: one token must span 2 x downsample_factor mel frames "
@@ -92,32 +117,9 @@ class ModelArgs:
                 f"and downsample_factor {self.downsample_factor}"
             )
 
-    # --- the streaming schedule (MODEL.md, "Decode schedule") ---
-    @property
-    def samples_per_token(self) -> int:
-        return self.audio.samples_per_token
-
-    @property
-    def n_left_pad_tokens(self) -> int:
-        return self.audio.n_left_pad_tokens
-
-    @property
-    def n_delay_tokens(self) -> int:
-        # mistral-common num_audio_tokens(delay samples); equals delay_ms / 80 for valid delays
-        return self.delay_ms * self.audio.sampling_rate // 1000 // self.samples_per_token
-
-    @property
-    def prompt_length(self) -> int:
-        # BOS + STREAMING_PAD x (left pad + delay)
-        return 1 + self.n_left_pad_tokens + self.n_delay_tokens
-
-    @property
-    def n_right_pad_tokens(self) -> int:
-        # the delay, the BOS shift, and 10 tokens (0.8 s) for the longest word (mistral-common)
-        return self.n_delay_tokens + 1 + 10
-
-    def with_delay(self, delay_ms: int) -> ModelArgs:
-        return dataclasses.replace(self, delay_ms=check_delay(delay_ms))
+    def schedule(self, delay_ms: int | None = None) -> Schedule:
+        """The streaming schedule at `delay_ms` (None: the checkpoint's own delay)."""
+        return Schedule(self.audio, self.audio.default_delay_ms if delay_ms is None else delay_ms)
 
     # --- constructors for the checkpoint layouts ---
     @classmethod
@@ -134,7 +136,6 @@ class ModelArgs:
             decoder=decoder,
             audio=_audio_args(audio_args, audio_section),
             downsample_factor=whisper.get("downsample_args", {}).get("downsample_factor", 4),
-            delay_ms=_delay_from(audio_section),
         )
 
     @classmethod
@@ -169,13 +170,16 @@ class ModelArgs:
             sliding_window=t.get("sliding_window", 8192),
             vocab_size=t["vocab_size"],
         )
-        audio = {"num_mel_bins": a.get("num_mel_bins", 128)}
+        audio = _audio_args({"num_mel_bins": a.get("num_mel_bins", 128)}, audio_section)
+        n_delay = config.get("default_num_delay_tokens")
+        if n_delay is not None and not (audio_section or {}).get("transcription_delay_ms"):
+            delay_ms = round(n_delay * audio.samples_per_token * 1000 / audio.sampling_rate)
+            audio = dataclasses.replace(audio, default_delay_ms=delay_ms)
         return cls(
             encoder=encoder,
             decoder=decoder,
-            audio=_audio_args(audio, audio_section),
+            audio=audio,
             downsample_factor=config.get("downsample_factor", 4),
-            delay_ms=_delay_from(audio_section, config.get("default_num_delay_tokens")),
         )
 
     @classmethod
@@ -196,7 +200,6 @@ class ModelArgs:
             decoder=decoder,
             audio=_audio_args(dict(enc.get("audio_encoding_args", {})), section),
             downsample_factor=config.get("downsample_factor", 4),
-            delay_ms=_delay_from(section),
         )
 
     def to_params(self) -> dict[str, Any]:
@@ -240,22 +243,92 @@ def _audio_args(audio_encoding_args: dict[str, Any], section: dict[str, Any] | N
         values.update(section.get("audio_encoding_config", {}))
         if "streaming_n_left_pad_tokens" in section:
             values["n_left_pad_tokens"] = section["streaming_n_left_pad_tokens"]
-        if "transcription_delay_ms" in section:
+        if section.get("transcription_delay_ms") is not None:
             values["default_delay_ms"] = int(section["transcription_delay_ms"])
     return _from_dict(AudioArgs, values)
 
 
-def _delay_from(section: dict[str, Any] | None, n_delay_tokens: int | None = None) -> int:
-    if section and section.get("transcription_delay_ms") is not None:
-        return int(section["transcription_delay_ms"])
-    if n_delay_tokens is not None:
-        return int(n_delay_tokens) * 80
-    return DEFAULT_DELAY_MS
-
-
-def check_delay(delay_ms: int | float) -> int:
+def check_delay(delay_ms: Any) -> int:
     """Return `delay_ms` as an int if the model supports it, else raise a VoxtralError."""
-    if isinstance(delay_ms, bool) or float(delay_ms) not in VALID_DELAYS_MS:
-        valid = ", ".join(str(d) for d in VALID_DELAYS_MS)
-        raise VoxtralError(f"invalid delay {delay_ms!r} ms: valid delays are {valid} ms")
+    number = isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool)
+    if not number or float(delay_ms) not in VALID_DELAYS_MS:
+        raise _invalid_delay(delay_ms)
     return int(delay_ms)
+
+
+def parse_delay(text: str | int | float) -> int:
+    """A delay written `480`, `480ms` or `0.48s`, in milliseconds; checked like check_delay."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", str(text))
+    ms = float(match.group(1)) * (1000 if match.group(2) == "s" else 1) if match else None
+    if ms is None or round(ms, 6) not in VALID_DELAYS_MS:
+        raise _invalid_delay(text)
+    return int(round(ms))
+
+
+def _invalid_delay(value: Any) -> VoxtralError:
+    valid = ", ".join(str(d) for d in VALID_DELAYS_MS)
+    return VoxtralError(f"invalid delay {value!r}: valid delays are {valid} ms")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Every number of the streaming schedule at one delay (MODEL.md "Decode schedule").
+
+    The stream the model hears is `n_left_pad_tokens` tokens of silence, the audio, then on
+    `finish` the audio aligned to whole tokens and `n_right_pad_tokens` more of silence.
+    Decoder position p holds the token for audio slot p; it speaks about `step_time(p)`.
+    """
+
+    audio: AudioArgs
+    delay_ms: int
+
+    def __post_init__(self) -> None:
+        check_delay(self.delay_ms)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio.sampling_rate
+
+    @property
+    def samples_per_token(self) -> int:
+        return self.audio.samples_per_token
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self.samples_per_token / self.sample_rate  # 0.08 s
+
+    @property
+    def n_left_pad_tokens(self) -> int:
+        return self.audio.n_left_pad_tokens
+
+    @property
+    def n_delay_tokens(self) -> int:
+        # mistral-common num_audio_tokens(delay samples); delay_ms / 80 for valid delays
+        return self.delay_ms * self.sample_rate // 1000 // self.samples_per_token
+
+    @property
+    def prompt_length(self) -> int:
+        # BOS + STREAMING_PAD x (left pad + delay)
+        return 1 + self.n_left_pad_tokens + self.n_delay_tokens
+
+    @property
+    def n_right_pad_tokens(self) -> int:
+        # the delay, the BOS shift, and 10 tokens (0.8 s) for the longest word (mistral-common)
+        return self.n_delay_tokens + 1 + 10
+
+    @property
+    def left_pad_samples(self) -> int:
+        return self.n_left_pad_tokens * self.samples_per_token
+
+    def right_pad_samples(self, n_samples: int) -> int:
+        """Silence after `n_samples` of audio: up to a whole token, then the right pad."""
+        align = -n_samples % self.samples_per_token
+        return align + self.n_right_pad_tokens * self.samples_per_token
+
+    def step_time(self, position: int) -> float:
+        """The audio time (s) that the token output at decoder position p speaks about."""
+        return (position - self.n_left_pad_tokens - self.n_delay_tokens) * self.seconds_per_token
+
+    def decoded_seconds(self, next_position: int) -> float:
+        """Audio (s) whose slots are decoded once positions before `next_position` are."""
+        return max(next_position - self.n_left_pad_tokens, 0) * self.seconds_per_token

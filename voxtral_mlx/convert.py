@@ -14,11 +14,9 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
+from .config import QUANT_BITS, QUANT_GROUP_SIZES
 from .errors import VoxtralError
 from .loader import load, resolve_model_path
-
-QUANT_BITS = (4, 6, 8)
-QUANT_GROUP_SIZES = (32, 64, 128)
 
 
 def keep_in_float(path: str) -> bool:

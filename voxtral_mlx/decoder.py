@@ -115,7 +115,8 @@ class TextDecoder(nn.Module):
         rotation = None
         if not fused:
             rotation = rope_angles(offset, self.args.head_dim, self.args.rope_theta)
-        h = (audio + self.tok_embeddings(token))[None, None]
+        # a [1] index: a quantized embedding cannot gather with a 0-d one
+        h = (audio + self.tok_embeddings(token.reshape(1)))[None]
         keys, values = list(keys), list(values)
         for i, layer in enumerate(self.layers):
             attention = layer.attention

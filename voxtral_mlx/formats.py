@@ -112,6 +112,20 @@ def render(result: Transcript, fmt: str, source: str, word_timestamps: bool = Fa
     raise ValueError(f"unknown format {fmt}")
 
 
+class TextStream:
+    """Deltas as a reader should see them: the white space before the first word dropped
+    (a transcript starts with its first word, as `Transcript.text` does)."""
+
+    def __init__(self):
+        self.started = False
+
+    def push(self, delta: str) -> str:
+        if not self.started:
+            delta = delta.lstrip()
+            self.started = bool(delta)
+        return delta
+
+
 class LiveWriter:
     """Writes a transcript file while listening: every line is final once written."""
 

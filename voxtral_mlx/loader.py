@@ -11,13 +11,12 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .config import ModelArgs
+from .config import DEFAULT_MODEL, ModelArgs
 from .errors import VoxtralError
 
 if TYPE_CHECKING:
     from .model import VoxtralRealtime
 
-DEFAULT_MODEL = "mistralai/Voxtral-Mini-4B-Realtime-2602"
 CONFIG_FILES = ["params.json", "config.json", "tekken.json", "model.safetensors.index.json"]
 
 
@@ -84,10 +83,19 @@ def resolve_model_path(path_or_repo: str | Path, *, offline: bool | None = None)
         )
         return Path(snapshot_download(repo, allow_patterns=[pattern], local_files_only=offline))
     except LocalEntryNotFoundError as e:
-        how = "it is not in the Hugging Face cache and downloads are off (offline)"
-        if not offline:
-            how = "it is not in the Hugging Face cache and the hub cannot be reached"
-        raise VoxtralError(f"model {repo} unavailable: {how}; run `voxtral download {repo}`") from e
+        if offline:
+            how = (
+                "it is not in the Hugging Face cache and downloads are off (--offline or "
+                f"HF_HUB_OFFLINE): fetch it once while online (`voxtral download {repo}`), "
+                "or use a local model directory (--model DIR)"
+            )
+        else:
+            how = (
+                "the Hugging Face hub cannot be reached and it is not in the cache: check the "
+                "network (or HF_ENDPOINT for a mirror), or use a local model directory "
+                "(--model DIR)"
+            )
+        raise VoxtralError(f"model {repo} unavailable: {how}") from e
     except HfHubHTTPError as e:
         raise VoxtralError(f"cannot download model {repo}: {e}") from e
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from mistral_common.audio import mel_filter_bank
 
-from .config import AudioArgs
+from .config import AudioArgs, Schedule
 
 DEFAULT_AUDIO = AudioArgs()
 
@@ -100,11 +100,10 @@ class StreamingMel:
     Only whole tokens (8 frames) are handed out; history before the next frame is dropped.
     """
 
-    def __init__(self, args: AudioArgs, n_left_pad_tokens: int):
-        self.args = args
+    def __init__(self, schedule: Schedule):
+        self.args = args = schedule.audio
         self.frames_per_token = args.mel_frames_per_token
-        half = args.window_size // 2
-        self._buffer = np.zeros(half + n_left_pad_tokens * args.samples_per_token, np.float32)
+        self._buffer = np.zeros(args.window_size // 2 + schedule.left_pad_samples, np.float32)
         self._next_frame = 0  # index of the next frame to compute
         self._buffer_start = 0  # stream index of self._buffer[0]
 

@@ -197,8 +197,9 @@ class RealtimeConnection:
         return np.concatenate(parts)
 
     async def finish(self) -> None:
-        final = await self._send_events(await self.worker.run(self.session.finish))
-        prompt = self.model.args.with_delay(self.delay_ms).prompt_length
+        await self._send_events(await self.worker.run(self.session.finish))
+        final = self.session.result
+        prompt = self.session.schedule.prompt_length
         await self.send(
             {
                 "type": "transcription.done",
@@ -214,8 +215,7 @@ class RealtimeConnection:
         self.transcribing = self.final_requested = False
         self.session = None
 
-    async def _send_events(self, events) -> Transcript | None:
-        final = None
+    async def _send_events(self, events) -> None:
         for event in events:
             if isinstance(event, TextDelta) and event.text:
                 # start/end (audio seconds the text speaks about) and rtf are our extension
@@ -229,9 +229,6 @@ class RealtimeConnection:
                         "rtf": round(rtf, 3),
                     }
                 )
-            elif isinstance(event, Transcript):
-                final = event
-        return final
 
     def close(self) -> None:
         self.closed = True

@@ -1,8 +1,8 @@
 """The streaming engine: one decode schedule for live audio and for files.
 
-`Session.feed(samples)` takes 16 kHz float32 audio in chunks of any size and returns the
-events it produced; `finish()` appends the right pad so the words still behind the delay
-come out. Every stage keeps its own bounded state (MODEL.md "Streaming"):
+`Session.feed(samples)` takes audio in chunks of any size and returns the events it produced;
+`finish()` appends the right pad so the words still behind the delay come out, and sets
+`result`, the whole Transcript. Every stage keeps its own bounded state (MODEL.md "Streaming"):
 
     StreamingMel (samples of the frames not yet computed)
       -> EncoderState (2 mel frames, 1 conv frame, KV ring of 750 frames)
@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .config import DEFAULT_DELAY_MS, ENCODER_BATCH_TOKENS
+from .audio import StreamResampler, as_samples
+from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE
 from .decoder import StepCache
 from .errors import VoxtralError
 from .mel import StreamingMel
 from .model import VoxtralRealtime
-from .words import Word, WordTracker, step_time
+from .words import Word, WordTracker
 
 # Clear MLX's buffer cache this often (decoder steps), so it cannot grow without bound.
 CLEAR_CACHE_EVERY = 256
@@ -54,7 +54,10 @@ class Stats:
     elapsed_seconds: float
     tokens_per_second: float  # decoder steps per second of wall time
     real_time_factor: float  # wall time / audio time (< 1: faster than real time)
-    peak_memory_bytes: int  # MLX's peak allocation since the session started
+    # MLX's peak allocation in this process since it started: every model and session in it
+    # (MLX keeps one process-wide figure; nothing in the library resets it)
+    peak_memory_bytes: int
+    state_bytes: int = 0  # this session's own caches (encoder and decoder KV) at the end
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Transcript:
         return self.stats.audio_seconds
 
 
-Event = TextDelta | WordDone | Transcript
+Event = TextDelta | WordDone
 
 
 @dataclass
@@ -88,40 +91,55 @@ class _DecoderState:
 class Session:
     """Streaming transcription with one model; `reset()` starts a new utterance.
 
+    Audio: `sample_rate` is the rate of everything fed (resampled to 16 kHz inside, by a
+    streaming resampler, so the chunking never changes the result); samples follow the rule
+    of `audio.as_samples` (1-D, finite, any float width). `delay_ms`: None for the
+    checkpoint's own delay.
+
     `stop_at_eos=False` (live): EOS is fed back like any token and the session runs on
     until the audio ends, as the reference realtime server does. `transcribe()` uses True,
     the offline schedule: stop at EOS.
     """
 
     def __init__(
-        self, model: VoxtralRealtime, delay_ms: int = DEFAULT_DELAY_MS, *, stop_at_eos: bool = False
+        self,
+        model: VoxtralRealtime,
+        delay_ms: int | None = None,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        stop_at_eos: bool = False,
     ):
         if model.tokenizer is None:
             raise VoxtralError("the model has no tokenizer: load it with voxtral_mlx.load")
         self.model = model
-        self.args = model.args.with_delay(delay_ms)
+        self.schedule = model.args.schedule(delay_ms)
+        self.sample_rate = StreamResampler(sample_rate).rate  # checks the rate
         self.tokenizer = model.tokenizer
         self.stop_at_eos = stop_at_eos
-        self._scales = model.decoder.ffn_norm_weights(self.args.n_delay_tokens)
+        self._scales = model.decoder.ffn_norm_weights(self.schedule.n_delay_tokens)
         mx.eval(self._scales)
         self.reset()
 
     # --- public API ---
     def reset(self) -> None:
-        """Forget the audio and text so far; keep the model and the delay."""
-        args = self.args
-        self._mel = StreamingMel(args.audio, args.n_left_pad_tokens)
+        """Forget the audio and text so far; keep the model, the delay and the rate."""
+        schedule = self.schedule
+        self._resampler = StreamResampler(self.sample_rate, schedule.sample_rate)
+        self._mel = StreamingMel(schedule)
         self._encoder = self.model.encoder.make_state()
         self._decoder = _DecoderState(cache=self.model.decoder.make_cache())
         self._detok = self.tokenizer.detokenizer()
-        self._words = WordTracker(self.tokenizer, args.n_left_pad_tokens, args.n_delay_tokens, None)
+        self._words = WordTracker(self.tokenizer, schedule)
         self._all_words: list[Word] = []
         self._tokens: list[int] = []
         self._text: list[str] = []
-        self._samples_in = 0
-        self._finished = False
+        self._samples_in = 0  # at the model's rate
         self._elapsed = 0.0
-        mx.reset_peak_memory()
+        self.result: Transcript | None = None  # set by finish()
+
+    @property
+    def delay_ms(self) -> int:
+        return self.schedule.delay_ms
 
     @property
     def tokens(self) -> list[int]:
@@ -129,11 +147,12 @@ class Session:
 
     @property
     def text(self) -> str:
+        """The text so far, exactly the concatenation of the TextDelta texts."""
         return "".join(self._text)
 
     @property
     def audio_seconds(self) -> float:
-        return self._samples_in / SAMPLE_RATE
+        return self._samples_in / self.schedule.sample_rate
 
     @property
     def elapsed_seconds(self) -> float:
@@ -143,44 +162,55 @@ class Session:
     @property
     def backlog_seconds(self) -> float:
         """Audio fed but not decoded yet (look-ahead and delay not counted)."""
-        decoded = max(self._decoder.position - self.args.n_left_pad_tokens, 0)
-        return max(self.audio_seconds - decoded * self.args.samples_per_token / SAMPLE_RATE, 0.0)
+        decoded = self.schedule.decoded_seconds(self._decoder.position)
+        return max(self.audio_seconds - decoded, 0.0)
 
-    def feed(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[Event]:
-        """Add 16 kHz mono float32 samples (any count); return the events they produced."""
-        if self._finished:
+    @property
+    def state_bytes(self) -> int:
+        """Memory held by this session's caches: the encoder's and the decoder's keys and
+        values (the decoder's grows with the stream up to its window)."""
+        caches = [*self._encoder.cache, *self._decoder.cache]
+        arrays = [a for c in caches for a in (c.keys, c.values) if a is not None]
+        if self._decoder.steps is not None:
+            arrays += [*self._decoder.steps.keys, *self._decoder.steps.values]
+        return sum(a.nbytes for a in arrays)
+
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        """Add samples (any count, at the session's rate); return the events they produced."""
+        if self.result is not None:
             raise VoxtralError("this session is finished: call reset() to start a new one")
-        samples = _check_chunk(samples, sample_rate)
-        events: list[Event] = []
-        # large inputs go in slices, so memory stays bounded however much arrives at once
-        step = ENCODER_BATCH_TOKENS * self.args.samples_per_token
-        for lo in range(0, len(samples), step):
-            chunk = samples[lo : lo + step]
-            self._samples_in += len(chunk)
-            self._mel.push(chunk)
-            events += self._process()
-        return events
+        return self._push(self._resampler(as_samples(samples)))
 
     def finish(self) -> list[Event]:
-        """Flush: right pad, decode the last tokens, and return the final Transcript."""
-        if self._finished:
+        """Flush: the right pad, the last tokens; returns the last events and sets `result`
+        (the whole Transcript: text, tokens, words, stats)."""
+        if self.result is not None:
             raise VoxtralError("this session is already finished: call reset() to start again")
-        args = self.args
-        per_token = args.samples_per_token
-        align = (per_token - self._samples_in % per_token) % per_token
+        events = self._push(self._resampler(np.zeros(0, np.float32), last=True))
+        schedule = self.schedule
         # the right pad, plus half a window of silence: the reflection of silence
-        right = align + args.n_right_pad_tokens * per_token + args.audio.window_size // 2
+        right = schedule.right_pad_samples(self._samples_in) + schedule.audio.window_size // 2
         self._words.duration = self.audio_seconds
         self._mel.push(np.zeros(right, np.float32))
-        events = self._process()
-        self._finished = True
+        events += self._process()
         tail = self._detok.flush()
         if tail:
             events.append(self._delta(tail, (), self._decoder.position))
         if word := self._words.flush():
             self._all_words.append(word)
             events.append(WordDone(word))
-        events.append(self._transcript())
+        self.result = self._transcript()
+        return events
+
+    def _push(self, samples: np.ndarray) -> list[Event]:
+        events: list[Event] = []
+        # large inputs go in slices, so memory stays bounded however much arrives at once
+        step = ENCODER_BATCH_TOKENS * self.schedule.samples_per_token
+        for lo in range(0, len(samples), step):
+            chunk = samples[lo : lo + step]
+            self._samples_in += len(chunk)
+            self._mel.push(chunk)
+            events += self._process()
         return events
 
     # --- the schedule ---
@@ -205,7 +235,7 @@ class Session:
         before token p is read back, so graph building overlaps the previous step."""
         state, decoder = self._decoder, self.model.decoder
         events: list[Event] = []
-        L = self.args.prompt_length
+        L = self.schedule.prompt_length
         if state.last_token is None:
             if len(state.pending) < L:
                 return events
@@ -215,7 +245,7 @@ class Session:
             logits = decoder(x[None], self._scales, state.cache)
             token, fresh = mx.argmax(logits[0, -1]), True
             mx.async_eval(token)
-            state.steps = StepCache(state.cache, self.args.decoder.sliding_window)
+            state.steps = StepCache(state.cache, self.model.args.decoder.sliding_window)
             state.cache = []
             state.position = L
         else:  # carry on from the last call: that token was emitted already
@@ -250,9 +280,8 @@ class Session:
 
     def _delta(self, text: str, ids: tuple[int, ...], position: int) -> TextDelta:
         self._text.append(text)
-        n_left, n_delay = self.args.n_left_pad_tokens, self.args.n_delay_tokens
-        start = max(step_time(position, n_left, n_delay), 0.0)
-        return TextDelta(text, ids, start, max(step_time(position + 1, n_left, n_delay), start))
+        start = max(self.schedule.step_time(position), 0.0)
+        return TextDelta(text, ids, start, max(self.schedule.step_time(position + 1), start))
 
     def _transcript(self) -> Transcript:
         steps = len(self._tokens)
@@ -264,30 +293,12 @@ class Session:
             tokens_per_second=steps / self._elapsed if self._elapsed else 0.0,
             real_time_factor=self._elapsed / audio if audio else 0.0,
             peak_memory_bytes=mx.get_peak_memory(),
+            state_bytes=self.state_bytes,
         )
         return Transcript(
             text=self.text.strip(),
             tokens=list(self._tokens),
             words=list(self._all_words),
-            delay_ms=self.args.delay_ms,
+            delay_ms=self.delay_ms,
             stats=stats,
         )
-
-
-def _check_chunk(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    if sample_rate != SAMPLE_RATE:
-        raise VoxtralError(
-            f"Session.feed takes {SAMPLE_RATE} Hz audio, got {sample_rate} Hz: resample first "
-            "(voxtral_mlx.audio.resample)"
-        )
-    if isinstance(samples, mx.array):
-        samples = np.array(samples)
-    if not isinstance(samples, np.ndarray):
-        raise VoxtralError(
-            f"Session.feed takes a numpy float32 array, got {type(samples).__name__}"
-        )
-    if samples.ndim != 1:
-        raise VoxtralError(f"Session.feed takes mono samples (1-D), got shape {samples.shape}")
-    if samples.dtype != np.float32:
-        raise VoxtralError(f"Session.feed takes float32 samples in [-1, 1], got {samples.dtype}")
-    return samples

@@ -3,8 +3,7 @@
 Every decoder position is 80 ms of audio. The token output at position p has seen the
 audio up to slot p, and the model emits text `n_delay` slots after the audio it
 describes, behind `n_left` slots of left padding. So position p speaks about audio time
-
-    t(p) = (p - n_left - n_delay) * 0.08 s.
+t(p) = (p - n_left - n_delay) * 80 ms: `Schedule.step_time`.
 
 A word is a run of text tokens; a new word starts at a byte piece that begins with
 white space, or at a [STREAMING_WORD] marker. Without a marker, a word spans
@@ -16,8 +15,11 @@ spans [t(marker position), t(first text position)]. Times are clamped to the aud
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .tokenizer import Tokenizer
+if TYPE_CHECKING:
+    from .config import Schedule
+    from .tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,12 @@ class Word:
     end: float
 
 
-def step_time(position: int, n_left: int, n_delay: int, seconds_per_token: float = 0.08) -> float:
-    return (position - n_left - n_delay) * seconds_per_token
-
-
 class WordTracker:
     """Groups (position, token id) pairs into words as they stream in."""
 
-    def __init__(self, tokenizer: Tokenizer, n_left: int, n_delay: int, duration: float | None):
+    def __init__(self, tokenizer: Tokenizer, schedule: Schedule, duration: float | None = None):
         self.tokenizer = tokenizer
-        self.n_left, self.n_delay = n_left, n_delay
+        self.step_time = schedule.step_time
         self.duration = duration
         self._bytes = b""
         self._first = self._last = -1
@@ -69,11 +67,9 @@ class WordTracker:
     def _word(self) -> Word:
         text = self._bytes.decode("utf-8", errors="replace").strip()
         if self._start is not None:  # marked at its start, written at its end
-            start = step_time(self._start, self.n_left, self.n_delay)
-            end = step_time(self._first, self.n_left, self.n_delay)
+            start, end = self.step_time(self._start), self.step_time(self._first)
         else:
-            start = step_time(self._first, self.n_left, self.n_delay)
-            end = step_time(self._last + 1, self.n_left, self.n_delay)
+            start, end = self.step_time(self._first), self.step_time(self._last + 1)
         self._bytes = b""
         return Word(text, *self._clamp(start, end))
 
@@ -87,12 +83,11 @@ def words_from_tokens(
     tokens: list[int],
     first_position: int,
     tokenizer: Tokenizer,
-    n_left: int,
-    n_delay: int,
+    schedule: Schedule,
     duration: float | None = None,
 ) -> list[Word]:
     """Words of a whole generation whose first token was output at `first_position`."""
-    tracker = WordTracker(tokenizer, n_left, n_delay, duration)
+    tracker = WordTracker(tokenizer, schedule, duration)
     words = [w for i, t in enumerate(tokens) if (w := tracker.add(first_position + i, t))]
     last = tracker.flush()
     return words + [last] if last else words
