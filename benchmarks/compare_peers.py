@@ -36,66 +36,18 @@ from voxtral_mlx.bench import BUNDLED_SPEECH, backend_name, chip_name, narrow
 from voxtral_mlx.config import ModelArgs
 from voxtral_mlx.decoder import StepCache
 from voxtral_mlx.model import VoxtralRealtime
+from voxtral_mlx.testing import mlx_audio_config, official_from_mlx, save_official, tekken_json
 
 DELAY_MS = 480
 
 
 def write_checkpoint(path: Path, dim: int, layers: int, vocab: int) -> ModelArgs:
     """Random weights of the real structure (windows 750/8192, GQA 4:1), official names."""
-    import mistral_common
-
     args = narrow(dim, layers, vocab)
-    model = VoxtralRealtime(args)
-    ours = dict(tree_flatten(model.parameters()))
-    E = "mm_streams_embeddings.embedding_module."
-    official = {}
-    for name, w in ours.items():
-        if name.startswith("encoder.conv"):
-            w = w.swapaxes(1, 2) if w.ndim == 3 else w  # back to PyTorch [out, in, kernel]
-            name = f"{E}whisper_encoder.conv_layers.{int(name[12]) - 1}.conv.{name.split('.')[-1]}"
-        elif name.startswith("encoder."):
-            name = E + "whisper_encoder.transformer." + name[len("encoder.") :]
-        elif name.startswith("adapter."):
-            idx = 0 if ".w_in." in name else 2
-            name = f"{E}audio_language_projection.{idx}.weight"
-        elif name.startswith("decoder.tok_embeddings"):
-            name = E + "tok_embeddings.weight"
-        else:
-            name = name[len("decoder.") :].replace("ada_norm.w_down", "ada_rms_norm_t_cond.0")
-            name = name.replace("ada_norm.w_up", "ada_rms_norm_t_cond.2")
-        official[name] = mx.contiguous(w * 4.0 if w.ndim == 2 else w)  # livelier logits
-    path.mkdir(parents=True)
-    mx.save_safetensors(str(path / "consolidated.safetensors"), official)
-    (path / "params.json").write_text(json.dumps(args.to_params()))
-    tekken = json.loads(
-        (Path(mistral_common.__file__).parent / "data" / "tekken_240911.json").read_text()
-    )
-    specials = [
-        {
-            "rank": i,
-            "token_str": {0: "<unk>", 1: "<s>", 2: "</s>", 32: "[STREAMING_PAD]"}.get(
-                i, f"<SPECIAL_{i}>"
-            ),
-            "is_control": True,
-        }
-        for i in range(1000)
-    ]
-    tekken["config"].update(version="v13", default_vocab_size=vocab, num_vocab_tokens=vocab - 1000)
-    tekken.update(
-        vocab=tekken["vocab"][: vocab - 1000],
-        special_tokens=specials,
-        audio={
-            "sampling_rate": 16000,
-            "frame_rate": 12.5,
-            "transcription_delay_ms": DELAY_MS,
-            "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
-            "streaming_look_ahead_ms": 2.5,
-            "streaming_look_back_ms": 52.5,
-            "streaming_n_left_pad_tokens": 32,
-            "transcription_format": "streaming",
-        },
-    )
-    (path / "tekken.json").write_text(json.dumps(tekken))
+    official = official_from_mlx(VoxtralRealtime(args))
+    livelier = {k: w * 4.0 if w.ndim == 2 else w for k, w in official.items()}  # livelier logits
+    tekken = tekken_json(vocab, DELAY_MS)
+    save_official(path, livelier, args.to_params(), tekken)
     return args
 
 
@@ -103,32 +55,7 @@ def mlx_audio_dir(official: Path, args: ModelArgs) -> Path:
     """mlx-audio reads config.json in its own format; its sanitize maps the official names."""
     path = official.parent / "mlx-audio"
     path.mkdir()
-    params = args.to_params()
-    enc = dict(params["multimodal"]["whisper_model_args"]["encoder_args"], downsample_factor=4)
-    dec = {
-        k: params[k]
-        for k in (
-            "dim",
-            "n_layers",
-            "n_heads",
-            "n_kv_heads",
-            "head_dim",
-            "hidden_dim",
-            "vocab_size",
-            "norm_eps",
-            "rope_theta",
-            "sliding_window",
-            "tied_embeddings",
-            "ada_rms_norm_t_cond",
-            "ada_rms_norm_t_cond_dim",
-        )
-    }
-    config = {
-        "model_type": "voxtral_realtime",
-        "encoder_args": enc,
-        "decoder": dec,
-        "transcription_delay_ms": DELAY_MS,
-    }
+    config = mlx_audio_config(args.to_params(), DELAY_MS)
     (path / "config.json").write_text(json.dumps(config))
     os.symlink(official / "consolidated.safetensors", path / "model.safetensors")
     shutil.copy(official / "tekken.json", path / "tekken.json")

@@ -1,11 +1,8 @@
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from checkpoints import TinySpec, shared_audio, tiny_hf_model, write_official  # noqa: E402
+from voxtral_mlx.testing import TinySpec, shared_audio, tiny_hf_model, write_official
 
 
 @pytest.fixture(scope="session")

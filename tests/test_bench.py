@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from checkpoints import shared_audio
+from voxtral_mlx.testing import shared_audio
 
 FIELDS = {
     "mel_ms_per_step",

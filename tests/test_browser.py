@@ -4,7 +4,6 @@ Playwright), with Chromium's fake microphone playing a wav, and the tiny trained
 import base64
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from voxtral_mlx.evaluation import normalize
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 try:
     from playwright.sync_api import sync_playwright

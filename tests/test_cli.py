@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from checkpoints import shared_audio
 from typer.testing import CliRunner
 from voxtral_cli import capture
 from voxtral_cli.app import app
 
 import voxtral_mlx
+from voxtral_mlx.testing import shared_audio
 
 runner = CliRunner()
 SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$", re.S)

@@ -2,27 +2,28 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from checkpoints import (
-    MLX_AUDIO_NAMES,
-    VOXMLX_NAMES,
-    _rename,
-    mlx_audio_config,
-    params_json,
-    write_mlx_audio,
-    write_tekken,
-    write_transformers,
-    write_voxmlx,
-)
 from mlx.utils import tree_flatten
 from safetensors.numpy import load_file, save_file
 
 import voxtral_mlx
 from voxtral_mlx import VoxtralError
+from voxtral_mlx.testing import (
+    official_from_mlx,
+    save_mlx_audio,
+    save_official,
+    save_voxmlx,
+    write_mlx_audio,
+    write_tekken,
+    write_transformers,
+    write_voxmlx,
+)
 
 
 def probe_logits(model, seed=0):
@@ -49,7 +50,7 @@ def test_layouts_load_to_the_same_logits(writer, hf_model, spec, tmp_path, refer
     np.testing.assert_allclose(probe_logits(model), reference_logits, rtol=0, atol=1e-5)
 
 
-def _quantized_mlx_checkpoint(official_dir, tmp_path, names, config, bits, group_size, skip):
+def _quantized_mlx_checkpoint(official_dir, tmp_path, save, bits, group_size, skip):
     """Quantize like the peer's converter does, then save under the peer's names."""
     model = voxtral_mlx.load(official_dir)
 
@@ -61,46 +62,9 @@ def _quantized_mlx_checkpoint(official_dir, tmp_path, names, config, bits, group
         )
 
     nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)
-    ours_to_official = [  # our names back to the official ones, then on to the peer's
-        (r"^encoder\.conv([12])\.", "CONV\\1."),
-        (
-            r"^encoder\.layers\.",
-            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.",
-        ),
-        (
-            r"^encoder\.norm\.",
-            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.norm.",
-        ),
-        (
-            r"^adapter\.w_in\.",
-            "mm_streams_embeddings.embedding_module.audio_language_projection.0.",
-        ),
-        (
-            r"^adapter\.w_out\.",
-            "mm_streams_embeddings.embedding_module.audio_language_projection.2.",
-        ),
-        (r"^decoder\.tok_embeddings\.", "mm_streams_embeddings.embedding_module.tok_embeddings."),
-        (r"^decoder\.", ""),
-        (r"\.ada_norm\.w_down\.", ".ada_rms_norm_t_cond.0."),
-        (r"\.ada_norm\.w_up\.", ".ada_rms_norm_t_cond.2."),
-    ]
-    flat = {k: np.ascontiguousarray(v) for k, v in tree_flatten(model.parameters())}
-    flat = _rename(flat, ours_to_official)
-    E = "mm_streams_embeddings.embedding_module."
-    conv_names = {"CONV1.": None, "CONV2.": None}
-    renamed = {}
-    for k, v in flat.items():
-        if k.startswith(tuple(conv_names)):
-            i = int(k[4]) - 1
-            k = f"{E}whisper_encoder.conv_layers.{i}.conv.{k[6:]}"
-        renamed[k] = v  # conv weights stay in MLX layout, as the peers save them
-    weights = _rename(renamed, names)
-    path = tmp_path / "quantized"
-    path.mkdir()
-    save_file(weights, str(path / "model.safetensors"), metadata={"format": "mlx"})
-    config = dict(config, quantization={"group_size": group_size, "bits": bits})
-    (path / "config.json").write_text(json.dumps(config))
-    shutil.copy(official_dir / "tekken.json", path / "tekken.json")
+    params = json.loads((official_dir / "params.json").read_text())
+    quantization = {"group_size": group_size, "bits": bits}
+    path = save(tmp_path / "quantized", official_from_mlx(model), params, quantization)
     return path, model
 
 
@@ -108,20 +72,52 @@ def _quantized_mlx_checkpoint(official_dir, tmp_path, names, config, bits, group
     "layout,bits,group_size",
     [("voxmlx", 4, 32), ("voxmlx", 8, 64), ("mlx-audio", 6, 32), ("mlx-audio", 4, 64)],
 )
-def test_quantized_mlx_layouts(official_dir, spec, tmp_path, layout, bits, group_size):
+def test_quantized_mlx_layouts(official_dir, tmp_path, layout, bits, group_size):
     if layout == "voxmlx":
-        names, config, skip = VOXMLX_NAMES, params_json(spec), ()
+        save, skip = save_voxmlx, ()
     else:
-        names, config = MLX_AUDIO_NAMES, mlx_audio_config(spec)
-        skip = ("norm", "ada_norm", "conv")
-    path, expected = _quantized_mlx_checkpoint(
-        official_dir, tmp_path, names, config, bits, group_size, skip
-    )
+        save, skip = save_mlx_audio, ("norm", "ada_norm", "conv")
+    path, expected = _quantized_mlx_checkpoint(official_dir, tmp_path, save, bits, group_size, skip)
     loaded = voxtral_mlx.load(path)
     assert isinstance(loaded.decoder.tok_embeddings, nn.QuantizedEmbedding)
     assert loaded.decoder.layers[0].attention.wq.bits == bits
     assert loaded.decoder.layers[0].attention.wq.group_size == group_size
     np.testing.assert_allclose(probe_logits(loaded), probe_logits(expected), rtol=0, atol=1e-5)
+
+
+def test_official_from_mlx_loads_back_to_the_same_parameters(official_dir, model, tmp_path):
+    """official_from_mlx inverts the loader's name and layout mapping: it gives back the
+    official file tensor for tensor, and what it writes loads to identical parameters."""
+    official = official_from_mlx(model)
+    original = load_file(str(official_dir / "consolidated.safetensors"))
+    assert official.keys() == original.keys()
+    for k in original:
+        assert np.array_equal(official[k], original[k]), k
+    params = json.loads((official_dir / "params.json").read_text())
+    loaded = voxtral_mlx.load(save_official(tmp_path / "from-mlx", official, params))
+    ours = dict(tree_flatten(model.parameters()))
+    theirs = dict(tree_flatten(loaded.parameters()))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert np.array_equal(np.array(ours[k]), np.array(theirs[k])), k
+
+
+def test_testing_module_is_light_and_apart():
+    """voxtral_mlx.testing imports torch and transformers only when a function needs them,
+    and no other module of the package imports it."""
+    probe = """
+import pkgutil, sys
+import voxtral_mlx, voxtral_mlx.testing
+assert not {"torch", "transformers"} & set(sys.modules), "heavy import"
+del sys.modules["voxtral_mlx.testing"], voxtral_mlx.testing
+for m in pkgutil.iter_modules(voxtral_mlx.__path__):
+    if m.name != "testing":
+        __import__(f"voxtral_mlx.{m.name}")
+assert "voxtral_mlx.testing" not in sys.modules
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 def test_sanitize_is_idempotent(official_dir, model):

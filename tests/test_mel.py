@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from checkpoints import shared_audio
 from mistral_common.audio import mel_filter_bank as mc_mel_filter_bank
 from mistral_common.tokens.tokenizers.audio import Audio
 from transformers import VoxtralRealtimeFeatureExtractor
@@ -17,6 +16,7 @@ from transformers.audio_utils import mel_filter_bank as hf_mel_filter_bank
 import voxtral_mlx
 from voxtral_mlx.errors import VoxtralError
 from voxtral_mlx.mel import mel_filters
+from voxtral_mlx.testing import shared_audio
 
 SHARED = [
     "jfk.wav",

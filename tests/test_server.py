@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-from checkpoints import shared_audio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 import voxtral_mlx
+from voxtral_mlx.testing import shared_audio
 
 KEY = "s3cret-key"
 

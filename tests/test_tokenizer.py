@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from checkpoints import bundled_tekken_path, write_tekken
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
+from voxtral_mlx.testing import bundled_tekken_path, write_tekken
 from voxtral_mlx.tokenizer import Tokenizer
 
 

@@ -19,8 +19,6 @@ from voxtral_mlx import Session
 from voxtral_mlx.evaluation import evaluate, find_pairs, normalize, score
 
 ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng is needed to generate held-out speech"

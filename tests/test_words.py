@@ -1,9 +1,9 @@
 """Word timings on constructed token sequences (MODEL.md "Word timings")."""
 
 import pytest
-from checkpoints import bundled_tekken_path
 
 from voxtral_mlx.config import AudioArgs, Schedule
+from voxtral_mlx.testing import bundled_tekken_path
 from voxtral_mlx.tokenizer import Tokenizer
 from voxtral_mlx.words import Word, words_from_tokens
 

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's voxtral_mlx, installed or not
 work=$(mktemp -d)
 $py training/train_tiny.py --out "$work/stage1" --utterances 2500 --steps 2000 --batch 12 \
   --lr 2e-3 --seed 1234

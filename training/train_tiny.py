@@ -17,29 +17,25 @@ import argparse
 import base64
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from data import WORDS, Utterance, augment, make_utterance  # beside this script
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
-
-from checkpoints import (  # noqa: E402  # noqa: E402
-    AUDIO_SECTION,
-    SPECIAL_NAMES,
+from voxtral_mlx.mel import log_mel_spectrogram
+from voxtral_mlx.testing import (
     TinySpec,
     bundled_tekken_path,
-    official_state_dict,
+    official_from_transformers,
     params_json,
+    save_official,
+    tekken_json,
     tiny_hf_model,
 )
-from data import WORDS, Utterance, augment, make_utterance  # noqa: E402
 
-from voxtral_mlx.mel import log_mel_spectrogram  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 PAD, WORD, BOS = 32, 33, 1
 LEFT = 32
 DELAYS_MS = (240, 480, 720, 960, 1200)
@@ -62,7 +58,7 @@ SPEC = TinySpec(
 )
 
 
-def tekken_json() -> dict:
+def tiny_tekken() -> dict:
     """1000 named special tokens; the 256 single bytes; then the real Tekken piece " word"."""
     base = json.loads(bundled_tekken_path().read_text())
     by_bytes = {base64.b64decode(v["token_bytes"]): v for v in base["vocab"]}
@@ -71,18 +67,7 @@ def tekken_json() -> dict:
         entry = dict(by_bytes[f" {word}".encode()])
         entry["rank"] = len(vocab)
         vocab.append(entry)
-    special = [
-        {"rank": i, "token_str": SPECIAL_NAMES.get(i, f"<SPECIAL_{i}>"), "is_control": True}
-        for i in range(1000)
-    ]
-    config = dict(
-        base["config"],
-        version="v13",
-        default_vocab_size=SPEC.vocab_size,
-        num_vocab_tokens=len(vocab),
-        default_num_special_tokens=1000,
-    )
-    return {"config": config, "vocab": vocab, "special_tokens": special, "audio": AUDIO_SECTION}
+    return tekken_json(SPEC.vocab_size, pieces=vocab)
 
 
 def word_id(word: str) -> int:
@@ -139,7 +124,7 @@ def load_official(model, path: Path) -> None:
             total += p.numel()
         assert total < 2**24, "element numbers must be exact in float32"
         flat = np.empty(total, np.float32)
-        for name, index in official_state_dict(model, SPEC).items():
+        for name, index in official_from_transformers(model, SPEC).items():
             flat[index.astype(np.int64).reshape(-1)] = weights[name].reshape(-1)
         for name, p in params.items():
             chunk = flat[offsets[name] : offsets[name] + p.numel()]
@@ -210,13 +195,7 @@ def main() -> None:
 
     model.eval()
     out = opts.out
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.numpy import save_file
-
-    state = {k: np.ascontiguousarray(v) for k, v in official_state_dict(model, SPEC).items()}
-    save_file(state, str(out / "consolidated.safetensors"))
-    (out / "params.json").write_text(json.dumps(params_json(SPEC), indent=2) + "\n")
-    (out / "tekken.json").write_text(json.dumps(tekken_json()))
+    save_official(out, official_from_transformers(model, SPEC), params_json(SPEC), tiny_tekken())
     print(f"wrote {out}")
 
 
