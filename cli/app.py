@@ -325,6 +325,15 @@ def evaluate(
         bool, typer.Option("--json", help="Print per-file and overall scores as JSON.")
     ] = False,
     offline: OfflineOpt = False,
+    normalizer: Annotated[
+        str,
+        typer.Option(
+            "--normalizer",
+            metavar="NAME",
+            help="Text normalization before scoring: whisper (Whisper's English normalizer, as "
+            "in published figures) or basic (numbers spelled out).",
+        ),
+    ] = "whisper",
 ) -> None:
     """Word and character error rates (normalized text) over audio with reference transcripts."""
     import json
@@ -333,14 +342,19 @@ def evaluate(
     from rich.table import Table
 
     from voxtral_mlx import VoxtralError
+    from voxtral_mlx.evaluation import NORMALIZERS, check_normalizer, find_pairs
     from voxtral_mlx.evaluation import evaluate as run
-    from voxtral_mlx.evaluation import find_pairs
 
+    try:
+        check_normalizer(normalizer)
+    except VoxtralError as e:
+        print_error(str(e))
+        raise typer.Exit(2) from None
     try:
         pairs = find_pairs(paths)
         loaded = load_model(model, offline)
         with status_spinner(f"transcribing {len(pairs)} files"):
-            report = run(loaded, pairs, delay)
+            report = run(loaded, pairs, delay, normalizer)
     except VoxtralError as e:
         fail(str(e))
     if as_json:
@@ -360,6 +374,7 @@ def evaluate(
                 {
                     "model": model,
                     "delay_ms": delay,
+                    "normalizer": report.normalizer,
                     "files": files,
                     "wer": report.wer,
                     "cer": report.cer,
@@ -379,7 +394,8 @@ def evaluate(
     console.print(table)
     console.print(
         f"overall: WER {100 * report.wer:.2f}%  CER {100 * report.cer:.2f}%  over "
-        f"{len(report.files)} files, {report.audio_seconds:.1f} s of audio, delay {delay} ms",
+        f"{len(report.files)} files, {report.audio_seconds:.1f} s of audio, delay {delay} ms, "
+        f"normalizer {report.normalizer} ({NORMALIZERS[report.normalizer]})",
         highlight=False,
     )
 
