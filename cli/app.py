@@ -388,22 +388,34 @@ def evaluate(
         bool, flag("--json", help="Print per-file and overall scores as JSON.")
     ] = False,
     offline: OfflineOpt = False,
+    normalizer: Annotated[
+        str,
+        typer.Option(
+            "--normalizer",
+            metavar="NAME",
+            help="Text normalization before scoring: whisper (Whisper's English normalizer, as "
+            "in published figures) or basic (numbers spelled out).",
+        ),
+    ] = "whisper",
 ) -> None:
     """Word and character error rates (normalized text) over audio with reference transcripts."""
     import json
 
-    from voxtral_mlx.evaluation import find_pairs
+    from voxtral_mlx.evaluation import NORMALIZERS, check_normalizer, find_pairs
+    from voxtral_mlx.evaluation import evaluate as run
 
     from .ui import plural
 
     try:
+        check_normalizer(normalizer)
+    except VoxtralError as e:
+        bad_usage(str(e))
+    try:
         pairs = find_pairs(paths)
         loaded = load_model(model, offline)
         delay = loaded.args.schedule(delay).delay_ms
-        from voxtral_mlx.evaluation import evaluate as run
-
         with status_spinner(f"transcribing {plural(len(pairs), 'file')}"):
-            report = run(loaded, pairs, delay)
+            report = run(loaded, pairs, delay, normalizer)
     except VoxtralError as e:
         fail(str(e))
     if as_json:
@@ -423,6 +435,7 @@ def evaluate(
                 {
                     "model": model,
                     "delay_ms": delay,
+                    "normalizer": report.normalizer,
                     "files": files,
                     "wer": report.wer,
                     "cer": report.cer,
@@ -446,7 +459,7 @@ def evaluate(
     console.print(
         f"overall: WER {100 * report.wer:.2f}%  CER {100 * report.cer:.2f}%  over "
         f"{plural(len(report.files), 'file')}, {report.audio_seconds:.1f} s of audio, "
-        f"delay {delay} ms",
+        f"delay {delay} ms, normalizer {report.normalizer} ({NORMALIZERS[report.normalizer]})",
         highlight=False,
     )
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 import voxtral_mlx
-from voxtral_mlx.evaluation import normalize
+from voxtral_mlx.evaluation import basic_normalize
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
@@ -92,7 +92,7 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
     the delay chosen on the page; then copy and download (txt, srt) give that transcript."""
     path, audio = speech
     model = voxtral_mlx.load(ASSET)
-    expected = normalize(voxtral_mlx.transcribe(model, audio, delay_ms=960).text).split()
+    expected = basic_normalize(voxtral_mlx.transcribe(model, audio, delay_ms=960).text).split()
     assert len(expected) >= 6
     with sync_playwright() as p:
         browser = launch(
@@ -112,7 +112,7 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
         # words appear while the file plays (it lasts len(audio) / 16 kHz seconds)
         deadline = time.monotonic() + len(audio) / 16000 + 30
         while time.monotonic() < deadline:
-            heard = normalize(page.locator("#transcript").inner_text()).split()
+            heard = basic_normalize(page.locator("#transcript").inner_text()).split()
             if in_order(expected, heard):
                 break
             time.sleep(0.25)
@@ -124,7 +124,7 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
         page.wait_for_function(
             "document.getElementById('state').textContent === 'done'", timeout=60_000
         )
-        final = normalize(page.locator("#transcript").inner_text()).split()
+        final = basic_normalize(page.locator("#transcript").inner_text()).split()
         # The page resamples in its AudioWorklet, not with soxr, and Chromium's fake capture
         # is not sample-exact: the tiny model may repeat a word (seen once in 8 runs), but the
         # page must not write much more than the file holds.
@@ -149,7 +149,7 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
             else:
                 cues = [c.split("\n") for c in body.strip().split("\n\n")]
                 assert cues and all(c[0].isdigit() and " --> " in c[1] for c in cues), body
-                assert in_order(expected, normalize(" ".join(c[2] for c in cues)).split())
+                assert in_order(expected, basic_normalize(" ".join(c[2] for c in cues)).split())
         browser.close()
 
 

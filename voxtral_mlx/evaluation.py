@@ -1,23 +1,42 @@
 """Word and character error rates over folders of audio with reference transcripts.
 
 Layout: NAME.wav (or .flac, .mp3, .ogg, .m4a, ...) beside NAME.txt holding the reference.
-Both sides are normalized first: lower case, numbers spelled out, punctuation dropped,
-white space collapsed, so "Mr. Smith paid $5." and "mr smith paid five" compare equal
-but for the "$" sign (symbols are dropped, not read out).
+Both sides are normalized first, by one of NORMALIZERS:
+
+- "whisper" (the default): Whisper's English text normalizer, the usual one for published
+  English WER figures (it came with Whisper's): lower case, punctuation and fillers dropped,
+  contractions and titles expanded, British spellings made American, numbers and currencies
+  written with digits ("Mr. Smith paid five dollars" -> "mister smith paid $5"). The code is
+  transformers' copy of OpenAI's; the spelling list is OpenAI's, shipped in assets/.
+- "basic": lower case, numbers spelled out, punctuation dropped, white space collapsed, so
+  "Mr. Smith paid $5." and "mr smith paid five" compare equal but for the "$" sign (symbols
+  are dropped, not read out).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import VoxtralError
-from .model import VoxtralRealtime
 from .transcribe import transcribe
 
+if TYPE_CHECKING:  # model code is imported only when a model is loaded
+    from .model import VoxtralRealtime
+
+NORMALIZERS = {  # name -> what it is, as the eval command's summary line says
+    "whisper": "Whisper's English text normalizer",
+    "basic": "lower case, numbers spelled out, punctuation dropped",
+}
+DEFAULT_NORMALIZER = "whisper"
+WHISPER_SPELLINGS = Path(__file__).parent / "assets" / "whisper_english.json"
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".webm", ".aac")
 ONES = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen "
@@ -43,7 +62,8 @@ def number_to_words(n: int) -> str:
     raise AssertionError(n)
 
 
-def normalize(text: str) -> str:
+def basic_normalize(text: str) -> str:
+    """Lower case, numbers spelled out, punctuation dropped, white space collapsed."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,000 -> 1000
     text = re.sub(
@@ -59,6 +79,32 @@ def normalize(text: str) -> str:
     text = re.sub(r"[^\w\s']", "", text)
     text = re.sub(r"'(?!\w)|(?<!\w)'", "", text)  # quotes, not contractions
     return " ".join(text.split())
+
+
+@cache
+def whisper_english_normalizer() -> Callable[[str], str]:
+    """Whisper's EnglishTextNormalizer (built once: it loads the spelling list)."""
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer(json.loads(WHISPER_SPELLINGS.read_text(encoding="utf-8")))
+
+
+def whisper_normalize(text: str) -> str:
+    """Whisper's English normalization, then single spaces between words and none around them
+    (Whisper's can leave one where it dropped a symbol: "hello%" -> "hello ")."""
+    return " ".join(whisper_english_normalizer()(text).split())
+
+
+def check_normalizer(name: str) -> None:
+    """Raise VoxtralError unless `name` is one of NORMALIZERS."""
+    if name not in NORMALIZERS:
+        raise VoxtralError(f"unknown normalizer {name!r}; choose one of: {', '.join(NORMALIZERS)}")
+
+
+def text_normalizer(name: str) -> Callable[[str], str]:
+    """The text normalizer called `name` (a key of NORMALIZERS)."""
+    check_normalizer(name)
+    return whisper_normalize if name == "whisper" else basic_normalize
 
 
 @dataclass(frozen=True)
@@ -82,6 +128,7 @@ class FileScore:
 
 @dataclass
 class Report:
+    normalizer: str = DEFAULT_NORMALIZER  # the name of the one that produced the scores
     files: list[FileScore] = field(default_factory=list)
     audio_seconds: float = 0.0
     elapsed_seconds: float = 0.0
@@ -95,9 +142,13 @@ class Report:
         return sum(f.char_errors for f in self.files) / max(sum(f.chars for f in self.files), 1)
 
 
-def score(reference: str, hypothesis: str, audio: str = "") -> FileScore:
+def score(
+    reference: str, hypothesis: str, audio: str = "", normalizer: str = DEFAULT_NORMALIZER
+) -> FileScore:
+    """Word and character errors of `hypothesis` against `reference`, both normalized."""
     import jiwer
 
+    normalize = text_normalizer(normalizer)
     ref, hyp = normalize(reference), normalize(hypothesis)
     words = jiwer.process_words(ref or " ", hyp or " ") if ref or hyp else None
     chars = jiwer.process_characters(ref or " ", hyp or " ") if ref or hyp else None
@@ -130,13 +181,19 @@ def find_pairs(paths: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def evaluate(
-    model: VoxtralRealtime, pairs: list[tuple[Path, Path]], delay_ms: int, on_file=None
+    model: VoxtralRealtime,
+    pairs: list[tuple[Path, Path]],
+    delay_ms: int,
+    normalizer: str = DEFAULT_NORMALIZER,
+    on_file: Callable[[FileScore], None] | None = None,
 ) -> Report:
-    report = Report()
+    """Transcribe each (audio, reference) pair and score it with the named normalizer."""
+    check_normalizer(normalizer)
+    report = Report(normalizer)
     tic = time.perf_counter()
     for audio, ref in pairs:
         result = transcribe(model, audio, delay_ms=delay_ms)
-        item = score(ref.read_text(encoding="utf-8"), result.text, str(audio))
+        item = score(ref.read_text(encoding="utf-8"), result.text, str(audio), normalizer)
         report.files.append(item)
         report.audio_seconds += result.audio_seconds
         if on_file is not None:
