@@ -7,7 +7,7 @@ Both sides are normalized first, by one of NORMALIZERS:
   English WER figures (it came with Whisper's): lower case, punctuation and fillers dropped,
   contractions and titles expanded, British spellings made American, numbers and currencies
   written with digits ("Mr. Smith paid five dollars" -> "mister smith paid $5"). The code is
-  transformers' copy of OpenAI's; the spelling list is OpenAI's, shipped in assets/.
+  transformers' copy of OpenAI's; the spelling list is OpenAI's, from whisper-normalizer.
 - "basic": lower case, numbers spelled out, punctuation dropped, white space collapsed, so
   "Mr. Smith paid $5." and "mr smith paid five" compare equal but for the "$" sign (symbols
   are dropped, not read out).
@@ -36,7 +36,6 @@ NORMALIZERS = {  # name -> what it is, as the eval command's summary line says
     "basic": "lower case, numbers spelled out, punctuation dropped",
 }
 DEFAULT_NORMALIZER = "whisper"
-WHISPER_SPELLINGS = Path(__file__).parent / "assets" / "whisper_english.json"
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".webm", ".aac")
 ONES = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen "
@@ -83,10 +82,16 @@ def basic_normalize(text: str) -> str:
 
 @cache
 def whisper_english_normalizer() -> Callable[[str], str]:
-    """Whisper's EnglishTextNormalizer (built once: it loads the spelling list)."""
+    """Whisper's EnglishTextNormalizer (built once: it loads the spelling list). The code is
+    transformers' copy of OpenAI's; the British-to-American spelling list it needs (Whisper's
+    english.json, which transformers reads from a tokenizer on the hub) comes from the
+    whisper-normalizer package, which ships it unchanged."""
+    from importlib.resources import files
+
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    return EnglishTextNormalizer(json.loads(WHISPER_SPELLINGS.read_text(encoding="utf-8")))
+    spellings = files("whisper_normalizer") / "normalizers" / "english.json"
+    return EnglishTextNormalizer(json.loads(spellings.read_text(encoding="utf-8")))
 
 
 def whisper_normalize(text: str) -> str:
