@@ -14,6 +14,7 @@ from safetensors.numpy import load_file, save_file
 
 import voxtral_mlx
 from voxtral_mlx import VoxtralError
+from voxtral_mlx.offline import pad_audio
 from voxtral_mlx.testing import (
     official_from_mlx,
     save_mlx_audio,
@@ -30,7 +31,7 @@ def probe_logits(model, seed=0):
     """Decoder logits on a fixed audio + prompt input, through the whole model."""
     rng = np.random.default_rng(seed)
     audio = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
-    from voxtral_mlx.offline import encode_audio, pad_audio
+    from voxtral_mlx.offline import encode_audio
 
     args = model.args.schedule(480)
     embeds = encode_audio(model, pad_audio(audio, args))
@@ -72,7 +73,9 @@ def _quantized_mlx_checkpoint(official_dir, tmp_path, save, bits, group_size, sk
     "layout,bits,group_size",
     [("voxmlx", 4, 32), ("voxmlx", 8, 64), ("mlx-audio", 6, 32), ("mlx-audio", 4, 64)],
 )
-def test_quantized_mlx_layouts(official_dir, tmp_path, layout, bits, group_size):
+def test_quantized_mlx_layouts(official_dir, tmp_path, jfk, layout, bits, group_size):
+    """Random-weight quantized checkpoints of the MLX peers load, and decode a whole clip
+    (past the prompt: every step reads the quantized embedding) to the same tokens."""
     if layout == "voxmlx":
         save, skip = save_voxmlx, ()
     else:
@@ -83,6 +86,32 @@ def test_quantized_mlx_layouts(official_dir, tmp_path, layout, bits, group_size)
     assert loaded.decoder.layers[0].attention.wq.bits == bits
     assert loaded.decoder.layers[0].attention.wq.group_size == group_size
     np.testing.assert_allclose(probe_logits(loaded), probe_logits(expected), rtol=0, atol=1e-5)
+    clip = jfk[: 16000 * 4]
+    got = voxtral_mlx.transcribe(loaded, clip)
+    schedule = loaded.args.schedule()
+    positions = len(pad_audio(clip, schedule)) // schedule.samples_per_token
+    assert len(got.tokens) == positions - schedule.prompt_length + 1  # every position decoded
+    assert got.tokens == voxtral_mlx.transcribe(expected, clip).tokens
+
+
+def test_declared_quantization_is_checked_against_the_weights(official_dir, tmp_path):
+    """A config's `quantization` entry (ours and mlx-lm's) must describe the weights."""
+    path, _ = _quantized_mlx_checkpoint(official_dir, tmp_path, save_voxmlx, 4, 32, ())
+    config = json.loads((path / "config.json").read_text())
+    assert config["quantization"] == {"group_size": 32, "bits": 4}
+    (path / "config.json").write_text(
+        json.dumps({**config, "quantization": {"group_size": 32, "bits": 8}})
+    )
+    with pytest.raises(VoxtralError, match="declares 8-bit, group 32 quantization, but .* 4-bit"):
+        voxtral_mlx.load(path)
+    plain = tmp_path / "plain"
+    shutil.copytree(official_dir, plain)
+    params = json.loads((plain / "params.json").read_text())
+    (plain / "params.json").write_text(
+        json.dumps({**params, "quantization": {"group_size": 64, "bits": 4}})
+    )
+    with pytest.raises(VoxtralError, match="declares 4-bit, group 64 quantization, but no weight"):
+        voxtral_mlx.load(plain)
 
 
 def test_official_from_mlx_loads_back_to_the_same_parameters(official_dir, model, tmp_path):

@@ -41,7 +41,7 @@ def load(
     from .tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_file(tokenizer_file)
-    args, weight_files = read_config(path, tokenizer.audio_section)
+    args, weight_files, declared = read_config(path, tokenizer.audio_section)
     if tokenizer.vocab_size != args.decoder.vocab_size:
         raise VoxtralError(
             f"tokenizer vocabulary ({tokenizer.vocab_size}) does not match the model's "
@@ -49,7 +49,7 @@ def load(
         )
     model = VoxtralRealtime(args)
     weights = model.sanitize(read_weights(weight_files))
-    _quantize_like(model, weights)
+    _quantize_like(model, weights, declared)
     check_weights(model, weights)
     model.load_weights(list(weights.items()), strict=True)
     del weights  # the model holds them now; the layout pass may replace them
@@ -100,14 +100,18 @@ def resolve_model_path(path_or_repo: str | Path, *, offline: bool | None = None)
         raise VoxtralError(f"cannot download model {repo}: {e}") from e
 
 
-def read_config(path: Path, audio_section: dict | None) -> tuple[ModelArgs, list[Path]]:
-    """Detect the checkpoint layout; return the model config and its weight files."""
+def read_config(
+    path: Path, audio_section: dict | None
+) -> tuple[ModelArgs, list[Path], dict | None]:
+    """Detect the checkpoint layout; return the model config, its weight files and the
+    quantization the config declares (mlx-lm's `quantization` entry), if any."""
     try:
         if (path / "params.json").is_file():  # official, or ours (voxtral convert)
             params = _read_json(path / "params.json")
             args = ModelArgs.from_params(params, audio_section)
             official = path / "consolidated.safetensors"
-            return args, [official] if official.is_file() else _weight_files(path)
+            files = [official] if official.is_file() else _weight_files(path)
+            return args, files, params.get("quantization")
         if not (path / "config.json").is_file():
             raise VoxtralError(f"{path} has neither params.json nor config.json")
         config = _read_json(path / "config.json")
@@ -121,7 +125,7 @@ def read_config(path: Path, audio_section: dict | None) -> tuple[ModelArgs, list
             raise VoxtralError(f"{path / 'config.json'} is not a Voxtral Realtime config")
     except (KeyError, TypeError) as e:
         raise VoxtralError(f"malformed model config in {path}: missing or bad field {e}") from e
-    return args, _weight_files(path)
+    return args, _weight_files(path), config.get("quantization")
 
 
 def _read_json(file: Path) -> dict:
@@ -158,8 +162,11 @@ def read_weights(files: list[Path]) -> dict[str, mx.array]:
     return weights
 
 
-def _quantize_like(model: nn.Module, weights: dict[str, mx.array]) -> None:
-    """Quantize exactly the layers stored quantized; bits and group size from the shapes."""
+def _quantize_like(model: nn.Module, weights: dict[str, mx.array], declared: dict | None) -> None:
+    """Quantize exactly the layers stored quantized; bits and group size from the shapes,
+    checked against what the config declares (mlx-lm's `quantization`: bits and group size,
+    optionally overridden per layer path)."""
+    found = []
 
     def predicate(path: str, module: nn.Module):
         scales = weights.get(f"{path}.scales")
@@ -167,10 +174,32 @@ def _quantize_like(model: nn.Module, weights: dict[str, mx.array]) -> None:
             return False
         in_dims = module.weight.shape[-1]
         packed = weights[f"{path}.weight"].shape[-1]  # in_dims * bits / 32 uint32 words
-        return {"group_size": in_dims // scales.shape[-1], "bits": packed * 32 // in_dims}
+        stored = {"group_size": in_dims // scales.shape[-1], "bits": packed * 32 // in_dims}
+        found.append((path, stored))
+        return stored
 
     if any(name.endswith(".scales") for name in weights):
         nn.quantize(model, class_predicate=predicate)
+    if declared is not None:
+        _check_declared(declared, found)
+
+
+def _check_declared(declared: dict, found: list[tuple[str, dict]]) -> None:
+    if not found:
+        raise VoxtralError(
+            f"the config declares {_describe(declared)} quantization, but no weight is quantized"
+        )
+    for path, stored in found:
+        want = declared.get(path) if isinstance(declared.get(path), dict) else declared
+        if any(want.get(k) != stored[k] for k in ("bits", "group_size")):
+            raise VoxtralError(
+                f"the config declares {_describe(want)} quantization, but {path} is stored "
+                f"with {_describe(stored)}"
+            )
+
+
+def _describe(q: dict) -> str:
+    return f"{q.get('bits')}-bit, group {q.get('group_size')}"
 
 
 def check_weights(model: nn.Module, weights: dict[str, mx.array]) -> None:
