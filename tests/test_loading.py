@@ -161,10 +161,28 @@ def test_sanitize_is_idempotent(official_dir, model):
     assert set(once) == {k for k, _ in tree_flatten(model.parameters())}
 
 
-def test_cpu_layout_keeps_values_and_saves_the_checkpoint_layout(official_dir, model, tmp_path):
-    """On the CPU backend the float matrices are held column-major (the BLAS-friendly
-    layout for x @ W.T); the values are the checkpoint's and a saved copy is row-major."""
+def test_cpu_layout_is_timed_keeps_values_and_saves_the_checkpoint_layout(
+    official_dir, tmp_path, monkeypatch
+):
+    """On the CPU backend each large float matrix is held in whichever layout its one-row
+    product ran faster in (timed once per shape and dtype); small ones keep the checkpoint's.
+    Either way the values are the checkpoint's and a saved copy is row-major."""
+    from voxtral_mlx import model as model_module
+
     assert mx.default_device().type == mx.cpu
+    small = voxtral_mlx.load(official_dir)
+    assert all(
+        np.array(w, copy=False).flags["C_CONTIGUOUS"]
+        for name, w in tree_flatten(small.parameters())
+        if w.ndim == 2 and not name.endswith("norm.weight")
+    )
+    monkeypatch.setattr(model_module, "LAYOUT_MIN_BYTES", 0)  # time every matrix
+    timed = []
+    real = model_module.column_major_is_faster
+    monkeypatch.setattr(
+        model_module, "column_major_is_faster", lambda w: timed.append(w.shape) or real(w)
+    )
+    model = voxtral_mlx.load(official_dir)
     raw = model.sanitize(
         {
             k: mx.array(v)
@@ -176,22 +194,32 @@ def test_cpu_layout_keeps_values_and_saves_the_checkpoint_layout(official_dir, m
         for name, w in tree_flatten(model.parameters())
         if w.ndim == 2 and not name.endswith("norm.weight")
     }
-    assert "decoder.tok_embeddings.weight" in matrices and len(matrices) > 10
+    assert "decoder.tok_embeddings.weight" in matrices and len(timed) == len(matrices) > 10
     for name, w in matrices.items():
         held = np.array(w, copy=False)
-        assert held.flags["F_CONTIGUOUS"] and not held.flags["C_CONTIGUOUS"], name
+        column = model_module._layout_choice[(tuple(w.shape), w.dtype)]
+        assert held.flags["F_CONTIGUOUS" if column else "C_CONTIGUOUS"], name
         assert np.array_equal(held, np.array(raw[name])), name
     mx.save_safetensors(str(tmp_path / "w.safetensors"), dict(tree_flatten(model.parameters())))
     saved = load_file(str(tmp_path / "w.safetensors"))
     for name in matrices:
         assert saved[name].flags["C_CONTIGUOUS"]
         assert np.array_equal(saved[name], np.array(raw[name])), name
+    before = {name: np.array(w, copy=False).flags["F_CONTIGUOUS"] for name, w in matrices.items()}
     model.use_backend_layout()  # idempotent
-    assert np.array(model.decoder.tok_embeddings.weight, copy=False).flags["F_CONTIGUOUS"]
-    cast = voxtral_mlx.load(official_dir)
-    cast.set_dtype(mx.float16)  # what `voxtral bench --dtype` does after load: layout kept
-    held = np.array(cast.decoder.layers[0].feed_forward.w1.weight, copy=False)
-    assert held.dtype == np.float16 and held.flags["F_CONTIGUOUS"]
+    after = dict(tree_flatten(model.parameters()))
+    assert before == {n: np.array(after[n], copy=False).flags["F_CONTIGUOUS"] for n in before}
+
+
+def test_layout_choice_is_timed_once_per_shape():
+    from voxtral_mlx.model import _layout_choice, column_major_is_faster
+
+    w = mx.random.normal((512, 2048))
+    first = column_major_is_faster(w)
+    assert _layout_choice[((512, 2048), mx.float32)] == first
+    _layout_choice[((512, 2048), mx.float32)] = not first  # a cached answer is not re-timed
+    assert column_major_is_faster(mx.zeros((512, 2048))) is (not first)
+    del _layout_choice[((512, 2048), mx.float32)]
 
 
 def _copy(official_dir, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import mlx.core as mx
@@ -14,6 +15,8 @@ from .decoder import TextDecoder
 from .encoder import AudioEncoder
 
 Transform = Callable[[ModelArgs, str, mx.array], mx.array]
+LAYOUT_MIN_BYTES = 4 * 2**20  # smaller matrices keep the checkpoint's layout
+_layout_choice: dict[tuple, bool] = {}  # (shape, dtype) -> column-major is faster here
 
 
 class VoxtralRealtime(nn.Module):
@@ -30,24 +33,22 @@ class VoxtralRealtime(nn.Module):
         return self.decoder.norm.weight.dtype
 
     def use_backend_layout(self) -> None:
-        """Lay out the float matrices the way the running backend multiplies them fastest.
-
-        On the CPU backend, every float Linear and Embedding weight is kept transposed in
-        memory: the same logical [out, in] array, as a column-major view. `x @ W.T` then
-        reaches BLAS as a product with a row-major [in, out] matrix, which CPU BLAS streams
-        about twice as fast when x is one row (the decoder step, the tied head); for the
-        encoder's batches it measured 2x faster with MLX's bundled BLAS and from 15 % slower
-        to 15 % faster with OpenBLAS. An embedding lookup becomes a strided gather of one
-        column. Values, names, shapes and saved files are unchanged. GPU backends keep
-        the checkpoint's layout (their matrix-vector kernels want it). Idempotent.
-        """
+        """On the CPU backend, hold each large float matrix in the memory layout in which a
+        one-row product `x @ W.T` (the decoding step) runs faster on this machine: the
+        checkpoint's row-major [out, in], or the same logical array column-major (the
+        transposed view of a contiguous [in, out]). Which one wins depends on the CPU and
+        its BLAS (benchmarks/RESULTS.md), so it is timed once per shape and dtype in this
+        process. Values, names and saved files are unchanged; GPU backends and matrices
+        under LAYOUT_MIN_BYTES keep the checkpoint's layout. Idempotent."""
         if mx.default_device().type != mx.cpu:
             return
         for _, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)) and mx.issubdtype(
-                module.weight.dtype, mx.floating
-            ):
-                module.weight = mx.contiguous(module.weight.T).T
+            if not isinstance(module, (nn.Linear, nn.Embedding)):
+                continue
+            w = module.weight
+            if mx.issubdtype(w.dtype, mx.floating) and w.nbytes >= LAYOUT_MIN_BYTES:
+                column_major = column_major_is_faster(w)
+                module.weight = mx.contiguous(w.T).T if column_major else mx.contiguous(w)
                 mx.eval(module.weight)  # one matrix at a time: the old copy is freed
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
@@ -136,3 +137,22 @@ _RULES = [
         ),
     ]
 ]
+
+
+def column_major_is_faster(w: mx.array) -> bool:
+    """Whether a one-row product with `w` held column-major beats row-major on this
+    machine: best of 3 timings each, alternating; cached per shape and dtype."""
+    key = (tuple(w.shape), w.dtype)
+    if key not in _layout_choice:
+        layouts = [mx.contiguous(w), mx.contiguous(w.T).T]  # row-major, column-major
+        x = mx.ones((1, w.shape[-1]), w.dtype)
+        mx.eval(x, *layouts)
+        times: list[list[float]] = [[], []]
+        for _ in range(4):
+            for i, layout in enumerate(layouts):
+                tic = time.perf_counter()
+                mx.eval(x @ layout.T)
+                times[i].append(time.perf_counter() - tic)
+        row, column = (min(t[1:]) for t in times)  # the first round warms up
+        _layout_choice[key] = column < row
+    return _layout_choice[key]
