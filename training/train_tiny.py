@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from data import WORDS, Utterance, augment, make_utterance  # beside this script
 
+from voxtral_mlx.config import AudioArgs, Schedule
 from voxtral_mlx.mel import log_mel_spectrogram
+from voxtral_mlx.offline import pad_audio
 from voxtral_mlx.testing import (
     TinySpec,
     bundled_tekken_path,
@@ -37,8 +39,8 @@ from voxtral_mlx.testing import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PAD, WORD, BOS = 32, 33, 1
-LEFT = 32
 DELAYS_MS = (240, 480, 720, 960, 1200)
+SCHEDULES = {delay: Schedule(AudioArgs(), delay) for delay in DELAYS_MS}
 SILENCE_MEL = (1.5 - 8.0 + 4.0) / 4.0  # log-mel of digital silence
 SPEC = TinySpec(
     enc_dim=128,
@@ -76,33 +78,31 @@ def word_id(word: str) -> int:
 
 def features(u: Utterance) -> np.ndarray:
     """Log-mel [T, 128] of the utterance padded for the longest delay."""
-    n_right = (max(DELAYS_MS) // 80 + 1) + 10
-    align = (1280 - len(u.audio) % 1280) % 1280
-    padded = np.pad(u.audio, (LEFT * 1280, align + n_right * 1280))
-    return log_mel_spectrogram(padded)
+    return log_mel_spectrogram(pad_audio(u.audio, SCHEDULES[max(DELAYS_MS)]))
 
 
-def targets(u: Utterance, n_tokens: int, delay_ms: int) -> np.ndarray:
-    """The output expected at every decoder position."""
-    n_delay = delay_ms // 80
+def targets(u: Utterance, n_tokens: int, schedule: Schedule) -> np.ndarray:
+    """The output expected at every decoder position: the marker where a word starts and
+    its text where it ends (the inverse of Schedule.step_time)."""
+    first = schedule.n_left_pad_tokens + schedule.n_delay_tokens  # step_time(first) == 0
     y = np.full(n_tokens, PAD, np.int64)
     for word, (start, end) in zip(u.words, u.spans, strict=True):
-        p_start = LEFT + n_delay + round(start / 0.08)
-        p_end = max(LEFT + n_delay + math.ceil(end / 0.08), p_start + 1)
+        p_start = first + round(start / schedule.seconds_per_token)
+        p_end = max(first + math.ceil(end / schedule.seconds_per_token), p_start + 1)
         y[p_start] = WORD
         y[p_end] = word_id(word)
     return y
 
 
-def batch(items, delay_ms: int):
+def batch(items, schedule: Schedule):
     n = max(f.shape[0] // 8 for f, _ in items)
-    L = 1 + LEFT + delay_ms // 80
+    L = schedule.prompt_length
     mel = np.full((len(items), 128, 8 * n), SILENCE_MEL, np.float32)
     ids = np.full((len(items), n), PAD, np.int64)
     labels = np.full((len(items), n), -100, np.int64)
     for i, (f, u) in enumerate(items):
         mel[i, :, : f.shape[0]] = f.T
-        y = targets(u, n, delay_ms)
+        y = targets(u, n, schedule)
         ids[i, 0] = BOS
         ids[i, L:] = y[L - 1 : -1]  # the previous output is the next input
         labels[i, L - 1 :] = y[L - 1 :]
@@ -168,7 +168,7 @@ def main() -> None:
     weights[PAD] = 0.2  # most positions are pads: let the rare ones count
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01)
     warmup = opts.warmup
-    schedule = torch.optim.lr_scheduler.LambdaLR(
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / opts.steps)))
     )
     order = np.argsort([f.shape[0] for f in feats])  # batches of similar lengths
@@ -176,9 +176,10 @@ def main() -> None:
     for step in range(opts.steps):
         start = rng.integers(0, len(order) - opts.batch)
         items = [(feats[i], data[i]) for i in order[start : start + opts.batch]]
-        delay = int(rng.choice(DELAYS_MS))
-        mel, ids, labels = batch(items, delay)
-        logits = model(input_ids=ids, input_features=mel, num_delay_tokens=delay // 80).logits
+        schedule = SCHEDULES[int(rng.choice(DELAYS_MS))]
+        mel, ids, labels = batch(items, schedule)
+        n_delay = schedule.n_delay_tokens
+        logits = model(input_ids=ids, input_features=mel, num_delay_tokens=n_delay).logits
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, SPEC.vocab_size),
             labels.reshape(-1),
@@ -189,7 +190,7 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
+        lr_schedule.step()
         if step % 100 == 0 or step == opts.steps - 1:
             print(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - tic:.0f} s", flush=True)
 

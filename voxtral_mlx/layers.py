@@ -54,8 +54,8 @@ class Attention(nn.Module):
 
     def attend_one(self, q: mx.array, k: mx.array, v: mx.array, mask: mx.array) -> mx.array:
         """`attend` for one query position [1, heads, 1, head_dim] as two plain matrix
-        products, the query heads of each KV head side by side: on the CPU backend this is
-        faster than the generic scaled_dot_product_attention, which has no CPU kernel."""
+        products, the query heads of each KV head side by side (the CPU backend has no fused
+        attention kernel)."""
         n_kv, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
         scores = (q * self.scale).reshape(1, n_kv, group, -1) @ k.swapaxes(-1, -2)
         scores = mx.where(mask, scores, mx.array(-mx.inf, scores.dtype))

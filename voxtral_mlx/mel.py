@@ -3,10 +3,9 @@
 MODEL.md "Mel recipe": periodic Hann 400, hop 160, |STFT|^2, the last frame dropped,
 128 Slaney mel bins, log10 floored at global_log_mel_max - 8, then (x + 4) / 4.
 
-Computed in float64 with numpy: a float32 FFT is off by up to ~4e-5 in the quiet,
-high-frequency bins of speech (transformers' own float32 output is); float64 makes the
-front end exact, and identical whether frames are computed all at once or while streaming.
-The result is float32; the model casts it to its own dtype on entry.
+Computed in float64 with numpy, so the front end is exact and identical whether frames are
+computed all at once or while streaming (MODEL.md gives the float32 error it avoids). The
+result is float32; the model casts it to its own dtype on entry.
 """
 
 from __future__ import annotations
@@ -35,10 +34,8 @@ def mel_filters(args: AudioArgs = DEFAULT_AUDIO) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _sparse_filters(args: AudioArgs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The filterbank's 394 nonzero weights grouped by mel band: (bins, weights, group
-    starts). Each band spans a few bins, so the product is ~65x less work than a dense
-    matrix product, and it runs without BLAS, whose worker threads would otherwise spin
-    after each call and take the CPU from MLX on machines with few cores."""
+    """The filterbank's nonzero weights grouped by mel band: (bins, weights, group starts).
+    Each band spans a few bins, so the product needs no dense matrix (nor BLAS: MODEL.md)."""
     mel, bins = np.nonzero(mel_filters(args).T)  # sorted by band
     if len(np.unique(mel)) != args.num_mel_bins:
         raise ValueError("a mel band without frequency bins")
