@@ -1,13 +1,17 @@
 """`voxtral serve` on a loopback port, driven by real WebSocket and HTTP clients."""
 
 import base64
+import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +24,7 @@ import voxtral_mlx
 from voxtral_mlx.testing import shared_audio
 
 KEY = "s3cret-key"
+TINY = Path(__file__).parent / "assets" / "tiny-voxtral"
 
 
 def free_port() -> int:
@@ -449,3 +454,47 @@ def test_serve_open_opens_the_page_in_the_default_browser(official_dir, tmp_path
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_ctrl_c_after_serving_exits_cleanly():
+    """Ctrl+C after an upload and a realtime session, with a second session still connected
+    and being transcribed: uvicorn's graceful shutdown, exit status 0, nothing on stderr but
+    the `serving` line. The model thread's MLX state used to be left to interpreter exit,
+    which aborted now and then ("terminate called without an active exception", exit 134):
+    three servers, for an intermittent failure."""
+    samples = pcm16("jfk.wav")
+    wav = io.BytesIO()
+    sf.write(wav, samples[: 3 * 16000], 16000, format="WAV", subtype="PCM_16")
+    with ThreadPoolExecutor(3) as pool:  # started together: the imports take seconds
+        servers = list(pool.map(lambda _: start_server(TINY), range(3)))
+    sessions = []
+    try:
+        for proc, port in servers:
+            upload = requests.post(
+                f"http://127.0.0.1:{port}/v1/audio/transcriptions",
+                files={"file": ("jfk.wav", wav.getvalue())},
+                timeout=60,
+            )
+            assert upload.status_code == 200, upload.text
+            assert stream(port, samples[: 3 * 16000])[1]["type"] == "transcription.done"
+            conn = ws(port)  # left open, mid-utterance
+            sessions.append(conn)
+            assert receive(conn)["type"] == "session.created"
+            conn.send(json.dumps({"type": "session.update"}))
+            conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(samples)}))
+            assert receive(conn)["type"] == "transcription.delta"  # the worker is at it
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in servers:
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+            for bad in ("terminate called", "Aborted", "Traceback"):
+                assert bad not in err
+            assert [line for line in err.splitlines() if not line.startswith("serving ")] == []
+    finally:
+        for conn in sessions:
+            conn.close()
+        for proc, _ in servers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import mlx.core as mx
 import numpy as np
 
 from .audio import SAMPLE_RATE, load_audio
@@ -63,13 +64,43 @@ class ServerConfig:
 
 
 class Worker:
-    """One thread for all model work, fed round-robin by the connections."""
+    """One thread for all model work, fed round-robin by the connections.
+
+    The thread's MLX state (its stream, its mx.compile cache of the decoder step, which
+    holds Python objects) must be cleared on it by `close()` before the interpreter exits:
+    otherwise a C++ thread-local destructor frees the cache at thread exit and takes the
+    GIL; racing interpreter finalization, it aborts the process ("terminate called
+    without an active exception")."""
 
     def __init__(self):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxtral-model")
+        self._closing = False
 
     async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._call, fn, args
+        )
+
+    def _call(self, fn, args):
+        if self._closing:  # queued before close(): nobody waits for it any more
+            raise RuntimeError("the server is shutting down")
+        return fn(*args)
+
+    def close(self) -> None:
+        """Let the job in progress finish, skip queued ones, then wait for the thread's
+        MLX work and clear its streams and compile cache on it, and join the thread."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._executor.submit(_release_thread_mlx_state).result()
+        finally:
+            self._executor.shutdown(wait=True)
+
+
+def _release_thread_mlx_state() -> None:
+    mx.synchronize()
+    mx.clear_streams()
 
 
 class RealtimeConnection:
@@ -403,6 +434,7 @@ def create_app(model: VoxtralRealtime, config: ServerConfig):
         }
 
     app.state.connections = connections
+    app.state.worker = worker
     return app
 
 
@@ -422,7 +454,8 @@ def _transcribe_bytes(
 
 
 def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, ready=None) -> None:
-    """Run until interrupted. `ready(server)` is called from the server thread once it listens."""
+    """Run until interrupted (Ctrl+C: a graceful shutdown, then return). `ready(server)` is
+    called from the server thread once it listens."""
     import uvicorn
 
     app = create_app(model, config)
@@ -438,7 +471,15 @@ def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, re
     )
     if ready is not None:
         threading.Thread(target=_notify_when_started, args=(server, ready), daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # after its graceful shutdown uvicorn re-raises the signal it caught; the
+        # interruption has been handled: return normally (exit status 0)
+        if not server.should_exit:
+            raise
+    finally:
+        app.state.worker.close()
 
 
 def _notify_when_started(server, ready) -> None:
