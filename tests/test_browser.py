@@ -106,6 +106,11 @@ def test_live_page_transcribes_the_fake_microphone(server, speech, tmp_path):
         page = context.new_page()
         page.goto(server + "/")
         page.evaluate(SPY_ON_SOCKETS)
+        # the delays on offer, and the one selected first, are the server's (/health)
+        page.wait_for_function("document.getElementById('delay').options.length > 1")
+        offered = page.eval_on_selector_all("#delay option", "os => os.map(o => Number(o.value))")
+        assert offered == list(voxtral_mlx.VALID_DELAYS_MS)
+        assert page.input_value("#delay") == str(model.args.schedule().delay_ms)
         page.select_option("#delay", "960")
         page.focus("#start")
         page.keyboard.press("Enter")  # Start, from the keyboard

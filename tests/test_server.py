@@ -498,3 +498,30 @@ def test_ctrl_c_after_serving_exits_cleanly():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_health_offers_the_delays_and_the_default(server, model):
+    health = requests.get(f"http://127.0.0.1:{server}/health", timeout=10).json()
+    assert health["valid_delays_ms"] == list(voxtral_mlx.VALID_DELAYS_MS)
+    assert health["delay_ms"] == model.args.schedule().delay_ms  # the checkpoint's own
+
+
+def test_connection_states_allow_only_the_protocol_transitions():
+    from voxtral_mlx.server import TRANSITIONS, RealtimeConnection, State
+
+    assert set(TRANSITIONS) == set(State) and TRANSITIONS[State.CLOSED] == set()
+    reachable, frontier = {State.OPEN}, [State.OPEN]
+    while frontier:
+        for nxt in TRANSITIONS[frontier.pop()] - reachable:
+            reachable.add(nxt)
+            frontier.append(nxt)
+    assert reachable == set(State)
+    assert all(State.CLOSED in TRANSITIONS[s] for s in State if s is not State.CLOSED)
+    conn = RealtimeConnection.__new__(RealtimeConnection)
+    conn.state = State.OPEN
+    with pytest.raises(RuntimeError, match="open -> transcribing"):
+        conn.move(State.TRANSCRIBING)
+    conn.move(State.READY)
+    conn.move(State.TRANSCRIBING)
+    with pytest.raises(RuntimeError, match="transcribing -> ready"):
+        conn.move(State.READY)  # an utterance ends through its final commit only

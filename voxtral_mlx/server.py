@@ -1,5 +1,5 @@
 """`voxtral serve`: a realtime WebSocket endpoint compatible with vLLM's /v1/realtime, an
-OpenAI-style upload endpoint, and /health. Imported only when serving (FastAPI, uvicorn).
+OpenAI-style upload endpoint, /health and the browser page. Imported only when serving.
 
 Protocol (the same event names as vLLM, so its clients work unchanged):
   server -> session.created {id, created}
@@ -19,9 +19,12 @@ Backpressure: a connection whose unprocessed audio exceeds `max_backlog_seconds`
 and resend.
 """
 
+from __future__ import annotations
+
 import asyncio
 import base64
 import binascii
+import enum
 import io
 import json
 import secrets
@@ -31,15 +34,19 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import mlx.core as mx
 import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.websockets import WebSocketDisconnect
 
-from .audio import SAMPLE_RATE, load_audio
-from .config import check_delay
+from .audio import load_audio
+from .config import SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
 from .formats import cues, render
 from .model import VoxtralRealtime
@@ -49,12 +56,13 @@ from .transcribe import transcribe
 WEB_DIR = Path(__file__).parent / "web"
 SLICE_SECONDS = 1.0  # the most audio one worker job processes before others get a turn
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
 @dataclass
 class ServerConfig:
     model_name: str
-    delay_ms: int = 480
+    delay_ms: int | None = None  # None: the model's own
     api_key: str | None = None
     max_sessions: int = 8
     max_message_bytes: int = 4 * 2**20
@@ -103,24 +111,57 @@ def _release_thread_mlx_state() -> None:
     mx.clear_streams()
 
 
+@dataclass
+class Server:
+    """What every handler shares, kept on `app.state.server`."""
+
+    model: VoxtralRealtime
+    config: ServerConfig
+    delay_ms: int  # the default delay of new sessions
+    worker: Worker = field(default_factory=Worker)
+    connections: set[RealtimeConnection] = field(default_factory=set)
+    started: float = field(default_factory=time.time)
+
+
+class State(enum.Enum):
+    """Where a realtime connection is in the protocol."""
+
+    OPEN = "open"  # session.created sent; waiting for session.update
+    READY = "ready"  # session.update received: audio is queued, a commit starts transcribing
+    TRANSCRIBING = "transcribing"  # audio goes to the model as it comes
+    FINISHING = "finishing"  # the final commit came: the last words are flushed, then done
+    CLOSED = "closed"
+
+
+TRANSITIONS = {
+    State.OPEN: {State.READY, State.CLOSED},
+    State.READY: {State.READY, State.TRANSCRIBING, State.CLOSED},
+    State.TRANSCRIBING: {State.TRANSCRIBING, State.FINISHING, State.CLOSED},
+    State.FINISHING: {State.FINISHING, State.READY, State.CLOSED},  # READY: after done
+    State.CLOSED: set(),
+}
+
+
 class RealtimeConnection:
-    def __init__(self, websocket, model: VoxtralRealtime, config: ServerConfig, worker: Worker):
-        self.ws, self.model, self.config, self.worker = websocket, model, config, worker
+    def __init__(self, websocket: WebSocket, server: Server):
+        self.ws, self.server = websocket, server
         self.id = f"sess-{uuid.uuid4().hex}"
+        self.state = State.OPEN
+        self.delay_ms = server.delay_ms  # of the next utterance (session.update may change it)
         self.session: Session | None = None
-        self.delay_ms = config.delay_ms
-        self.started = False  # session.update received
-        self.transcribing = False  # commit received
         self.pending: deque[np.ndarray] = deque()  # audio not yet given to the model
         self.pending_seconds = 0.0
         self.wakeup = asyncio.Event()
-        self.final_requested = False
-        self.closed = False
         self.pump_task: asyncio.Task | None = None
         self.send_lock = asyncio.Lock()
 
+    def move(self, state: State) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"realtime connection: {self.state.value} -> {state.value}")
+        self.state = state
+
     async def send(self, event: dict) -> None:
-        if self.closed:
+        if self.state is State.CLOSED:
             return
         async with self.send_lock:
             await self.ws.send_text(json.dumps(event, ensure_ascii=False))
@@ -137,44 +178,34 @@ class RealtimeConnection:
             return await self.error(
                 "An event is a JSON object with a string 'type'", "invalid_event"
             )
-        kind = event["type"]
-        if kind == "session.update":
-            model = event.get("model")
-            if model not in (None, "", self.config.model_name, Path(self.config.model_name).name):
-                return await self.error(f"The model `{model}` does not exist.", "model_not_found")
-            if event.get("delay_ms") is not None:  # our extension: the delay of this session
-                try:
-                    self.delay_ms = check_delay(event["delay_ms"])
-                except (VoxtralError, TypeError, ValueError) as e:
-                    return await self.error(str(e), "invalid_delay")
-            self.started = True
-        elif kind == "input_audio_buffer.append":
-            await self.append(event.get("audio"))
-        elif kind == "input_audio_buffer.commit":
-            if not self.started:
-                return await self.error(
-                    "Send session.update before input_audio_buffer.commit", "model_not_validated"
-                )
-            if event.get("final"):
-                if not self.transcribing:
-                    return await self.error(
-                        "Nothing to finish: no transcription started", "not_started"
-                    )
-                self.final_requested = True
-                self.wakeup.set()
-            elif not self.transcribing:
-                self.transcribing = True
-                # MLX streams belong to a thread: build the session's arrays where they run
-                self.session = await self.worker.run(Session, self.model, self.delay_ms)
-                self.pump_task = asyncio.create_task(self.pump())
-        else:
-            await self.error(f"Unknown event type: {kind}", "unknown_event")
+        handler = {
+            "session.update": self.session_update,
+            "input_audio_buffer.append": self.append,
+            "input_audio_buffer.commit": self.commit,
+        }.get(event["type"])
+        if handler is None:
+            return await self.error(f"Unknown event type: {event['type']}", "unknown_event")
+        await handler(event)
 
-    async def append(self, audio) -> None:
-        if not self.started:
+    async def session_update(self, event: dict) -> None:
+        config = self.server.config
+        model = event.get("model")
+        if model not in (None, "", config.model_name, Path(config.model_name).name):
+            return await self.error(f"The model `{model}` does not exist.", "model_not_found")
+        if event.get("delay_ms") is not None:  # our extension: the delay of this session
+            try:
+                self.delay_ms = check_delay(event["delay_ms"])
+            except VoxtralError as e:
+                return await self.error(str(e), "invalid_delay")
+        if self.state is State.OPEN:
+            self.move(State.READY)
+
+    async def append(self, event: dict) -> None:
+        if self.state is State.OPEN:
             return await self.error(
                 "Audio before the session started: send session.update first", "session_not_started"
             )
+        audio = event.get("audio")
         if not isinstance(audio, str):
             return await self.error("'audio' must be a base64 string", "invalid_audio")
         try:
@@ -187,32 +218,51 @@ class RealtimeConnection:
                 "invalid_audio",
             )
         seconds = len(raw) / 2 / SAMPLE_RATE
-        if self.pending_seconds + seconds > self.config.max_backlog_seconds:
+        limit = self.server.config.max_backlog_seconds
+        if self.pending_seconds + seconds > limit:
             return await self.error(
-                f"Audio arrives faster than it is transcribed: more than "
-                f"{self.config.max_backlog_seconds:g} s are waiting; this chunk was dropped",
+                f"Audio arrives faster than it is transcribed: more than {limit:g} s are "
+                "waiting; this chunk was dropped",
                 "buffer_full",
             )
         self.pending.append(np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0)
         self.pending_seconds += seconds
         self.wakeup.set()
 
+    async def commit(self, event: dict) -> None:
+        if self.state is State.OPEN:
+            return await self.error(
+                "Send session.update before input_audio_buffer.commit", "model_not_validated"
+            )
+        if event.get("final"):
+            if self.state is not State.TRANSCRIBING:
+                return await self.error(
+                    "Nothing to finish: no transcription started", "not_started"
+                )
+            self.move(State.FINISHING)
+            self.wakeup.set()
+        elif self.state is State.READY:
+            self.move(State.TRANSCRIBING)
+            # MLX streams belong to a thread: build the session's arrays where they run
+            self.session = await self.server.worker.run(Session, self.server.model, self.delay_ms)
+            self.pump_task = asyncio.create_task(self.pump())
+
     async def pump(self) -> None:
         """Give pending audio to the model slice by slice; send what comes back; on the
         final commit, flush and send transcription.done."""
         try:
-            while not self.closed:
+            while self.state is not State.CLOSED:
                 if self.pending:
                     chunk = self._take(int(SLICE_SECONDS * SAMPLE_RATE))
-                    await self._send_events(await self.worker.run(self.session.feed, chunk))
-                elif self.final_requested:
+                    await self._send_events(await self.server.worker.run(self.session.feed, chunk))
+                elif self.state is State.FINISHING:
                     await self.finish()
                     return
                 else:  # no await between the check above and clear(): no lost wakeup
                     self.wakeup.clear()
                     await self.wakeup.wait()
         except Exception as e:  # this connection's transcription ends; the server goes on
-            if not self.closed:
+            if self.state is not State.CLOSED:
                 await self.error(f"transcription failed: {e}", "processing_error")
 
     def _take(self, n: int) -> np.ndarray:
@@ -228,23 +278,23 @@ class RealtimeConnection:
         return np.concatenate(parts)
 
     async def finish(self) -> None:
-        await self._send_events(await self.worker.run(self.session.finish))
-        final = self.session.result
-        prompt = self.session.schedule.prompt_length
+        session = self.session
+        await self._send_events(await self.server.worker.run(session.finish))
+        prompt, completion = session.schedule.prompt_length, len(session.result.tokens)
         await self.send(
             {
                 "type": "transcription.done",
-                "text": final.text,
+                "text": session.result.text,
                 "usage": {
                     "prompt_tokens": prompt,
-                    "completion_tokens": len(final.tokens),
-                    "total_tokens": prompt + len(final.tokens),
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
                 },
             }
         )
         # ready for the next utterance on the same connection: a new commit starts it
-        self.transcribing = self.final_requested = False
         self.session = None
+        self.move(State.READY)
 
     async def _send_events(self, events) -> None:
         for event in events:
@@ -262,11 +312,14 @@ class RealtimeConnection:
                 )
 
     def close(self) -> None:
-        self.closed = True
+        self.move(State.CLOSED)
         self.pending.clear()
         self.wakeup.set()
         if self.pump_task is not None:
             self.pump_task.cancel()
+
+
+# --- HTTP and WebSocket handlers: module level, sharing `request.app.state.server` ---
 
 
 def _authorized(config: ServerConfig, headers, protocols: list[str] | None = None) -> bool:
@@ -282,160 +335,121 @@ def _authorized(config: ServerConfig, headers, protocols: list[str] | None = Non
     return any(secrets.compare_digest(s.encode(), config.api_key.encode()) for s in supplied)
 
 
-def create_app(model: VoxtralRealtime, config: ServerConfig):
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
-    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-    from fastapi.staticfiles import StaticFiles
-    from starlette.websockets import WebSocketDisconnect
+def _server(request: Request) -> Server:
+    """The shared state, once the request's key is checked."""
+    server = request.app.state.server
+    if not _authorized(server.config, request.headers):
+        raise HTTPException(401, "missing or wrong API key (Authorization: Bearer KEY)")
+    return server
 
-    app = FastAPI(title="voxtral-mlx", docs_url=None, redoc_url=None)
-    # the browser page: public (it holds no secret); its API calls carry the key
-    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(WEB_DIR / "index.html")
+def _invalid_request(message: str, status: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": "invalid_request_error"}}, status_code=status
+    )
 
-    worker = Worker()
-    connections: set[RealtimeConnection] = set()
-    started = time.time()
 
-    if config.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
+async def page() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html")
 
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(config.cors_origins),
-            allow_methods=["*"],
-            allow_headers=["*"],
-        )
 
-    def check_key(request: Request) -> None:
-        if not _authorized(config, request.headers):
-            raise HTTPException(401, "missing or wrong API key (Authorization: Bearer KEY)")
+async def health(request: Request) -> dict:
+    server = _server(request)
+    return {
+        "status": "ok",
+        "model": server.config.model_name,
+        "delay_ms": server.delay_ms,
+        "valid_delays_ms": list(VALID_DELAYS_MS),
+        "sessions": len(server.connections),
+        "max_sessions": server.config.max_sessions,
+        "uptime_s": round(time.time() - server.started, 1),
+    }
 
-    @app.get("/health")
-    async def health(request: Request):
-        check_key(request)
-        return {
-            "status": "ok",
-            "model": config.model_name,
-            "delay_ms": config.delay_ms,
-            "sessions": len(connections),
-            "max_sessions": config.max_sessions,
-            "uptime_s": round(time.time() - started, 1),
-        }
 
-    @app.get("/v1/models")
-    async def models(request: Request):
-        check_key(request)
-        entry = {
-            "id": config.model_name,
-            "object": "model",
-            "created": int(started),
-            "owned_by": "voxtral-mlx",
-        }
-        return {"object": "list", "data": [entry]}
+async def models(request: Request) -> dict:
+    server = _server(request)
+    entry = {
+        "id": server.config.model_name,
+        "object": "model",
+        "created": int(server.started),
+        "owned_by": "voxtral-mlx",
+    }
+    return {"object": "list", "data": [entry]}
 
-    @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket):
-        protocols = [
-            p.strip()
-            for p in websocket.headers.get("sec-websocket-protocol", "").split(",")
-            if p.strip()
-        ]
-        if not _authorized(config, websocket.headers, protocols):
-            await websocket.close(code=1008, reason="missing or wrong API key")
-            return
-        subprotocol = "realtime" if "realtime" in protocols else None
-        await websocket.accept(subprotocol=subprotocol)
-        if len(connections) >= config.max_sessions:
-            await websocket.send_text(
-                json.dumps(
-                    {
-                        "type": "error",
-                        "code": "too_many_sessions",
-                        "error": f"the server is at its limit of {config.max_sessions} sessions",
-                    }
+
+async def realtime(websocket: WebSocket) -> None:
+    server: Server = websocket.app.state.server
+    protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+    if not _authorized(server.config, websocket.headers, protocols):
+        await websocket.close(code=1008, reason="missing or wrong API key")
+        return
+    await websocket.accept(subprotocol="realtime" if "realtime" in protocols else None)
+    limit = server.config.max_sessions
+    if len(server.connections) >= limit:
+        message = f"the server is at its limit of {limit} sessions"
+        error = {"type": "error", "code": "too_many_sessions", "error": message}
+        await websocket.send_text(json.dumps(error))
+        await websocket.close(code=1013, reason="too many sessions")
+        return
+    conn = RealtimeConnection(websocket, server)
+    server.connections.add(conn)
+    try:
+        await conn.send({"type": "session.created", "id": conn.id, "created": int(time.time())})
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is None:
+                await conn.error(
+                    "Binary frames are not part of the protocol: send JSON text", "invalid_event"
                 )
-            )
-            await websocket.close(code=1013, reason="too many sessions")
-            return
-        conn = RealtimeConnection(websocket, model, config, worker)
-        connections.add(conn)
-        try:
-            await conn.send({"type": "session.created", "id": conn.id, "created": int(time.time())})
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is None:
-                    await conn.error(
-                        "Binary frames are not part of the protocol: send JSON text",
-                        "invalid_event",
-                    )
-                    continue
-                await conn.handle(message["text"])
-        except WebSocketDisconnect:
-            pass
-        finally:
-            conn.close()
-            connections.discard(conn)
+                continue
+            await conn.handle(message["text"])
+    except WebSocketDisconnect:
+        pass
+    finally:
+        conn.close()
+        server.connections.discard(conn)
 
-    @app.post("/v1/audio/transcriptions")
-    async def transcriptions(
-        request: Request,
-        file: Annotated[UploadFile, File()],
-        model_name: Annotated[str | None, Form(alias="model")] = None,
-        response_format: Annotated[str, Form()] = "json",
-    ):
-        check_key(request)
-        formats = ("json", "text", "srt", "vtt", "verbose_json")
-        if response_format not in formats:
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": f"response_format must be one of {', '.join(formats)}",
-                        "type": "invalid_request_error",
-                    }
-                },
-                status_code=400,
-            )
-        data = await file.read(config.max_upload_bytes + 1)
-        if len(data) > config.max_upload_bytes:
-            return JSONResponse(
-                {"error": {"message": "file too large", "type": "invalid_request_error"}},
-                status_code=413,
-            )
-        try:
-            result = await worker.run(
-                _transcribe_bytes, model, data, file.filename or "", config.delay_ms
-            )
-        except VoxtralError as e:
-            return JSONResponse(
-                {"error": {"message": str(e), "type": "invalid_request_error"}}, status_code=400
-            )
-        if response_format == "text":
-            return PlainTextResponse(result.text + "\n")
-        if response_format in ("srt", "vtt"):
-            return PlainTextResponse(render(result, response_format, file.filename or "upload"))
-        if response_format == "json":
-            return {"text": result.text}
-        return {
-            "task": "transcribe",
-            "duration": result.audio_seconds,
-            "text": result.text,
-            "words": [{"word": w.text, "start": w.start, "end": w.end} for w in result.words],
-            "segments": [
-                {"id": i, "start": c.start, "end": c.end, "text": c.text}
-                for i, c in enumerate(cues(result.words))
-            ],
-            "usage": {"type": "duration", "seconds": result.audio_seconds},
-        }
 
-    app.state.connections = connections
-    app.state.worker = worker
-    return app
+async def transcriptions(
+    request: Request,
+    file: Annotated[UploadFile, File()],
+    model_name: Annotated[str | None, Form(alias="model")] = None,
+    response_format: Annotated[str, Form()] = "json",
+):
+    server = _server(request)
+    if response_format not in RESPONSE_FORMATS:
+        return _invalid_request(
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", 400
+        )
+    data = await file.read(server.config.max_upload_bytes + 1)
+    if len(data) > server.config.max_upload_bytes:
+        return _invalid_request("file too large", 413)
+    name = file.filename or ""
+    try:
+        result = await server.worker.run(
+            _transcribe_bytes, server.model, data, name, server.delay_ms
+        )
+    except VoxtralError as e:
+        return _invalid_request(str(e), 400)
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    if response_format in ("srt", "vtt"):
+        return PlainTextResponse(render(result, response_format, name or "upload"))
+    if response_format == "json":
+        return {"text": result.text}
+    return {
+        "task": "transcribe",
+        "duration": result.audio_seconds,
+        "text": result.text,
+        "words": [{"word": w.text, "start": w.start, "end": w.end} for w in result.words],
+        "segments": [
+            {"id": i, "start": c.start, "end": c.end, "text": c.text}
+            for i, c in enumerate(cues(result.words))
+        ],
+        "usage": {"type": "duration", "seconds": result.audio_seconds},
+    }
 
 
 def _transcribe_bytes(
@@ -451,6 +465,29 @@ def _transcribe_bytes(
             tmp.flush()
             samples = load_audio(tmp.name)
     return transcribe(model, samples, delay_ms=delay_ms)
+
+
+def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
+    app = FastAPI(title="voxtral-mlx", docs_url=None, redoc_url=None)
+    delay_ms = model.args.schedule(config.delay_ms).delay_ms
+    app.state.server = Server(model, config, delay_ms)
+    # the browser page: public (it holds no secret); its API calls carry the key
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.add_api_route("/", page, include_in_schema=False)
+    app.add_api_route("/health", health)
+    app.add_api_route("/v1/models", models)
+    app.add_api_route("/v1/audio/transcriptions", transcriptions, methods=["POST"])
+    app.add_api_websocket_route("/v1/realtime", realtime)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    return app
 
 
 def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, ready=None) -> None:
@@ -479,7 +516,7 @@ def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, re
         if not server.should_exit:
             raise
     finally:
-        app.state.worker.close()
+        app.state.server.worker.close()
 
 
 def _notify_when_started(server, ready) -> None:

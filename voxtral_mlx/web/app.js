@@ -2,7 +2,6 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "voxtral-api-key";
-const DELAYS = [...Array(15).keys()].map((i) => 80 * (i + 1)).concat([2400]);
 const live = { ws: null, ctx: null, node: null, stream: null, sent: 0, opened: false, stopping: false,
                started: false, queue: [], opening: false };
 // Audio captured while the connection is being set up waits here (at most this many 100 ms
@@ -96,7 +95,9 @@ async function open() {
     const ev = JSON.parse(msg.data);
     if (ev.type === "session.created") {
       live.opened = true;
-      ws.send(JSON.stringify({ type: "session.update", model: null, delay_ms: Number($("delay").value) }));
+      const update = { type: "session.update", model: null };
+      if ($("delay").value) update.delay_ms = Number($("delay").value);  // else the server's
+      ws.send(JSON.stringify(update));
       ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
       live.started = true;
       for (const chunk of live.queue.splice(0)) sendAudio(chunk);
@@ -207,17 +208,25 @@ function upload(file) {
   xhr.send(form);
 }
 
-function setup() {
-  for (const d of DELAYS) $("delay").add(new Option(d + " ms", d, d === 480, d === 480));
+// The delays the server accepts and its default come from /health (which needs the key).
+function loadDelays() {
   fetch("/health", { headers: authHeaders() }).then((r) => r.ok ? r.json() : null).then((h) => {
-    if (h && DELAYS.includes(h.delay_ms)) $("delay").value = h.delay_ms;
+    if (!h || !h.valid_delays_ms) return;
+    const select = $("delay");
+    const chosen = Number(select.value) || h.delay_ms;
+    select.replaceChildren(...h.valid_delays_ms.map((d) => new Option(d + " ms", d, d === h.delay_ms, d === chosen)));
   }).catch(() => {});
+}
+
+function setup() {
+  $("delay").add(new Option("server default", ""));  // until /health answers
+  loadDelays();
   $("start").onclick = () => (live.ws ? stop() : start());
   $("copy").onclick = () => navigator.clipboard.writeText(text.trim());
   $("download").onclick = download;
   $("key").onclick = () => { $("key-input").value = apiKey(); $("key-dialog").showModal(); };
   $("key-dialog").addEventListener("close", () => {
-    if ($("key-dialog").returnValue === "save") { localStorage.setItem(KEY_STORE, $("key-input").value.trim()); clearMessage(); }
+    if ($("key-dialog").returnValue === "save") { localStorage.setItem(KEY_STORE, $("key-input").value.trim()); clearMessage(); loadDelays(); }
   });
   const area = $("transcript");
   area.addEventListener("dragover", (e) => { e.preventDefault(); area.classList.add("dragging"); });
