@@ -1,6 +1,8 @@
 """Config, derived schedule numbers, and the full-size architecture (built lazily)."""
 
+import json
 import re
+from pathlib import Path
 
 import mlx.core as mx
 import pytest
@@ -9,60 +11,10 @@ from mlx.utils import tree_flatten
 from voxtral_mlx import VALID_DELAYS_MS, ModelArgs, VoxtralError, VoxtralRealtime
 from voxtral_mlx.config import check_delay, parse_delay
 
-# params.json of mistralai/Voxtral-Mini-4B-Realtime-2602 (MODEL_SPEC 1.2)
-FULL_PARAMS = {
-    "dim": 3072,
-    "n_layers": 26,
-    "head_dim": 128,
-    "hidden_dim": 9216,
-    "n_heads": 32,
-    "n_kv_heads": 8,
-    "use_biases": False,
-    "causal": True,
-    "rope_theta": 1000000.0,
-    "norm_eps": 1e-05,
-    "vocab_size": 131072,
-    "model_parallel": 1,
-    "tied_embeddings": True,
-    "sliding_window": 8192,
-    "model_max_length": 131072,
-    "multimodal": {
-        "whisper_model_args": {
-            "encoder_args": {
-                "audio_encoding_args": {
-                    "sampling_rate": 16000,
-                    "frame_rate": 12.5,
-                    "num_mel_bins": 128,
-                    "hop_length": 160,
-                    "window_size": 400,
-                    "chunk_length_s": None,
-                    "global_log_mel_max": 1.5,
-                    "transcription_format": "streaming",
-                },
-                "dim": 1280,
-                "n_layers": 32,
-                "head_dim": 64,
-                "hidden_dim": 5120,
-                "n_heads": 32,
-                "vocab_size": 131072,
-                "n_kv_heads": 32,
-                "use_biases": True,
-                "use_cache": False,
-                "rope_theta": 1000000.0,
-                "causal": True,
-                "norm_eps": 1e-05,
-                "pos_embed": "rope",
-                "max_source_positions": None,
-                "ffn_type": "swiglu",
-                "norm_type": "rms_norm",
-                "sliding_window": 750,
-            },
-            "downsample_args": {"downsample_factor": 4},
-        }
-    },
-    "ada_rms_norm_t_cond": True,
-    "ada_rms_norm_t_cond_dim": 32,
-}
+# params.json of mistralai/Voxtral-Mini-4B-Realtime-2602 as published (MODEL_SPEC 1.2)
+FULL_PARAMS = json.loads(
+    (Path(__file__).parent / "assets" / "voxtral-mini-4b-realtime-params.json").read_text()
+)
 
 
 def official_tensors() -> dict[str, tuple[int, ...]]:

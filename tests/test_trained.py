@@ -271,3 +271,34 @@ def test_virtual_microphone(held_out, tmp_path):
     measured = wer(pairs)
     print(f"virtual microphone WER {100 * measured:.2f}%: {[basic_normalize(h) for _, h in pairs]}")
     assert measured <= MAX_WER
+
+
+def readme_block(after: str) -> str:
+    """The first ```python block of README.md after the line that starts with `after`."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    rest = text[text.index("\n" + after) :]
+    start = rest.index("```python\n") + len("```python\n")
+    return rest[start : rest.index("```", start)]
+
+
+def test_readme_session_example_prints_every_word(trained, held_out, capsys):
+    """The README's Session example, run as written on 48 kHz chunks of held-out speech:
+    it prints the whole transcript, the words flushed by finish() included."""
+    from voxtral_mlx.audio import resample
+
+    folder, utterances = held_out
+    u = utterances[0]
+    want = voxtral_mlx.transcribe(trained, u.audio).text
+    at_48k = resample(u.audio, 16000, 48000)
+
+    def microphone_chunks():
+        for lo in range(0, len(at_48k), 4800):  # 100 ms at a time
+            yield at_48k[lo : lo + 4800]
+
+    exec(readme_block("Live audio goes through a `Session`"), {
+        "model": trained, "microphone_chunks": microphone_chunks,
+    })  # fmt: skip
+    printed = capsys.readouterr().out
+    text, stats = printed.rsplit("\n", 1)
+    assert text.strip() == want and len(want.split()) >= 2
+    assert "x real time, caches" in stats
