@@ -299,6 +299,6 @@ def test_readme_session_example_prints_every_word(trained, held_out, capsys):
         "model": trained, "microphone_chunks": microphone_chunks,
     })  # fmt: skip
     printed = capsys.readouterr().out
-    text, stats = printed.rsplit("\n", 1)
+    text, stats = printed.rstrip("\n").rsplit("\n", 1)
     assert text.strip() == want and len(want.split()) >= 2
     assert "x real time, caches" in stats
