@@ -34,7 +34,7 @@ from mlx.utils import tree_flatten
 import voxtral_mlx
 from voxtral_mlx.bench import BUNDLED_SPEECH, backend_name, chip_name, narrow
 from voxtral_mlx.config import ModelArgs
-from voxtral_mlx.decoder import StepCache
+from voxtral_mlx.decoder import DecoderBatch
 from voxtral_mlx.model import VoxtralRealtime
 from voxtral_mlx.testing import mlx_audio_config, official_from_mlx, save_official, tekken_json
 
@@ -116,16 +116,14 @@ def bench_ours(path: Path, audio: np.ndarray, steps: int) -> dict:
 
     enc = timed(encode) / n_tokens
     embeds = encode()
-    dec = model.decoder
-    norms = dec.ffn_norm_weights(args.n_delay_tokens)
-    cache = dec.make_cache()
     L = args.prompt_length
-    prompt = mx.array([1] + [32] * (L - 1))
-    first = mx.argmax(dec((embeds[:L] + dec.tok_embeddings(prompt))[None], norms, cache)[0, -1])
-    steps_cache = StepCache(cache, args.decoder.sliding_window)  # what Session steps on
+    batch = DecoderBatch(model.decoder)  # what a Session decodes through: its first pass
+    row = batch.add(args.n_delay_tokens)
+    first = batch.run({row: (embeds[:L], model.tokenizer.prompt(L))})[0, L - 1 :]
 
     def step(token, i):
-        return dec.step(embeds[L + i % (n_tokens - L)], token, norms, steps_cache)
+        p = L + i % (n_tokens - L)
+        return batch.run({row: (embeds[p : p + 1], token)})[0]
 
     step_s = decode_loop(step, first, steps)
     wall, peak = transcription(lambda: voxtral_mlx.transcribe(model, audio, DELAY_MS))

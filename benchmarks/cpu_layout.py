@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from voxtral_mlx.bench import architecture, chip_name
-from voxtral_mlx.decoder import StepCache, TextDecoder
+from voxtral_mlx.decoder import DecoderBatch, TextDecoder
 
 
 def layout(w: mx.array, column_major: bool) -> mx.array:
@@ -46,18 +46,14 @@ def step_ms(dim: int, layers: int, vocab: int, column_major: bool, steps: int = 
     for _, module in decoder.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
             module.weight = layout(module.weight, column_major)
-    scales = decoder.ffn_norm_weights(6)
-    cache = decoder.make_cache()
-    mx.eval(decoder(mx.random.normal((1, 39, dim)), scales, cache))
-    steps_cache = StepCache(cache, args.decoder.sliding_window)
-    token, audio = mx.array(32, dtype=mx.uint32), mx.random.normal((dim,))
-    for _ in range(3):
-        token = decoder.step(audio, token, scales, steps_cache)
-        mx.eval(token)
-    tic = time.perf_counter()
-    for _ in range(steps):
-        token = decoder.step(audio, token, scales, steps_cache)
-        mx.eval(token)
+    batch = DecoderBatch(decoder)
+    row = batch.add(6)
+    audio = mx.random.normal((39, dim))
+    token = batch.run({row: (audio, [1] + [32] * 38)})[0, -1].item()
+    for i in range(3 + steps):
+        if i == 3:
+            tic = time.perf_counter()
+        token = batch.run({row: (audio[:1], [token])})[0, 0].item()
     return 1000 * (time.perf_counter() - tic) / steps
 
 

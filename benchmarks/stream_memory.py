@@ -67,8 +67,7 @@ def run_one(minutes: float, dim: int, layers: int, vocab: int) -> dict:
     final = session.result
     wall = time.perf_counter() - tic
     enc = sum(c.nbytes for c in session._encoder.cache)
-    steps = session._decoder.steps  # the decoder's one-token KV buffers (StepCache)
-    dec = sum(x.nbytes for x in steps.keys + steps.values) if steps else 0
+    dec = session.pool.batch.nbytes  # the session's decoder row: its key/value ring
     return {
         "minutes": minutes,
         "decoder_steps": final.stats.decoder_steps,

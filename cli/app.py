@@ -151,6 +151,17 @@ def transcribe(
         ),
     ] = None,
     word_timestamps: WordsOpt = False,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch",
+            metavar="N",
+            show_default=False,
+            help="Files decoded together, one weight read per step for all of them. Default: "
+            "up to 8, as many as half the memory the weights leave free holds (each file's "
+            "caches: up to 1.4 GB for the bf16 model).",
+        ),
+    ] = None,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
@@ -166,9 +177,13 @@ def transcribe(
         formats = list(FORMATS) if output_format == "all" else [output_format]
     elif output_dir is not None:
         formats = ["txt"]
-    batch = Batch(files, formats, output_dir or Path("."), word_timestamps)
+    if batch is not None and batch < 1:
+        bad_usage(f"--batch {batch}: at least 1")
+    if batch is not None and server:
+        bad_usage("--batch applies to local transcription (the server batches its own)")
+    work = Batch(files, formats, output_dir or Path("."), word_timestamps)
     try:
-        batch.check()  # inputs and the output folder, before any model is loaded
+        work.check()  # inputs and the output folder, before any model is loaded
         if server:
             from .remote import transcribe_remote
 
@@ -176,18 +191,24 @@ def transcribe(
                 label = "stdin.wav" if name == "-" else Path(name).name
                 return transcribe_remote(server, audio, label, api_key, delay)
 
-            batch.run(engine, remote=True)
+            work.run(engine, remote=True)
         else:
             loaded = load_model(model, offline)
             from voxtral_mlx import transcribe as run
+            from voxtral_mlx.session import streams_that_fit
 
-            def engine(name, audio, progress):
-                return run(loaded, audio, delay_ms=delay, progress=progress)
+            size = batch or min(8, streams_that_fit(loaded))
+            if size > 1 and len(work.files) > 1:
+                work.run_pooled(loaded, delay, size)
+            else:
 
-            batch.run(engine)
+                def engine(name, audio, progress):
+                    return run(loaded, audio, delay_ms=delay, progress=progress)
+
+                work.run(engine)
     except VoxtralError as e:
         fail(str(e))
-    if batch.failures:
+    if work.failures:
         raise typer.Exit(1)
 
 
@@ -287,8 +308,16 @@ def serve(
     delay: DelayOpt = None,
     api_key: ApiKeyOpt = None,
     max_sessions: Annotated[
-        int, typer.Option("--max-sessions", metavar="N", help="Concurrent realtime sessions.")
-    ] = 8,
+        int | None,
+        typer.Option(
+            "--max-sessions",
+            metavar="N",
+            show_default=False,
+            help="Concurrent realtime sessions. Default: as many as half the memory the "
+            "weights leave free holds, each at its full window (about 1 GB per stream for "
+            "the bf16 model), from 1 to 64.",
+        ),
+    ] = None,
     max_message_mb: Annotated[
         float,
         typer.Option("--max-message-mb", metavar="MB", help="Largest WebSocket message accepted."),
@@ -315,7 +344,7 @@ def serve(
     """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
     if not 1 <= port <= 65535:
         bad_usage(f"--port {port}: choose 1-65535")
-    if max_sessions < 1:
+    if max_sessions is not None and max_sessions < 1:
         bad_usage(f"--max-sessions {max_sessions}: at least 1")
     if not max_message_mb > 0 or not max_backlog > 0:
         bad_usage("--max-message-mb and --max-backlog must be positive")

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +94,32 @@ class Batch:
         self.failures += 1
         print_error(f"{name}: {message}")
 
+    def run_pooled(self, model, delay_ms: int | None, batch: int) -> None:
+        """Local transcription, `batch` files at a time through one batched decoder."""
+        from voxtral_mlx import transcribe_many
+
+        progress = self._progress()
+        names = self.files
+        sources = (read_input(name) if name == "-" else Path(name) for name in names)
+        with self._interruptible(), progress:
+            label = f"{plural(len(names), 'file')}, {batch} at a time"
+            task = progress.add_task(label, total=len(names), rtf="")
+            for index, result in transcribe_many(model, sources, delay_ms, batch):
+                progress.advance(task)
+                name = names[index]
+                if isinstance(result, VoxtralError):
+                    self.fail(name, str(result))
+                elif self._output(name, result):
+                    self.done += 1
+
     def run(self, engine: Engine, remote: bool = False) -> None:
-        progress = Progress(
+        progress = self._progress()
+        with self._interruptible(), progress:
+            for name in self.files:
+                self._one(engine, name, progress, remote)
+
+    def _progress(self) -> Progress:
+        return Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
@@ -104,15 +129,17 @@ class Batch:
             transient=True,
             disable=not self.err.is_terminal,
         )
+
+    @contextmanager
+    def _interruptible(self):
+        """Ctrl+C: say so, keep what is finished, exit 130."""
         try:
-            with progress:
-                for name in self.files:
-                    self._one(engine, name, progress, remote)
+            yield
         except KeyboardInterrupt:
             total = plural(len(self.files), "file")
             print_error(
                 f"stopped after {self.done} of {total}; the finished ones are kept, "
-                "nothing of the one in progress was written",
+                "nothing of those in progress was written",
                 label="interrupted",
             )
             raise typer.Exit(INTERRUPTED_EXIT) from None
@@ -133,11 +160,15 @@ class Batch:
             return
         finally:
             progress.remove_task(task)
+        if self._output(name, result):
+            self.done += 1
+
+    def _output(self, name: str, result: Transcript) -> bool:
+        """Print the text or write the files; False when a file could not be written."""
         if not self.formats:
             print(f"{name}: {result.text}" if len(self.files) > 1 else result.text, flush=True)
-        elif not self._write(name, result):
-            return
-        self.done += 1
+            return True
+        return self._write(name, result)
 
     def _write(self, name: str, result: Transcript) -> bool:
         from voxtral_mlx.formats import render

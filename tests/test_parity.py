@@ -8,6 +8,7 @@ import torch
 from transformers import VoxtralRealtimeFeatureExtractor
 
 import voxtral_mlx
+from voxtral_mlx.decoder import DecoderBatch
 from voxtral_mlx.offline import encode_audio, pad_audio
 
 
@@ -52,7 +53,7 @@ def test_encoder_and_adapter_match(model, hf_model, jfk, features):
 
 
 @pytest.mark.parametrize("delay_ms", [80, 480, 2400])
-def test_decoder_logits_match(model, hf_model, jfk, features, delay_ms):
+def test_decoder_logits_match(model, hf_model, jfk, features, spec, delay_ms):
     """Teacher-forced logits over the whole audio span: prompt, then the reference's tokens."""
     args, padded, feats, prompt = reference_inputs(model, jfk, delay_ms, features)
     n_audio = feats.shape[-1] // 8
@@ -74,12 +75,19 @@ def test_decoder_logits_match(model, hf_model, jfk, features, delay_ms):
     scales = decoder.ffn_norm_weights(args.n_delay_tokens)
     uncached = decoder(embeds[None], scales)[0]
     assert rel_err(uncached, ref) < 1e-4
-    # prefill + one position at a time through the rotating cache: same logits
-    cache = decoder.make_cache()
+    # the prefill, then one position per pass, or several, through a row's ring (which wraps:
+    # the window is 24 positions): the same logits
     L = args.prompt_length
-    steps = [decoder(embeds[None, :L], scales, cache)[0]]
-    steps += [decoder(embeds[None, p : p + 1], scales, cache)[0] for p in range(L, n_audio)]
-    assert rel_err(mx.concatenate(steps), ref) < 1e-4
+    for per_pass in (1, 7):
+        batch = DecoderBatch(decoder, max_pass=L)
+        row = batch.add(args.n_delay_tokens)
+        audio = audio_embeds
+        passes = [batch.run({row: (audio[:L], ids[:L])}, logits=True)[0]]
+        for p in range(L, n_audio, per_pass):
+            chunk = slice(p, min(p + per_pass, n_audio))
+            passes.append(batch.run({row: (audio[chunk], ids[chunk])}, logits=True)[0])
+        assert batch.capacity == spec.dec_window + L - 1  # a ring
+        assert rel_err(mx.concatenate(passes), ref) < 1e-4
 
 
 @pytest.mark.parametrize("delay_ms", [80, 480, 2400])

@@ -163,18 +163,36 @@ def test_per_session_delay(server, model):
 
 
 def test_concurrent_sessions_do_not_mix(server, model):
-    names = ["jfk.wav", "librivox-0870.wav", "librivox-0890.wav"]
-    results = {}
+    """Realtime sessions at once (the fixture's limit, 4), at mixed delays, beside two
+    uploads: every stream is a row of the server's batched decoder, and each gets exactly
+    its solo transcript."""
+    names = ["jfk.wav", "librivox-0870.wav", "librivox-0890.wav", "librivox-0920.wav"]
+    jobs = list(zip(names, [480, 80, 2400, 960], strict=True))
+    results, uploads = {}, {}
 
-    def run(name):
-        results[name] = stream(server, pcm16(name), chunk=3200)[1]["text"]
+    def run(i):
+        name, delay = jobs[i]
+        results[i] = stream(server, pcm16(name), chunk=3200, delay_ms=delay)[1]["text"]
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in names]
+    def upload(name):
+        with shared_audio(name).open("rb") as f:
+            reply = requests.post(
+                f"http://127.0.0.1:{server}/v1/audio/transcriptions",
+                files={"file": (name, f)},
+                timeout=120,
+            )
+        uploads[name] = reply.json()["text"]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    threads += [threading.Thread(target=upload, args=(n,)) for n in names[:2]]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    assert {n: results.get(n) for n in names} == {n: expected_text(model, n) for n in names}
+    for i, (name, delay) in enumerate(jobs):
+        audio = voxtral_mlx.load_audio(shared_audio(name))
+        assert results.get(i) == voxtral_mlx.transcribe(model, audio, delay_ms=delay).text
+    assert uploads == {n: expected_text(model, n) for n in names[:2]}
 
 
 def test_bad_input_gets_error_events_and_the_connection_goes_on(server, model):
@@ -523,5 +541,8 @@ def test_connection_states_allow_only_the_protocol_transitions():
         conn.move(State.TRANSCRIBING)
     conn.move(State.READY)
     conn.move(State.TRANSCRIBING)
-    with pytest.raises(RuntimeError, match="transcribing -> ready"):
-        conn.move(State.READY)  # an utterance ends through its final commit only
+    with pytest.raises(RuntimeError, match="transcribing -> open"):
+        conn.move(State.OPEN)
+    conn.move(State.FINISHING)
+    with pytest.raises(RuntimeError, match="finishing -> transcribing"):
+        conn.move(State.TRANSCRIBING)  # the next utterance starts after done

@@ -164,6 +164,7 @@ def test_caches_stay_within_their_windows(model, spec):
     rng = np.random.default_rng(3)
     audio = (0.1 * rng.standard_normal(16000 * 12)).astype(np.float32)
     session = Session(model, 480)
+    batch = session.pool.batch
     for lo in range(0, len(audio), 1280):
         session.feed(audio[lo : lo + 1280])
         if lo == 0:
@@ -171,51 +172,72 @@ def test_caches_stay_within_their_windows(model, spec):
         for cache in session._encoder.cache:
             # a call of N frames needs window - 1 frames of history: one token = 4 frames
             assert cache.keys.shape[2] <= spec.enc_window - 1 + 4
-        if session._decoder.steps is not None:
-            assert session._decoder.steps.capacity <= spec.dec_window
-    assert session._decoder.position > 4 * spec.dec_window
-    assert session._decoder.steps.capacity == spec.dec_window
+        assert batch.capacity <= batch.full == spec.dec_window + batch.max_pass - 1
+    assert session._row.position > 4 * spec.dec_window
+    assert batch.capacity == batch.full  # a ring of window + max_pass - 1 slots
 
 
-@pytest.mark.parametrize("fused", [False, True])  # the CPU formulation, the GPU one
-@pytest.mark.parametrize("prompt", [10, 30])  # shorter than the window (it grows) or longer
-def test_step_cache_matches_the_rotating_cache(model, spec, prompt, fused):
-    """One-token steps over the fixed-shape StepCache (growing 7 slots at a time, then a
-    ring) give the logits of the RotatingKVCache path, compiled steps its greedy tokens.
-    Both formulations of the step: elementwise RoPE and grouped attention (CPU backend),
-    mx.fast.rope and the fused attention (GPU backends)."""
-    from voxtral_mlx.decoder import StepCache
-
-    dec, window = model.decoder, spec.dec_window
-    norms = dec.ffn_norm_weights(6)
-    rng = np.random.default_rng(prompt)
-    n = prompt + 3 * window
+def ring_reference(model, spec, n, seed):
+    """Random decoder inputs and their teacher-forced logits in one uncached pass."""
+    rng = np.random.default_rng(seed)
     audio = mx.array(rng.standard_normal((n, spec.dec_dim)).astype(np.float32))
-    tokens = rng.integers(0, spec.vocab_size, size=n)
+    tokens = rng.integers(0, spec.vocab_size, size=n).tolist()
+    dec = model.decoder
+    x = audio + dec.tok_embeddings(mx.array(tokens))
+    return audio, tokens, np.array(dec(x[None], dec.ffn_norm_weights(6))[0])
 
-    def prefill():
-        caches = dec.make_cache()
-        x = audio[:prompt] + dec.tok_embeddings(mx.array(tokens[:prompt]))
-        dec(x[None], norms, caches)
-        return caches
 
-    reference = prefill()
-    steps, compiled = StepCache(prefill(), window, grow=7), StepCache(prefill(), window, grow=7)
-    capacities = set()
-    for i in range(prompt, n):
-        x = audio[i] + dec.tok_embeddings(mx.array(tokens[i]))
-        want = dec(x[None, None], norms, reference)[0, -1]
-        steps.make_room()
-        capacities.add(steps.capacity)
-        offset = mx.array(steps.offset, dtype=mx.int32)
-        got, steps.keys, steps.values = dec.step_logits(
-            audio[i], mx.array(tokens[i]), norms, steps.keys, steps.values, offset, fused
-        )
-        steps.offset += 1
-        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)
-        token = dec.step(audio[i], mx.array(tokens[i]), norms, compiled)
-        assert token.item() == int(np.argmax(np.array(want)))
-    assert max(capacities) == window and (prompt > window or len(capacities) > 2)
+@pytest.mark.parametrize("chunks", [(10, 1), (30, 1), (30, 5), (3, 13)])
+def test_rows_passes_equal_the_uncached_pass(model, spec, chunks):
+    """A row's ring (growing GROW slots at a time, then wrapping) gives the logits of the
+    uncached pass, one position per pass or several, from a prompt shorter or longer than
+    the window, and padded beside a busier row."""
+    from voxtral_mlx.decoder import DecoderBatch
+
+    first, per_pass = chunks
+    n = first + 4 * spec.dec_window
+    audio, tokens, want = ring_reference(model, spec, n, seed=sum(chunks))
+    other_audio, other_tokens, other_want = ring_reference(model, spec, n, seed=99)
+    batch = DecoderBatch(model.decoder, max_pass=max(first, 16))
+    row, other = batch.add(6), batch.add(6)
+    got, got_other, p = [], [], 0
+    while p < n:
+        size = first if p == 0 else min(per_pass, n - p)
+        inputs = {row: (audio[p : p + size], tokens[p : p + size])}
+        q = len(got_other)
+        if p and q < n:  # the other row takes 16 positions a pass: this one is padded
+            inputs[other] = (other_audio[q : q + 16], other_tokens[q : q + 16])
+        out = np.array(batch.run(inputs, logits=True))
+        got.append(out[0, :size])
+        if other in inputs:
+            got_other.extend(out[1, : min(16, n - q)])
+        p += size
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-4, atol=1e-4)
+    q = len(got_other)
+    np.testing.assert_allclose(np.stack(got_other), other_want[:q], rtol=1e-4, atol=1e-4)
+    assert batch.capacity == batch.full
+
+
+def test_rewound_positions_are_written_again(model, spec):
+    """Positions taken back (rejected drafts) leave keys no query reads: the logits of what
+    is written over them equal the uncached pass, through the ring's wrap."""
+    from voxtral_mlx.decoder import DecoderBatch
+
+    n = 6 * spec.dec_window
+    audio, tokens, want = ring_reference(model, spec, n, seed=5)
+    rng = np.random.default_rng(6)
+    batch = DecoderBatch(model.decoder, max_pass=8)
+    row = batch.add(6)
+    got, p = [], 0
+    while p < n:
+        size = min(int(rng.integers(1, 9)), n - p)
+        junk = rng.integers(0, spec.vocab_size, size=size).tolist()
+        batch.run({row: (audio[p : p + size][::-1], junk)})  # a draft to throw away
+        batch.rewind(row, size)
+        out = np.array(batch.run({row: (audio[p : p + size], tokens[p : p + size])}, logits=True))
+        got.append(out[0, :size])
+        p += size
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-4, atol=1e-4)
 
 
 def args_prompt(model):
@@ -286,11 +308,12 @@ def test_one_dtype_through_the_graph(official_dir, jfk):
     model = voxtral_mlx.load(official_dir, dtype=mx.bfloat16)
     session = Session(model, 480)
     session.feed(jfk[: 16000 * 3])
-    assert all(w.dtype == mx.bfloat16 for w in session._scales)
+    batch = session.pool.batch
+    assert session._row.ffn_norms.dtype == mx.bfloat16
     assert all(c.keys.dtype == mx.bfloat16 for c in session._encoder.cache)
-    assert all(c.keys.dtype == mx.bfloat16 for c in session._decoder.cache)
+    assert all(k.dtype == mx.bfloat16 for k in batch.keys + batch.values)
     assert session._encoder.conv1_tail.dtype == mx.bfloat16
     x = model.decoder.tok_embeddings(mx.array([[1, 32]]))
-    assert model.decoder(x, session._scales).dtype == mx.bfloat16
+    assert model.decoder(x, session._row.ffn_norms).dtype == mx.bfloat16
     session.finish()
     assert len(session.result.tokens) > 0

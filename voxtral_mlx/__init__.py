@@ -27,6 +27,7 @@ _EXPORTS = {
     "log_mel_spectrogram": "mel",
     "VoxtralRealtime": "model",
     "Session": "session",
+    "SessionPool": "session",
     "Stats": "session",
     "TextDelta": "session",
     "Transcript": "session",
@@ -43,6 +44,7 @@ __all__ = [
     "SAMPLE_RATE",
     "Schedule",
     "Session",
+    "SessionPool",
     "Stats",
     "StreamingDetokenizer",
     "TextDelta",
@@ -58,12 +60,13 @@ __all__ = [
     "log_mel_spectrogram",
     "parse_delay",
     "transcribe",
+    "transcribe_many",
 ]
 
 
 # Imported eagerly (the module imports no model code): a lazy `transcribe` would be
 # shadowed by the submodule of the same name as soon as anything imports it.
-from .transcribe import transcribe  # noqa: E402
+from .transcribe import transcribe, transcribe_many  # noqa: E402
 
 
 def __getattr__(name: str):
@@ -94,6 +97,6 @@ if TYPE_CHECKING:
     from .loader import load
     from .mel import log_mel_spectrogram
     from .model import VoxtralRealtime
-    from .session import Session, Stats, TextDelta, Transcript, WordDone
+    from .session import Session, SessionPool, Stats, TextDelta, Transcript, WordDone
     from .tokenizer import StreamingDetokenizer, Tokenizer
     from .words import Word

@@ -154,7 +154,7 @@ def _timed(fn, repeat: int = 1) -> float:
 def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) -> BenchResult:
     """Time every stage on 16 kHz `audio` (delay None: the checkpoint's). It measures the
     whole process: MLX's peak-memory counter is reset before the transcription it reports."""
-    from .decoder import StepCache
+    from .decoder import DecoderBatch, Row
     from .mel import log_mel_spectrogram
     from .offline import encode_audio, pad_audio
     from .session import Session
@@ -168,34 +168,27 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
     streamed_s = _timed(lambda: encode_audio(model, padded, batch_tokens=1))
     embeds = encode_audio(model, padded)
 
-    decoder = model.decoder
-    scales = decoder.ffn_norm_weights(schedule.n_delay_tokens)
     L = schedule.prompt_length
-    tokenizer = model.tokenizer
-    prompt = mx.array([tokenizer.bos_id] + [tokenizer.streaming_pad_id] * (L - 1))
+    prompt = model.tokenizer.prompt(L)
 
-    def prefill():
-        cache = decoder.make_cache()
-        mx.eval(decoder(embeds[None, :L] + decoder.tok_embeddings(prompt), scales, cache))
-        return cache
+    def prefill() -> tuple[DecoderBatch, Row, int]:
+        """What a Session's first pass does: a new row, the prompt."""
+        batch = DecoderBatch(model.decoder)
+        row = batch.add(schedule.n_delay_tokens)
+        return batch, row, batch.run({row: (embeds[:L], prompt)})[0, L - 1].item()
 
     prefill_s = _timed(prefill, repeat=3)
     steps = n_tokens - L
 
     def decode(count: int) -> float:
-        """The Session's steps (compiled, double-buffered, each token read back): seconds."""
-        cache = StepCache(prefill(), decoder.args.sliding_window)
-        token = mx.array(tokenizer.streaming_pad_id, dtype=mx.uint32)
+        """A Session's one-position passes (each token read back before the next): seconds."""
+        batch, row, token = prefill()
         tic = time.perf_counter()
         for p in range(L, L + count):
-            nxt = decoder.step(embeds[p], token, scales, cache)
-            mx.async_eval(nxt)
-            token.item()
-            token = nxt
-        token.item()
+            token = batch.run({row: (embeds[p : p + 1], [token])})[0, 0].item()
         return time.perf_counter() - tic
 
-    decode(min(steps, 8))  # trace the step once
+    decode(min(steps, 8))  # trace the pass once
     step_s = decode(steps) / steps
 
     mx.reset_peak_memory()

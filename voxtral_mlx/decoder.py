@@ -1,14 +1,20 @@
-"""Text decoder: Mistral-style GQA transformer, conditioned on the delay through AdaRMSNorm."""
+"""Text decoder: Mistral-style GQA transformer, conditioned on the delay through AdaRMSNorm.
+
+One forward path (MODEL.md "Decoder passes"): `TextDecoder.forward` runs B rows, each a
+stream with L new positions from its own start, over `KVRings`, the rows' key/value rings.
+The prompt prefill, the one-token step, B streams at once and several positions of one
+stream are all calls of it; `DecoderBatch` keeps the rows and runs passes.
+"""
 
 from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.base import create_attention_mask
-from mlx_lm.models.cache import RotatingKVCache
 
 from .config import DecoderArgs
-from .layers import Attention, FeedForward, rope_angles, sinusoid_frequencies
+from .layers import Attention, FeedForward, sinusoid_frequencies
+
+GROW = 256  # ring slots added at a time until the ring is full
 
 
 class AdaNorm(nn.Module):
@@ -32,11 +38,15 @@ class DecoderLayer(nn.Module):
         self.ada_norm = AdaNorm(args.dim, args.ada_cond_dim)
         self.feed_forward = FeedForward(args)
 
-    def __call__(self, x: mx.array, ffn_norm_weight: mx.array, mask, cache=None) -> mx.array:
-        x = x + self.attention(self.attention_norm(x), mask, cache)
-        # AdaRMSNorm: rms_norm(x) * w * (1 + ada) == rms_norm(x, w * (1 + ada)); only the FFN
-        # branch is conditioned, and the product is precomputed per delay (ffn_norm_weights)
-        h = mx.fast.rms_norm(x, ffn_norm_weight, self.ffn_norm.eps)
+    def __call__(
+        self, x: mx.array, ffn_norm: mx.array, starts: mx.array, rings: RingPass, i: int
+    ) -> mx.array:
+        """x [B, L, dim]; `ffn_norm` [B, 1, dim]: the rows' AdaRMSNorm-folded FFN weights."""
+        q, k, v = self.attention.project(self.attention_norm(x), starts)
+        keys, values = rings.update_and_fetch(i, k, v)
+        x = x + self.attention.attend(q, keys, values, rings.mask)
+        # AdaRMSNorm: rms_norm(x) * w * (1 + ada); w * (1 + ada) is precomputed per delay
+        h = mx.fast.rms_norm(x, None, self.ffn_norm.eps) * ffn_norm
         return x + self.feed_forward(h)
 
 
@@ -46,6 +56,34 @@ def time_embedding(n_delay_tokens: int, dim: int, theta: float = 10000.0) -> mx.
     return mx.concatenate([mx.cos(emb), mx.sin(emb)])
 
 
+class RingPass:
+    """The rings of one pass (inside `forward`): writes each row's new keys and values
+    into slot `position % capacity`, and the mask that says which slots each query sees.
+
+    Slot s of row b holds, after the write, the latest position p < end_b with
+    p = s (mod C); a query at position q sees it when p >= 0, p <= q and p > q - window.
+    Padded positions (a row with fewer new positions than L, or none) write into future
+    positions' slots, which no query reads before they are written again: the capacity is
+    window + L - 1 or more once the ring wraps (MODEL.md)."""
+
+    def __init__(self, keys: list[mx.array], values: list[mx.array], starts, L: int, window):
+        self.keys, self.values = list(keys), list(values)
+        capacity = keys[0].shape[2]
+        positions = starts[:, None] + mx.arange(L)  # [B, L]
+        slots = positions % capacity
+        B, n_kv, _, head_dim = keys[0].shape
+        self.index = mx.broadcast_to(slots[:, None, :, None], (B, n_kv, L, head_dim))
+        end = starts[:, None] + L  # [B, 1]
+        held = end - 1 - ((end - 1 - mx.arange(capacity)) % capacity)  # [B, C]
+        q, p = positions[:, :, None], held[:, None, :]  # [B, L, 1], [B, 1, C]
+        self.mask = ((p >= 0) & (p <= q) & (p > q - window))[:, None]  # [B, 1, L, C]
+
+    def update_and_fetch(self, i: int, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys[i] = mx.put_along_axis(self.keys[i], self.index, k, axis=2)
+        self.values[i] = mx.put_along_axis(self.values[i], self.index, v, axis=2)
+        return self.keys[i], self.values[i]
+
+
 class TextDecoder(nn.Module):
     def __init__(self, args: DecoderArgs):
         super().__init__()
@@ -53,122 +91,178 @@ class TextDecoder(nn.Module):
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = [DecoderLayer(args) for _ in range(args.n_layers)]
         self.norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
+        self._compiled = None
 
-    def ffn_norm_weights(self, n_delay_tokens: int) -> list[mx.array]:
-        """ffn_norm.weight * (1 + ada_l) for every layer, in the model dtype. Constant for a
-        given delay: compute it once per session (MODEL.md, AdaRMSNorm)."""
+    def ffn_norm_weights(self, n_delay_tokens: int) -> mx.array:
+        """ffn_norm.weight * (1 + ada_l) of every layer [n_layers, dim], in the model dtype.
+        Constant for a given delay: computed once per stream (MODEL.md, AdaRMSNorm)."""
         t_cond = time_embedding(n_delay_tokens, self.args.dim)
         dtype = self.norm.weight.dtype
-        return [
-            (layer.ffn_norm.weight * (1 + layer.ada_norm(t_cond))).astype(dtype)
-            for layer in self.layers
-        ]
+        return mx.stack(
+            [(layer.ffn_norm.weight * (1 + layer.ada_norm(t_cond))) for layer in self.layers]
+        ).astype(dtype)
 
-    def __call__(
-        self, embeds: mx.array, ffn_norm_weights: list[mx.array], cache: list | None = None
-    ) -> mx.array:
-        """embeds: [B, L, dim] (audio + token embeddings) -> logits [B, L, vocab]."""
-        h = embeds
-        mask = create_attention_mask(h, cache[0] if cache else None, self.args.sliding_window)
+    def forward(
+        self,
+        x: mx.array,
+        starts: mx.array,
+        ffn_norms: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        """The one forward path. x [B, L, dim] (audio + token embeddings) at positions
+        starts[b] .. starts[b] + L - 1 of each row; ffn_norms [n_layers, B, dim]; keys and
+        values per layer [B, n_kv, C, head_dim]. Returns the normed hidden states
+        [B, L, dim] and the updated rings."""
+        rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
         for i, layer in enumerate(self.layers):
-            h = layer(h, ffn_norm_weights[i], mask, cache[i] if cache else None)
-        # tied LM head (works for a quantized embedding too)
-        return self.tok_embeddings.as_linear(self.norm(h))
+            x = layer(x, ffn_norms[i][:, None], starts, rings, i)
+        return self.norm(x), rings.keys, rings.values
 
-    def make_cache(self) -> list[RotatingKVCache]:
-        return [RotatingKVCache(max_size=self.args.sliding_window) for _ in self.layers]
+    def __call__(self, x: mx.array, ffn_norms: mx.array) -> mx.array:
+        """Logits of whole sequences x [B, L, dim] from position 0 (teacher forcing): one
+        pass over empty rings. `ffn_norms` [n_layers, dim] (one delay for all rows)."""
+        B, L, _ = x.shape
+        empty = mx.zeros((B, self.args.n_kv_heads, L, self.args.head_dim), x.dtype)
+        rings = [empty] * len(self.layers)
+        norms = mx.broadcast_to(ffn_norms[:, None], (len(self.layers), B, ffn_norms.shape[-1]))
+        h, _, _ = self.forward(x, mx.zeros((B,), mx.int32), norms, rings, rings)
+        return self.head(h)
 
-    def step(
-        self, audio: mx.array, token: mx.array, ffn_norm_weights: list[mx.array], cache: StepCache
-    ) -> mx.array:
-        """One decoding step: audio embedding [dim] + the previous token -> the greedy next
-        token (not evaluated). The step is traced once per cache capacity by mx.compile and
-        replayed; `cache` is updated."""
-        cache.make_room()
-        if self._compiled_step is None:
-            self._compiled_step = mx.compile(self._step)
-        offset = mx.array(cache.offset, dtype=mx.int32)
-        token, cache.keys, cache.values = self._compiled_step(
-            audio, token, ffn_norm_weights, cache.keys, cache.values, offset
-        )
-        cache.offset += 1
-        return token
+    def head(self, h: mx.array) -> mx.array:
+        """Logits of the tied LM head (works for a quantized embedding too)."""
+        return self.tok_embeddings.as_linear(h)
 
-    _compiled_step = None
+    def greedy(self, x, starts, ffn_norms, keys, values):
+        """`forward`, then the greedy token at every position [B, L]; compiled with the
+        model's parameters declared as inputs, so a model changed later (quantized, cast)
+        is traced again, never replayed stale. Retraced per shape (B, L, capacity)."""
+        if self._compiled is None:
+            self._compiled = mx.compile(self._greedy, inputs=self.state)
+        return self._compiled(x, starts, ffn_norms, keys, values)
 
-    def _step(self, *args):
-        logits, keys, values = self.step_logits(*args)
-        return mx.argmax(logits), keys, values
-
-    def step_logits(self, audio, token, ffn_norm_weights, keys, values, offset, fused=None):
-        """The traced step: logits [vocab] and the updated buffers (see StepCache).
-
-        `fused` (default: on GPU backends) uses mx.fast.rope and the fused attention
-        kernel; otherwise (the CPU backend) RoPE's cos/sin are computed once for all layers
-        and applied elementwise, and attention is two grouped matrix products: measured
-        11 % faster per step on the CPU (MODEL.md, "Streaming")."""
-        if fused is None:
-            fused = mx.default_device().type != mx.cpu
-        capacity = keys[0].shape[2]
-        slot = (offset % capacity).reshape(1)
-        mask = mx.arange(capacity) <= offset  # all true once the ring has wrapped
-        rotation = None
-        if not fused:
-            rotation = rope_angles(offset, self.args.head_dim, self.args.rope_theta)
-        # a [1] index: a quantized embedding cannot gather with a 0-d one
-        h = (audio + self.tok_embeddings(token.reshape(1)))[None]
-        keys, values = list(keys), list(values)
-        for i, layer in enumerate(self.layers):
-            attention = layer.attention
-            q, k, v = attention.project(layer.attention_norm(h), offset, rotation)
-            keys[i] = mx.slice_update(keys[i], k, slot, axes=(2,))
-            values[i] = mx.slice_update(values[i], v, slot, axes=(2,))
-            attend = attention.attend if fused else attention.attend_one
-            h = h + attend(q, keys[i], values[i], mask)
-            h = h + layer.feed_forward(mx.fast.rms_norm(h, ffn_norm_weights[i], layer.ffn_norm.eps))
-        return self.tok_embeddings.as_linear(self.norm(h))[0, 0], keys, values
+    def _greedy(self, x, starts, ffn_norms, keys, values):
+        h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
+        return mx.argmax(self.head(h), axis=-1), keys, values
 
 
-class StepCache:
-    """The decoder's KV cache for one-token steps, in fixed-shape buffers so that the step
-    can be compiled: position p lives in slot p % capacity. Capacity grows by `grow` slots up
-    to the sliding window (each size is traced once); from then on it is a ring holding
-    exactly the last `window` positions, the same keys a RotatingKVCache(window) attends to.
-    """
+class DecoderBatch:
+    """Rows of streams decoded together: each row's key/value ring (one array per layer
+    for all rows, [B, n_kv, C, head_dim]), its next position and its AdaRMSNorm weights.
 
-    def __init__(self, prompt: list[RotatingKVCache], window: int, grow: int = 256):
-        """Take over from the caches the prompt was prefilled into: one call from empty, so
-        they hold every prompt position in order."""
-        self.window, self.grow = window, grow
-        self.offset = offset = prompt[0].offset
-        self.keys, self.values = [], []
-        for cache in prompt:
-            if cache.keys.shape[2] != offset:
-                raise ValueError("StepCache takes over from a one-call prefill only")
-            for out, x in ((self.keys, cache.keys), (self.values, cache.values)):
-                if offset < window:  # slots = positions
-                    room = min(window, -(-(offset + 1) // grow) * grow) - offset
-                    out.append(_pad(x[..., -offset:, :], room))
-                else:  # positions offset-window+1 .. offset, rotated into their slots
-                    ring = _pad(x[..., -(window - 1) :, :], 1)
-                    out.append(mx.roll(ring, (offset - window + 1) % window, axis=2))
+    Rows join (`add`) and leave (`remove`) at any pass; a pass (`run`) gives each row any
+    number of new positions up to `max_pass` (or none) and returns the greedy token at every
+    position. Before the ring wraps, capacity grows by GROW slots (slot = position); from
+    window + max_pass - 1 on it is a ring (MODEL.md "Decoder passes")."""
+
+    def __init__(self, decoder: TextDecoder, max_pass: int = 64):
+        self.decoder, self.max_pass = decoder, max_pass
+        args = decoder.args
+        self.full = args.sliding_window + max_pass - 1
+        self.dtype = decoder.norm.weight.dtype
+        self.shape = (args.n_kv_heads, args.head_dim)
+        self.rows: list[Row] = []
+        self.keys: list[mx.array] = []
+        self.values: list[mx.array] = []
+        self._norms: mx.array | None = None  # [n_layers, B, dim], rebuilt as rows change
 
     @property
     def capacity(self) -> int:
-        return self.keys[0].shape[2]
+        return self.keys[0].shape[2] if self.keys else 0
 
-    def make_room(self) -> None:
-        """Before writing position `offset`: grow the buffers while they are not a ring."""
-        if self.offset >= self.capacity and self.capacity < self.window:
-            room = min(self.window, self.capacity + self.grow) - self.capacity
-            self.keys = [_pad(k, room) for k in self.keys]
-            self.values = [_pad(v, room) for v in self.values]
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.keys + self.values)
 
+    def add(self, n_delay_tokens: int) -> Row:
+        """A new, empty row (a stream at position 0) conditioned on its delay."""
+        row = Row(self.decoder.ffn_norm_weights(n_delay_tokens))
+        zeros = mx.zeros((1, *self.shape[:1], self.capacity, self.shape[1]), self.dtype)
+        n = len(self.decoder.layers)
+        if self.rows:
+            self.keys = [mx.concatenate([k, zeros]) for k in self.keys]
+            self.values = [mx.concatenate([v, zeros]) for v in self.values]
+        else:
+            self.keys, self.values = [zeros] * n, [zeros] * n
+        self.rows.append(row)
+        self._norms = None
+        return row
 
-def _pad(x: mx.array, n: int) -> mx.array:
-    """n empty positions after x (axis 2)."""
-    if n <= 0:
+    def remove(self, row: Row) -> None:
+        i = self.rows.index(row)
+        del self.rows[i]
+        if not self.rows:
+            self.keys, self.values = [], []
+        else:
+            keep = mx.array([j for j in range(len(self.rows) + 1) if j != i])
+            self.keys = [k[keep] for k in self.keys]
+            self.values = [v[keep] for v in self.values]
+        self._norms = None
+
+    def run(
+        self, inputs: dict[Row, tuple[mx.array, list[int] | mx.array]], logits: bool = False
+    ) -> mx.array:
+        """One pass: for each row given, audio embeddings [n, dim] and the n token ids that
+        go with them (the previous output, then any drafted continuation); the rows not
+        given take no new position. Returns the greedy tokens [B, L] (lazy; row order of
+        `rows`, L the longest n), or with `logits` the logits [B, L, vocab] (uncompiled:
+        for tests); the rows' positions advance by `n` (see `rewind`)."""
+        n = {row: audio.shape[0] for row, (audio, _) in inputs.items()}
+        L = max(n.values())
+        if not 0 < min(n.values()) <= L <= self.max_pass:
+            raise ValueError(f"1 to {self.max_pass} positions per row and pass, got {n}")
+        self._reserve(L)
+        dim = self.decoder.args.dim
+        x = mx.stack([self._row_input(inputs.get(row), L, dim) for row in self.rows])
+        starts = mx.array([row.position for row in self.rows], dtype=mx.int32)
+        if logits:
+            h, self.keys, self.values = self.decoder.forward(
+                x, starts, self._ffn_norms(), self.keys, self.values
+            )
+            out = self.decoder.head(h)
+        else:
+            out, self.keys, self.values = self.decoder.greedy(
+                x, starts, self._ffn_norms(), self.keys, self.values
+            )
+        for row, count in n.items():
+            row.position += count
+        return out
+
+    def rewind(self, row: Row, count: int) -> None:
+        """Forget the last `count` positions of a row (rejected drafts): their keys stay in
+        slots no query reads before the positions are written again."""
+        row.position -= count
+
+    def _row_input(self, given, L: int, dim: int) -> mx.array:
+        if given is None:
+            return mx.zeros((L, dim), self.dtype)
+        audio, tokens = given
+        ids = tokens if isinstance(tokens, mx.array) else mx.array(tokens)
+        x = audio + self.decoder.tok_embeddings(ids)
+        if x.shape[0] < L:
+            x = mx.concatenate([x, mx.zeros((L - x.shape[0], dim), x.dtype)])
         return x
-    shape = list(x.shape)
-    shape[2] = n
-    return mx.concatenate([x, mx.zeros(shape, x.dtype)], axis=2)
+
+    def _ffn_norms(self) -> mx.array:
+        if self._norms is None:
+            self._norms = mx.stack([row.ffn_norms for row in self.rows], axis=1)
+        return self._norms
+
+    def _reserve(self, L: int) -> None:
+        """Room for every row's next L positions: grow while slots are positions."""
+        need = max(row.position for row in self.rows) + L
+        capacity = self.capacity
+        if need <= capacity or capacity == self.full:
+            return
+        grown = min(self.full, -(-need // GROW) * GROW)  # full: a ring from here on
+        pad = [(0, 0), (0, 0), (0, grown - capacity), (0, 0)]
+        self.keys = [mx.pad(k, pad) for k in self.keys]
+        self.values = [mx.pad(v, pad) for v in self.values]
+
+
+class Row:
+    """One stream's place in a DecoderBatch: its next position and its conditioning."""
+
+    def __init__(self, ffn_norms: mx.array):
+        self.ffn_norms = ffn_norms  # [n_layers, dim]
+        self.position = 0

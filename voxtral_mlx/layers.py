@@ -30,19 +30,13 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=bias)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=bias)
 
-    def project(
-        self, x: mx.array, offset: int | mx.array, rotation: tuple[mx.array, mx.array] | None = None
-    ) -> tuple[mx.array, ...]:
-        """[B, L, dim] at positions offset.. -> q, k, v as [B, heads, L, head_dim], rotated.
-
-        `rotation`: the (cos, sin) of one position (see `rope_angles`), applied elementwise
-        instead of by mx.fast.rope (the decoder's one-token step on the CPU backend)."""
+    def project(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, ...]:
+        """[B, L, dim] at positions offset.. (an int, or one per row [B]) -> q, k, v as
+        [B, heads, L, head_dim], rotated."""
         B, L, _ = x.shape
         q = self.wq(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
         k = self.wk(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = self.wv(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        if rotation is not None:
-            return rotate_interleaved(q, *rotation), rotate_interleaved(k, *rotation), v
         rope = dict(traditional=True, base=self.rope_theta, scale=1.0, offset=offset)
         return mx.fast.rope(q, self.head_dim, **rope), mx.fast.rope(k, self.head_dim, **rope), v
 
@@ -51,16 +45,6 @@ class Attention(nn.Module):
         B, _, L, _ = q.shape
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.wo(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
-
-    def attend_one(self, q: mx.array, k: mx.array, v: mx.array, mask: mx.array) -> mx.array:
-        """`attend` for one query position [1, heads, 1, head_dim] as two plain matrix
-        products, the query heads of each KV head side by side (the CPU backend has no fused
-        attention kernel)."""
-        n_kv, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
-        scores = (q * self.scale).reshape(1, n_kv, group, -1) @ k.swapaxes(-1, -2)
-        scores = mx.where(mask, scores, mx.array(-mx.inf, scores.dtype))
-        o = mx.softmax(scores, axis=-1, precise=True) @ v  # [1, n_kv, group, head_dim]
-        return self.wo(o.reshape(1, 1, -1))
 
     def __call__(self, x: mx.array, mask: mx.array | str | None, cache: Any = None) -> mx.array:
         q, k, v = self.project(x, cache.offset if cache is not None else 0)
@@ -83,21 +67,6 @@ class FeedForward(nn.Module):
 
 
 def sinusoid_frequencies(n: int, theta: float) -> mx.array:
-    """theta ** (-j / n) for j < n, in float32: the frequencies of RoPE (n = head_dim / 2)
-    and of the decoder's delay embedding (n = dim / 2)."""
+    """theta ** (-j / n) for j < n, in float32: the frequencies of the decoder's delay
+    embedding (n = dim / 2), as RoPE's are for n = head_dim / 2."""
     return mx.exp(-math.log(theta) * mx.arange(n, dtype=mx.float32) / n)
-
-
-def rope_angles(offset: mx.array, head_dim: int, theta: float) -> tuple[mx.array, mx.array]:
-    """cos and sin [head_dim / 2] of the RoPE angles at one position, in float32."""
-    angles = offset.astype(mx.float32) * sinusoid_frequencies(head_dim // 2, theta)
-    return mx.cos(angles), mx.sin(angles)
-
-
-def rotate_interleaved(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
-    """Interleaved RoPE (pairs 2j, 2j+1, as mx.fast.rope with traditional=True) of one
-    position by elementwise ops, computed in float32 and returned in x's dtype."""
-    pairs = x.astype(mx.float32).reshape(*x.shape[:-1], -1, 2)
-    even, odd = pairs[..., 0], pairs[..., 1]
-    out = mx.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
-    return out.reshape(x.shape).astype(x.dtype)

@@ -11,12 +11,14 @@ Protocol (the same event names as vLLM, so its clients work unchanged):
   server -> transcription.done {text, usage}  then the connection is ready for another one
   server -> error {error, code}               the connection stays usable
 
-Concurrency: every connection has its own Session; all share the weights and one worker
-thread, which runs model work in slices of at most `SLICE_SECONDS` of audio, round-robin,
-so the event loop never blocks and a connection with a backlog cannot starve the others.
-Backpressure: a connection whose unprocessed audio exceeds `max_backlog_seconds` gets an
-`error {code: "buffer_full"}` for each further append, which is dropped; it can slow down
-and resend.
+Concurrency: every utterance (a realtime connection's, or an upload's) is a Session of one
+SessionPool, decoded together: each pass of the decoder advances every stream with audio
+waiting by one position and reads the weights once for all of them. One worker thread does
+all model work, in jobs that take at most `SLICE_SECONDS` of each stream's audio and decode
+for at most `JOB_SECONDS`, so the event loop never blocks, events go out after every job,
+and a stream with a backlog cannot starve the others. Backpressure: a connection whose
+unprocessed audio exceeds `max_backlog_seconds` gets an `error {code: "buffer_full"}` for
+each further append, which is dropped; it can slow down and resend.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import enum
 import io
 import json
+import math
 import secrets
 import tempfile
 import threading
@@ -50,11 +54,14 @@ from .config import SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
 from .formats import cues, render
 from .model import VoxtralRealtime
-from .session import Session, TextDelta, Transcript
-from .transcribe import transcribe
+from .session import Session, SessionPool, TextDelta, streams_that_fit
 
 WEB_DIR = Path(__file__).parent / "web"
-SLICE_SECONDS = 1.0  # the most audio one worker job processes before others get a turn
+SLICE_SECONDS = 1.0  # the most audio of one stream a worker job encodes
+JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
+# A stream's audio waits in its queue (where backpressure sees it) while this many encoded
+# positions are still waiting for the decoder.
+MAX_ENCODED_AHEAD = 25
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
@@ -64,7 +71,7 @@ class ServerConfig:
     model_name: str
     delay_ms: int | None = None  # None: the model's own
     api_key: str | None = None
-    max_sessions: int = 8
+    max_sessions: int | None = None  # None: default_max_sessions(model)
     max_message_bytes: int = 4 * 2**20
     max_backlog_seconds: float = 30.0
     max_upload_bytes: int = 200 * 2**20
@@ -113,14 +120,124 @@ def _release_thread_mlx_state() -> None:
 
 @dataclass
 class Server:
-    """What every handler shares, kept on `app.state.server`."""
+    """What every handler shares, kept on `app.state.server`; and the scheduler that feeds
+    every stream's audio to one SessionPool on the worker thread."""
 
     model: VoxtralRealtime
     config: ServerConfig
     delay_ms: int  # the default delay of new sessions
     worker: Worker = field(default_factory=Worker)
     connections: set[RealtimeConnection] = field(default_factory=set)
+    streams: set = field(default_factory=set)  # RealtimeConnection | Upload with a session
     started: float = field(default_factory=time.time)
+    pool: SessionPool | None = None  # made on the worker thread, where its arrays live
+    wakeup: asyncio.Event | None = None
+    scheduler: asyncio.Task | None = None
+    decoding: bool = False  # the pool had positions waiting after the last job
+
+    async def open_session(self, stream, delay_ms: int, stop_at_eos: bool = False) -> None:
+        """Give `stream` a session of the pool; the scheduler takes it from there."""
+        stream.session = await self.worker.run(self._add, delay_ms, stop_at_eos)
+        self.streams.add(stream)
+        self.wake()
+
+    async def close_session(self, stream, session: Session | None = None) -> None:
+        """`stream` is done with its session (the given one, or its current one)."""
+        session = session or stream.session
+        if session is stream.session:
+            self.streams.discard(stream)
+            stream.session = None
+        if session is not None:
+            await self.worker.run(self.pool.remove, session)
+
+    def wake(self) -> None:
+        if self.scheduler is None:
+            self.wakeup = asyncio.Event()
+            self.scheduler = asyncio.create_task(self.schedule())
+        self.wakeup.set()
+
+    def _add(self, delay_ms: int, stop_at_eos: bool) -> Session:
+        if self.pool is None:
+            self.pool = SessionPool(self.model)
+        return self.pool.add(delay_ms, stop_at_eos=stop_at_eos)
+
+    async def schedule(self) -> None:
+        """Forever: take what each stream has ready, run a job, hand out the events."""
+        while True:
+            work = {stream: stream.intake() for stream in list(self.streams)}
+            work = {stream: w for stream, w in work.items() if w is not None}
+            if not work and not self.decoding:
+                self.wakeup.clear()  # no await since intake(): no lost wakeup
+                await self.wakeup.wait()
+                continue
+            try:
+                events, self.decoding = await self.worker.run(self._job, work)
+            except Exception as e:  # every stream of the job is told; the server goes on
+                for stream in work:
+                    await stream.failed(e)
+                self.decoding = False
+                continue
+            owners = {stream.session: stream for stream in self.streams}
+            for session, out in events.items():
+                if session in owners:  # (a stream closed meanwhile is not told)
+                    try:
+                        await owners[session].deliver(out)
+                    except Exception:  # its client is gone: the others go on
+                        await self.close_session(owners[session])
+
+    def _job(self, work: dict) -> tuple[dict[Session, list], bool]:
+        """On the worker: encode the audio taken, end the streams that ended, then decode
+        passes of the whole pool for at most JOB_SECONDS."""
+        for stream, (samples, end) in work.items():
+            if samples is not None:
+                stream.session.push(samples)
+            if end:
+                stream.session.end()
+        events: dict[Session, list] = {}
+        deadline = time.perf_counter() + JOB_SECONDS
+        while time.perf_counter() < deadline:
+            step = self.pool.step()
+            if not step:
+                return events, False
+            for session, out in step.items():
+                events.setdefault(session, []).extend(out)
+        return events, True
+
+
+def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
+    """Up to n samples from the front of a queue of chunks."""
+    parts, taken = [], 0
+    while queue and taken < n:
+        head = queue.popleft()
+        if taken + len(head) > n:
+            queue.appendleft(head[n - taken :])
+            head = head[: n - taken]
+        parts.append(head)
+        taken += len(head)
+    return np.concatenate(parts)
+
+
+class Upload:
+    """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool."""
+
+    def __init__(self, samples: np.ndarray):
+        self.audio = deque([samples])
+        self.session: Session | None = None
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def intake(self) -> tuple[np.ndarray | None, bool] | None:
+        if self.session.decodable_positions >= MAX_ENCODED_AHEAD or self.session._ended:
+            return None
+        samples = take_audio(self.audio, int(SLICE_SECONDS * SAMPLE_RATE))
+        return samples, not self.audio
+
+    async def deliver(self, events) -> None:
+        if self.session.result is not None and not self.done.done():
+            self.done.set_result(self.session.result)
+
+    async def failed(self, error: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
 
 
 class State(enum.Enum):
@@ -136,7 +253,8 @@ class State(enum.Enum):
 TRANSITIONS = {
     State.OPEN: {State.READY, State.CLOSED},
     State.READY: {State.READY, State.TRANSCRIBING, State.CLOSED},
-    State.TRANSCRIBING: {State.TRANSCRIBING, State.FINISHING, State.CLOSED},
+    # READY from TRANSCRIBING: a processing error ended the utterance
+    State.TRANSCRIBING: {State.TRANSCRIBING, State.FINISHING, State.READY, State.CLOSED},
     State.FINISHING: {State.FINISHING, State.READY, State.CLOSED},  # READY: after done
     State.CLOSED: set(),
 }
@@ -151,8 +269,6 @@ class RealtimeConnection:
         self.session: Session | None = None
         self.pending: deque[np.ndarray] = deque()  # audio not yet given to the model
         self.pending_seconds = 0.0
-        self.wakeup = asyncio.Event()
-        self.pump_task: asyncio.Task | None = None
         self.send_lock = asyncio.Lock()
 
     def move(self, state: State) -> None:
@@ -227,7 +343,7 @@ class RealtimeConnection:
             )
         self.pending.append(np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0)
         self.pending_seconds += seconds
-        self.wakeup.set()
+        self.server.wake()
 
     async def commit(self, event: dict) -> None:
         if self.state is State.OPEN:
@@ -240,46 +356,33 @@ class RealtimeConnection:
                     "Nothing to finish: no transcription started", "not_started"
                 )
             self.move(State.FINISHING)
-            self.wakeup.set()
+            self.server.wake()
         elif self.state is State.READY:
             self.move(State.TRANSCRIBING)
-            # MLX streams belong to a thread: build the session's arrays where they run
-            self.session = await self.server.worker.run(Session, self.server.model, self.delay_ms)
-            self.pump_task = asyncio.create_task(self.pump())
+            await self.server.open_session(self, self.delay_ms)
 
-    async def pump(self) -> None:
-        """Give pending audio to the model slice by slice; send what comes back; on the
-        final commit, flush and send transcription.done."""
-        try:
-            while self.state is not State.CLOSED:
-                if self.pending:
-                    chunk = self._take(int(SLICE_SECONDS * SAMPLE_RATE))
-                    await self._send_events(await self.server.worker.run(self.session.feed, chunk))
-                elif self.state is State.FINISHING:
-                    await self.finish()
-                    return
-                else:  # no await between the check above and clear(): no lost wakeup
-                    self.wakeup.clear()
-                    await self.wakeup.wait()
-        except Exception as e:  # this connection's transcription ends; the server goes on
-            if self.state is not State.CLOSED:
-                await self.error(f"transcription failed: {e}", "processing_error")
+    def intake(self) -> tuple[np.ndarray | None, bool] | None:
+        """For the scheduler: audio for the next job (while the decoder keeps up) and
+        whether the utterance ends with it; None when there is nothing to do."""
+        if self.session is None or self.session._ended:
+            return None
+        samples = None
+        if self.pending and self.session.decodable_positions < MAX_ENCODED_AHEAD:
+            samples = take_audio(self.pending, int(SLICE_SECONDS * SAMPLE_RATE))
+            self.pending_seconds = sum(len(p) for p in self.pending) / SAMPLE_RATE
+        end = self.state is State.FINISHING and not self.pending
+        return (samples, end) if samples is not None or end else None
 
-    def _take(self, n: int) -> np.ndarray:
-        parts, taken = [], 0
-        while self.pending and taken < n:
-            head = self.pending.popleft()
-            if taken + len(head) > n:
-                self.pending.appendleft(head[n - taken :])
-                head = head[: n - taken]
-            parts.append(head)
-            taken += len(head)
-        self.pending_seconds = sum(len(p) for p in self.pending) / SAMPLE_RATE
-        return np.concatenate(parts)
-
-    async def finish(self) -> None:
+    async def deliver(self, events) -> None:
+        """The session's events from a job; once it has its result, transcription.done."""
+        await self._send_events(events)
         session = self.session
-        await self._send_events(await self.server.worker.run(session.finish))
+        if session is None or session.result is None:
+            return
+        # ready for the next utterance before the client hears done: a commit right after
+        # it starts the next one
+        if self.state is not State.CLOSED:
+            self.move(State.READY)
         prompt, completion = session.schedule.prompt_length, len(session.result.tokens)
         await self.send(
             {
@@ -292,9 +395,14 @@ class RealtimeConnection:
                 },
             }
         )
-        # ready for the next utterance on the same connection: a new commit starts it
-        self.session = None
-        self.move(State.READY)
+        await self.server.close_session(self, session)
+
+    async def failed(self, error: Exception) -> None:
+        """This connection's transcription ends; the server goes on."""
+        await self.error(f"transcription failed: {error}", "processing_error")
+        await self.server.close_session(self)
+        if self.state is not State.CLOSED:
+            self.move(State.READY)  # a new commit starts over
 
     async def _send_events(self, events) -> None:
         for event in events:
@@ -311,12 +419,10 @@ class RealtimeConnection:
                     }
                 )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.move(State.CLOSED)
         self.pending.clear()
-        self.wakeup.set()
-        if self.pump_task is not None:
-            self.pump_task.cancel()
+        await self.server.close_session(self)
 
 
 # --- HTTP and WebSocket handlers: module level, sharing `request.app.state.server` ---
@@ -408,7 +514,7 @@ async def realtime(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        conn.close()
+        await conn.close()
         server.connections.discard(conn)
 
 
@@ -428,9 +534,12 @@ async def transcriptions(
         return _invalid_request("file too large", 413)
     name = file.filename or ""
     try:
-        result = await server.worker.run(
-            _transcribe_bytes, server.model, data, name, server.delay_ms
-        )
+        upload = Upload(await server.worker.run(_decode_bytes, data, name))
+        await server.open_session(upload, server.delay_ms, stop_at_eos=True)
+        try:
+            result = await upload.done
+        finally:
+            await server.close_session(upload)
     except VoxtralError as e:
         return _invalid_request(str(e), 400)
     if response_format == "text":
@@ -452,24 +561,30 @@ async def transcriptions(
     }
 
 
-def _transcribe_bytes(
-    model: VoxtralRealtime, data: bytes, filename: str, delay_ms: int
-) -> Transcript:
+def _decode_bytes(data: bytes, filename: str) -> np.ndarray:
+    """An uploaded file's audio at 16 kHz."""
     try:
-        samples = load_audio(io.BytesIO(data))
+        return load_audio(io.BytesIO(data))
     except VoxtralError:
         # containers soundfile cannot read go through ffmpeg, which needs a file
         suffix = Path(filename).suffix or ".bin"
         with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
             tmp.write(data)
             tmp.flush()
-            samples = load_audio(tmp.name)
-    return transcribe(model, samples, delay_ms=delay_ms)
+            return load_audio(tmp.name)
+
+
+def default_max_sessions(model: VoxtralRealtime) -> int:
+    """As many streams as half the memory the weights leave free holds, each at its most
+    with the server's encoder calls of SLICE_SECONDS, from 1 to 64."""
+    return streams_that_fit(model, math.ceil(SLICE_SECONDS * model.args.audio.frame_rate))
 
 
 def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
     app = FastAPI(title="voxtral-mlx", docs_url=None, redoc_url=None)
     delay_ms = model.args.schedule(config.delay_ms).delay_ms
+    if config.max_sessions is None:
+        config = dataclasses.replace(config, max_sessions=default_max_sessions(model))
     app.state.server = Server(model, config, delay_ms)
     # the browser page: public (it holds no secret); its API calls carry the key
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -1,4 +1,4 @@
-"""The streaming engine: one decode schedule for live audio and for files.
+"""The streaming engine: one decode schedule for live audio, files and many streams at once.
 
 `Session.feed(samples)` takes audio in chunks of any size and returns the events it produced;
 `finish()` appends the right pad so the words still behind the delay come out, and sets
@@ -7,29 +7,32 @@
     StreamingMel (samples of the frames not yet computed)
       -> EncoderState (2 mel frames, 1 conv frame, KV ring of 750 frames)
       -> adapter (whole tokens only: no remainder)
-      -> decoder (KV ring of 8192 positions, last token, step position)
+      -> a row of a DecoderBatch (KV ring of the window, next position, last token)
 
-Work per 80 ms does not grow with the audio already seen.
+A `SessionPool` decodes many sessions together: one decoder pass reads the weights once
+for every stream that has audio waiting. A lone Session is a pool of one.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
 
 from .audio import StreamResampler, as_samples
 from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE
-from .decoder import StepCache
+from .decoder import DecoderBatch, Row
 from .errors import VoxtralError
 from .mel import StreamingMel
 from .model import VoxtralRealtime
 from .words import Word, WordTracker
 
-# Clear MLX's buffer cache this often (decoder steps), so it cannot grow without bound.
+# Clear MLX's buffer cache this often (decoder passes), so it cannot grow without bound.
 CLEAR_CACHE_EVERY = 256
+MAX_PASS = 64  # positions a row may take in one decoder pass (the longest prompt is 63)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Stats:
 
 @dataclass(frozen=True)
 class Transcript:
-    """The final result: also what `transcribe()` returns."""
+    """The final result: `Session.result`, and what `transcribe()` returns."""
 
     text: str
     tokens: list[int]  # every generated id in order, pads (and EOS) included
@@ -78,18 +81,8 @@ class Transcript:
 Event = TextDelta | WordDone
 
 
-@dataclass
-class _DecoderState:
-    cache: list = field(default_factory=list)  # the prompt's prefill
-    steps: StepCache | None = None  # then one-token steps (compiled)
-    pending: list[mx.array] = field(default_factory=list)  # adapter outputs not yet decoded
-    position: int = 0  # next decoder position to fill
-    last_token: int | None = None
-    stopped: bool = False
-
-
 class Session:
-    """Streaming transcription with one model; `reset()` starts a new utterance.
+    """Streaming transcription of one stream; `reset()` starts a new utterance.
 
     Audio: `sample_rate` is the rate of everything fed (resampled to 16 kHz inside, by a
     streaming resampler, so the chunking never changes the result); samples follow the rule
@@ -99,6 +92,8 @@ class Session:
     `stop_at_eos=False` (live): EOS is fed back like any token and the session runs on
     until the audio ends, as the reference realtime server does. `transcribe()` uses True,
     the offline schedule: stop at EOS.
+
+    `pool`: decode together with the pool's other sessions (SessionPool.add makes them).
     """
 
     def __init__(
@@ -108,6 +103,7 @@ class Session:
         *,
         sample_rate: int = SAMPLE_RATE,
         stop_at_eos: bool = False,
+        pool: SessionPool | None = None,
     ):
         if model.tokenizer is None:
             raise VoxtralError("the model has no tokenizer: load it with voxtral_mlx.load")
@@ -116,18 +112,27 @@ class Session:
         self.sample_rate = StreamResampler(sample_rate).rate  # checks the rate
         self.tokenizer = model.tokenizer
         self.stop_at_eos = stop_at_eos
-        self._scales = model.decoder.ffn_norm_weights(self.schedule.n_delay_tokens)
-        mx.eval(self._scales)
+        self.pool = pool if pool is not None else SessionPool(model)
+        if self.pool.model is not model:
+            raise VoxtralError("a session and its pool must share one model")
+        self._row: Row | None = None
         self.reset()
 
     # --- public API ---
     def reset(self) -> None:
-        """Forget the audio and text so far; keep the model, the delay and the rate."""
+        """Forget the audio and text so far; keep the model, the delay, the rate, the pool."""
         schedule = self.schedule
         self._resampler = StreamResampler(self.sample_rate, schedule.sample_rate)
         self._mel = StreamingMel(schedule)
         self._encoder = self.model.encoder.make_state()
-        self._decoder = _DecoderState(cache=self.model.decoder.make_cache())
+        if self._row is not None:
+            self.pool.batch.remove(self._row)
+        self._row = self.pool.batch.add(schedule.n_delay_tokens)
+        self.pool._sessions.add(self)
+        self._pending: mx.array | None = None  # adapter outputs not decoded yet [n, dim]
+        self._last_token: int | None = None  # the output at position _row.position - 1
+        self._stopped = False  # EOS came (stop_at_eos)
+        self._ended = False  # finish() has pushed the right pad
         self._detok = self.tokenizer.detokenizer()
         self._words = WordTracker(self.tokenizer, schedule)
         self._all_words: list[Word] = []
@@ -156,126 +161,140 @@ class Session:
 
     @property
     def elapsed_seconds(self) -> float:
-        """Wall time spent in the model so far."""
+        """Wall time spent in the model for this session so far (passes shared with other
+        sessions of its pool count in full)."""
         return self._elapsed
 
     @property
     def backlog_seconds(self) -> float:
         """Audio fed but not decoded yet (look-ahead and delay not counted)."""
-        decoded = self.schedule.decoded_seconds(self._decoder.position)
+        decoded = self.schedule.decoded_seconds(self._row.position)
         return max(self.audio_seconds - decoded, 0.0)
 
     @property
+    def pending_positions(self) -> int:
+        """Encoded positions waiting for the decoder."""
+        return 0 if self._pending is None else self._pending.shape[0]
+
+    @property
+    def decodable_positions(self) -> int:
+        """Positions the decoder can take now (none until the whole prompt is encoded)."""
+        if self._stopped or (
+            self._last_token is None and self.pending_positions < self.schedule.prompt_length
+        ):
+            return 0
+        return self.pending_positions
+
+    @property
     def state_bytes(self) -> int:
-        """Memory held by this session's caches: the encoder's and the decoder's keys and
-        values (the decoder's grows with the stream up to its window)."""
-        caches = [*self._encoder.cache, *self._decoder.cache]
-        arrays = [a for c in caches for a in (c.keys, c.values) if a is not None]
-        if self._decoder.steps is not None:
-            arrays += [*self._decoder.steps.keys, *self._decoder.steps.values]
-        return sum(a.nbytes for a in arrays)
+        """Memory held by this session's caches: its encoder ring and its share of the
+        decoder batch (a row's key/value ring grows with the stream up to the window)."""
+        encoder = [a for c in self._encoder.cache for a in (c.keys, c.values) if a is not None]
+        batch = self.pool.batch
+        return sum(a.nbytes for a in encoder) + batch.nbytes // max(len(batch.rows), 1)
 
     def feed(self, samples: np.ndarray) -> list[Event]:
         """Add samples (any count, at the session's rate); return the events they produced."""
-        if self.result is not None:
-            raise VoxtralError("this session is finished: call reset() to start a new one")
-        return self._push(self._resampler(as_samples(samples)))
+        self._check_open()
+        samples = self._resampler(as_samples(samples))
+        events: list[Event] = []
+        # large inputs go in slices, so memory stays bounded however much arrives at once
+        step = ENCODER_BATCH_TOKENS * self.schedule.samples_per_token
+        for lo in range(0, len(samples), step):
+            self.push(samples[lo : lo + step], resampled=True)
+            events += self.pool.drain(self)
+        return events
 
     def finish(self) -> list[Event]:
         """Flush: the right pad, the last tokens; returns the last events and sets `result`
         (the whole Transcript: text, tokens, words, stats)."""
-        if self.result is not None:
-            raise VoxtralError("this session is already finished: call reset() to start again")
-        events = self._push(self._resampler(np.zeros(0, np.float32), last=True))
+        self.end()
+        return self.pool.drain(self)
+
+    # --- the stages, for SessionPool ---
+    def push(self, samples: np.ndarray, *, resampled: bool = False) -> None:
+        """The front end only: audio -> encoder -> positions waiting for the decoder."""
+        self._check_open()
+        if not resampled:
+            samples = self._resampler(as_samples(samples))
+        self._samples_in += len(samples)
+        self._mel.push(samples)
+        self._encode()
+
+    def end(self) -> None:
+        """The end of the audio: the resampler's tail and the right pad are encoded; the
+        session is finished once the decoder has taken every position (SessionPool)."""
+        self._check_open()
+        self.push(self._resampler(np.zeros(0, np.float32), last=True), resampled=True)
         schedule = self.schedule
         # the right pad, plus half a window of silence: the reflection of silence
         right = schedule.right_pad_samples(self._samples_in) + schedule.audio.window_size // 2
         self._words.duration = self.audio_seconds
         self._mel.push(np.zeros(right, np.float32))
-        events += self._process()
-        tail = self._detok.flush()
-        if tail:
-            events.append(self._delta(tail, (), self._decoder.position))
-        if word := self._words.flush():
-            self._all_words.append(word)
-            events.append(WordDone(word))
-        self.result = self._transcript()
-        return events
+        self._encode()
+        self._ended = True
 
-    def _push(self, samples: np.ndarray) -> list[Event]:
-        events: list[Event] = []
-        # large inputs go in slices, so memory stays bounded however much arrives at once
-        step = ENCODER_BATCH_TOKENS * self.schedule.samples_per_token
-        for lo in range(0, len(samples), step):
-            chunk = samples[lo : lo + step]
-            self._samples_in += len(chunk)
-            self._mel.push(chunk)
-            events += self._process()
-        return events
+    def _check_open(self) -> None:
+        if self.result is not None:
+            raise VoxtralError("this session is finished: call reset() to start a new one")
+        if self._ended:
+            raise VoxtralError("this session is finishing: no more audio can be added")
 
-    # --- the schedule ---
-    def _process(self) -> list[Event]:
-        events: list[Event] = []
+    def _encode(self) -> None:
         tic = time.perf_counter()
         while (n := min(self._mel.available_tokens(), ENCODER_BATCH_TOKENS)) > 0:
-            if self._decoder.stopped:
-                self._mel.pull(n)  # keep the grid moving, skip the model
-                continue
-            mel = mx.array(self._mel.pull(n), dtype=self.model.dtype)[None]
-            frames = self.model.encoder(mel, self._encoder)
+            mel = self._mel.pull(n)
+            if self._stopped:
+                continue  # keep the grid moving, skip the model
+            frames = self.model.encoder(mx.array(mel, dtype=self.model.dtype)[None], self._encoder)
             embeds = self.model.adapter(frames)[0]
-            mx.eval(embeds)
-            self._decoder.pending.extend(embeds[i] for i in range(n))
-            events += self._decode()
+            self._pending = (
+                embeds if self._pending is None else mx.concatenate([self._pending, embeds])
+            )
+            mx.eval(self._pending)
         self._elapsed += time.perf_counter() - tic
-        return events
 
-    def _decode(self) -> list[Event]:
-        """Decode every pending position. Double-buffered: step p+1 is queued (async_eval)
-        before token p is read back, so graph building overlaps the previous step."""
-        state, decoder = self._decoder, self.model.decoder
-        events: list[Event] = []
-        L = self.schedule.prompt_length
-        if state.last_token is None:
-            if len(state.pending) < L:
-                return events
-            prompt = [self.tokenizer.bos_id] + [self.tokenizer.streaming_pad_id] * (L - 1)
-            x = mx.stack(state.pending[:L]) + decoder.tok_embeddings(mx.array(prompt))
-            del state.pending[:L]
-            logits = decoder(x[None], self._scales, state.cache)
-            token, fresh = mx.argmax(logits[0, -1]), True
-            mx.async_eval(token)
-            state.steps = StepCache(state.cache, self.model.args.decoder.sliding_window)
-            state.cache = []
-            state.position = L
-        else:  # carry on from the last call: that token was emitted already
-            token, fresh = mx.array(state.last_token, dtype=mx.uint32), False
-        position = state.position - 1  # the position `token` was output at
-        while state.pending and not state.stopped:
-            next_token = decoder.step(state.pending.pop(0), token, self._scales, state.steps)
-            mx.async_eval(next_token)
-            state.position += 1
-            if fresh:
-                events += self._emit(token.item(), position)
-            token, position, fresh = next_token, position + 1, True
-            if state.position % CLEAR_CACHE_EVERY == 0:
-                mx.clear_cache()
-        if fresh and not state.stopped:
-            events += self._emit(token.item(), position)
-        return events
+    # --- the decoder's side, driven by SessionPool ---
+    def _next_input(self) -> tuple[mx.array, list[int]] | None:
+        """What this session gives the next pass: (audio embeddings, token ids), or None."""
+        if self._stopped or self._pending is None:
+            return None
+        if self._last_token is None:  # the prompt
+            L = self.schedule.prompt_length
+            if self._pending.shape[0] < L:
+                return None
+            return self._pending[:L], self.tokenizer.prompt(L)
+        return self._pending[:1], [self._last_token]
 
-    def _emit(self, token: int, position: int) -> list[Event]:
+    def _take(self, n: int) -> None:
+        rest = self._pending[n:]
+        self._pending = rest if rest.shape[0] else None
+
+    def _decoded(self, token: int) -> list[Event]:
+        """The pass gave `token` as the output at position row.position - 1."""
+        position = self._row.position - 1
         self._tokens.append(token)
-        self._decoder.last_token = token
+        self._last_token = token
         if token == self.tokenizer.eos_id and self.stop_at_eos:
-            self._decoder.stopped = True
-            self._decoder.pending.clear()
+            self._stopped = True
+            self._pending = None
         events: list[Event] = []
         if word := self._words.add(position, token):
             self._all_words.append(word)
             events.append(WordDone(word))
         if text := self._detok.add(token):
             events.append(self._delta(text, (token,), position))
+        return events
+
+    def _finalize(self) -> list[Event]:
+        """Once ended and fully decoded: flush the held-back text and word; set `result`."""
+        events: list[Event] = []
+        if tail := self._detok.flush():
+            events.append(self._delta(tail, (), self._row.position))
+        if word := self._words.flush():
+            self._all_words.append(word)
+            events.append(WordDone(word))
+        self.result = self._transcript()
         return events
 
     def _delta(self, text: str, ids: tuple[int, ...], position: int) -> TextDelta:
@@ -302,3 +321,106 @@ class Session:
             delay_ms=self.delay_ms,
             stats=stats,
         )
+
+
+class SessionPool:
+    """Sessions decoded together: each pass of the decoder advances every session that has
+    encoded audio waiting, one position each (the prompt, for a session just started), so
+    B streams cost one read of the weights instead of B.
+
+        pool = SessionPool(model)
+        a, b = pool.add(delay_ms=480), pool.add(delay_ms=960, sample_rate=48000)
+        a.push(chunk_a); b.push(chunk_b)        # the front end of each stream
+        for session, events in pool.step().items(): ...   # one decoder pass for both
+        b.end()                                   # b's audio is over: steps flush it
+        pool.remove(a)                            # a leaves; b goes on
+
+    `Session.feed` and `Session.finish` work on a pooled session too (they decode that
+    session alone). Each session's tokens are those of its solo run (tested)."""
+
+    def __init__(self, model: VoxtralRealtime, max_pass: int = MAX_PASS):
+        self.model = model
+        self.batch = DecoderBatch(model.decoder, max_pass)
+        self._sessions: set[Session] = set()
+        self._passes = 0
+
+    @property
+    def sessions(self) -> list[Session]:
+        return list(self._sessions)
+
+    def add(self, delay_ms: int | None = None, **kwargs) -> Session:
+        """A new session in this pool (the keywords of Session)."""
+        return Session(self.model, delay_ms, pool=self, **kwargs)
+
+    def remove(self, session: Session) -> None:
+        """The session leaves the pool (at any point; its decoder row is freed)."""
+        if session._row is not None and session in self._sessions:
+            self.batch.remove(session._row)
+            session._row = None
+            self._sessions.discard(session)
+
+    def step(self) -> dict[Session, list[Event]]:
+        """One decoder pass for every session with positions waiting; returns each
+        session's events (a session that has ended and is fully decoded gets its last
+        events and its `result`)."""
+        return self._pass(self.sessions)
+
+    def drain(self, session: Session) -> list[Event]:
+        """Decode every position `session` has waiting (passes of that session alone)."""
+        events: list[Event] = []
+        while True:
+            out = self._pass([session])
+            events += out.get(session, [])
+            if not out or session.result is not None:
+                return events
+
+    def _pass(self, sessions: list[Session]) -> dict[Session, list[Event]]:
+        inputs, out = {}, {}
+        for s in sessions:
+            given = s._next_input()
+            if given is not None:
+                inputs[s] = given
+            elif s._ended and s.result is None:
+                out[s] = s._finalize()
+        if not inputs:
+            return out
+        tic = time.perf_counter()
+        tokens = self.batch.run({s._row: given for s, given in inputs.items()})
+        rows = {row: b for b, row in enumerate(self.batch.rows)}
+        grid = tokens.tolist()
+        elapsed = time.perf_counter() - tic
+        for s, (audio, _) in inputs.items():
+            n = audio.shape[0]
+            s._take(n)
+            s._elapsed += elapsed
+            out[s] = out.get(s, []) + s._decoded(grid[rows[s._row]][n - 1])
+        self._passes += 1
+        if self._passes % CLEAR_CACHE_EVERY == 0:
+            mx.clear_cache()
+        return out
+
+
+def stream_bytes(
+    model: VoxtralRealtime, tokens_per_call: int = ENCODER_BATCH_TOKENS, max_pass: int = MAX_PASS
+) -> int:
+    """The most memory one stream's caches take: its decoder row at the full ring (window +
+    max_pass - 1 positions; every row of a pool has the longest row's capacity) and its
+    encoder ring (window - 1 frames, plus the frames of the largest encoder call: 4 a token,
+    `tokens_per_call` tokens, or the left pad's with them on the first call)."""
+    dec, enc, audio = model.args.decoder, model.args.encoder, model.args.audio
+    decoder = dec.n_layers * 2 * dec.n_kv_heads * dec.head_dim
+    encoder = enc.n_layers * 2 * enc.n_kv_heads * enc.head_dim
+    positions = dec.sliding_window + max_pass - 1
+    call = min(tokens_per_call + audio.n_left_pad_tokens, ENCODER_BATCH_TOKENS)
+    frames = enc.sliding_window - 1 + call * model.args.downsample_factor
+    return (decoder * positions + encoder * frames) * model.dtype.size
+
+
+def streams_that_fit(model: VoxtralRealtime, tokens_per_call: int = ENCODER_BATCH_TOKENS) -> int:
+    """How many streams half the memory the weights leave free holds, each at its most
+    (`stream_bytes`), from 1 to 64."""
+    from mlx.utils import tree_flatten
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    return max(1, min(64, (total - weights) // 2 // stream_bytes(model, tokens_per_call)))

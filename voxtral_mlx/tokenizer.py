@@ -60,6 +60,11 @@ class Tokenizer:
         section["audio_encoding_config"] = asdict(audio.encoding_config)
         return section
 
+    def prompt(self, prompt_length: int) -> list[int]:
+        """The decoder's prompt: BOS, then STREAMING_PAD over the left pad and the delay
+        (`Schedule.prompt_length` ids)."""
+        return [self.bos_id] + [self.streaming_pad_id] * (prompt_length - 1)
+
     def is_special(self, token_id: int) -> bool:
         return token_id < self.num_special_tokens
 

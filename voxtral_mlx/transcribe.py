@@ -6,15 +6,16 @@ imported when `transcribe` runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE
 
 if TYPE_CHECKING:
+    from .errors import VoxtralError
     from .model import VoxtralRealtime
-    from .session import Transcript
+    from .session import Session, Transcript
 
 
 def transcribe(
@@ -47,3 +48,59 @@ def transcribe(
             progress(min(lo + block, len(samples)) / sample_rate, total)
     session.finish()
     return session.result
+
+
+def transcribe_many(
+    model: VoxtralRealtime,
+    sources: Iterable[str | Path | Any],
+    delay_ms: int | None = None,
+    batch: int = 8,
+) -> Iterator[tuple[int, Transcript | VoxtralError]]:
+    """Transcribe many files (or 16 kHz arrays) `batch` at a time through one SessionPool:
+    each decoder pass reads the weights once for every file in flight. Yields (index in
+    `sources`, Transcript) as each file is done, or (index, VoxtralError) for one that
+    cannot be read; sources are opened only when their turn comes. Each result equals
+    `transcribe()` of that file alone."""
+    from .audio import as_samples, load_audio
+    from .errors import VoxtralError
+    from .session import SessionPool
+
+    if batch < 1:
+        raise VoxtralError(f"batch must be at least 1, got {batch}")
+    pool = SessionPool(model)
+    waiting = iter(enumerate(sources))
+    active: dict[Session, _File] = {}
+    while True:
+        while len(active) < batch and (item := next(waiting, None)) is not None:
+            index, source = item
+            try:
+                samples = load_audio(source) if isinstance(source, (str, Path)) else source
+                samples = as_samples(samples)
+            except VoxtralError as e:
+                yield index, e
+                continue
+            active[pool.add(delay_ms, stop_at_eos=True)] = _File(index, samples)
+        if not active:
+            return
+        for session, file in active.items():
+            file.feed(session)
+        pool.step()
+        for session in [s for s in active if s.result is not None]:
+            yield active.pop(session).index, session.result
+            pool.remove(session)
+
+
+class _File:
+    """A file being fed to its pooled session a block at a time, while the decoder keeps up."""
+
+    def __init__(self, index: int, samples):
+        self.index, self.samples, self.fed = index, samples, 0
+
+    def feed(self, session: Session) -> None:
+        block = ENCODER_BATCH_TOKENS * session.schedule.samples_per_token
+        if session._ended or session.decodable_positions >= ENCODER_BATCH_TOKENS // 4:
+            return
+        session.push(self.samples[self.fed : self.fed + block])
+        self.fed += block
+        if self.fed >= len(self.samples):
+            session.end()

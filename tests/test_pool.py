@@ -1,0 +1,163 @@
+"""Many streams through one batched decoder (SessionPool): every stream's tokens equal its
+solo run, whatever joins, leaves, chunks or delays around it."""
+
+import numpy as np
+import pytest
+
+import voxtral_mlx
+from voxtral_mlx import Session, SessionPool, TextDelta, VoxtralError
+from voxtral_mlx.convert import quantize
+from voxtral_mlx.testing import shared_audio
+
+CLIPS = ["jfk.wav", *(f"librivox-{n}.wav" for n in ("0870", "0880", "0890", "0920", "0930"))]
+DELAYS = [480, 80, 2400, 960, 240, 1200, 480, 80]  # mixed, the extremes included
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [voxtral_mlx.load_audio(shared_audio(name)) for name in CLIPS]
+
+
+def solo(model, audio, delay_ms, sample_rate=16000) -> list[int]:
+    session = Session(model, delay_ms, sample_rate=sample_rate)
+    session.feed(audio)
+    session.finish()
+    return session.result.tokens
+
+
+@pytest.mark.parametrize("n_streams", [1, 2, 5, 8])
+def test_every_stream_equals_its_solo_run(model, clips, n_streams):
+    """Streams start at different passes, arrive in random chunks, end at different times
+    and leave the pool as soon as they are done, at delays of 80 to 2400 ms; the clips (3
+    to 11 s) cross the test model's windows (12 encoder frames, 24 decoder positions)."""
+    rng = np.random.default_rng(n_streams)
+    streams = [(clips[i % len(clips)], DELAYS[i]) for i in range(n_streams)]
+    pool = SessionPool(model)
+    sessions: list[Session | None] = [None] * n_streams
+    fed = [0] * n_streams
+    texts = [[] for _ in range(n_streams)]
+    results = {}
+    tick = 0
+    while len(results) < n_streams:
+        for i, (audio, delay) in enumerate(streams):
+            if sessions[i] is None and i not in results and tick >= 2 * i:  # staggered
+                sessions[i] = pool.add(delay)
+            session = sessions[i]
+            if session is None or session._ended:
+                continue
+            n = int(rng.integers(1, 6000))
+            session.push(audio[fed[i] : fed[i] + n])
+            fed[i] += n
+            if fed[i] >= len(audio):
+                session.end()
+        for _ in range(int(rng.integers(1, 4))):
+            for session, events in pool.step().items():
+                i = sessions.index(session)
+                texts[i] += [e.text for e in events if isinstance(e, TextDelta)]
+                if session.result is not None:
+                    results[i] = session.result
+                    pool.remove(session)
+                    sessions[i] = None
+        tick += 1
+    assert not pool.sessions and not pool.batch.rows
+    for i, (audio, delay) in enumerate(streams):
+        assert results[i].tokens == solo(model, audio, delay), (i, delay)
+        assert "".join(texts[i]).strip() == results[i].text
+
+
+def test_a_pooled_session_also_works_alone(model, clips):
+    """feed/finish on a session of a pool decode it alone; the other rows wait."""
+    pool = SessionPool(model)
+    a, b = pool.add(480), pool.add(960, sample_rate=48000)
+    from voxtral_mlx.audio import resample
+
+    b.push(resample(clips[1], 16000, 48000)[:48000])
+    a.feed(clips[0])
+    a.finish()
+    assert a.result.tokens == solo(model, clips[0], 480)
+    assert b.result is None and b.pending_positions > 0
+    b.push(resample(clips[1], 16000, 48000)[48000:])
+    b.end()
+    while b.result is None:
+        pool.step()
+    assert b.result.tokens == solo(model, resample(clips[1], 16000, 48000), 960, 48000)
+
+
+def test_pool_errors(model, official_dir):
+    pool = SessionPool(model)
+    other = voxtral_mlx.load(official_dir)
+    with pytest.raises(VoxtralError, match="share one model"):
+        Session(other, pool=pool)
+    session = pool.add()
+    session.end()
+    with pytest.raises(VoxtralError, match="finishing"):
+        session.push(np.zeros(100, np.float32))
+    pool.remove(session)
+    pool.remove(session)  # twice is harmless
+    assert pool.step() == {}
+
+
+def test_quantizing_after_a_session_is_not_stale(official_dir, clips):
+    """The compiled decoder pass declares the model's parameters as inputs: a model
+    quantized (or with a weight replaced) after a session has run gives the tokens of one
+    changed before any session."""
+
+    def inflate_eos(m):  # the tied head then emits EOS often
+        m.decoder.tok_embeddings.weight = m.decoder.tok_embeddings.weight.at[2].multiply(25.0)
+
+    audio = clips[2]
+    for change in (lambda m: quantize(m, 4, 32), inflate_eos):
+        before = voxtral_mlx.load(official_dir)
+        change(before)
+        want = solo(before, audio, 480)
+        after = voxtral_mlx.load(official_dir)
+        float_tokens = solo(after, audio, 480)  # traces the float model's pass
+        change(after)
+        assert solo(after, audio, 480) == want
+        assert want != float_tokens  # the change shows in the tokens: a stale pass would not
+
+
+def test_memory_per_stream_and_the_default_session_limit(model, clips):
+    """stream_bytes bounds what a stream's caches hold (measured on a long stream), and is
+    about 1 GB for the real model in bf16; the server's default limit follows from it."""
+    import mlx.core as mx
+
+    from voxtral_mlx.bench import architecture
+    from voxtral_mlx.config import BENCH_SIZES
+    from voxtral_mlx.model import VoxtralRealtime
+    from voxtral_mlx.server import default_max_sessions
+    from voxtral_mlx.session import stream_bytes
+
+    audio = np.concatenate(clips)  # 26 s: the test model's windows are long full
+    session = Session(model, 480)
+    session.feed(audio)  # file-sized encoder calls
+    assert session.pool.batch.capacity == session.pool.batch.full  # the ring at its largest
+    assert session.state_bytes <= stream_bytes(model)
+    live = Session(model, 480)
+    for lo in range(0, len(audio), 16000):  # 1 s (12.5 tokens) a call, as the server does
+        live.feed(audio[lo : lo + 16000])
+    assert live.state_bytes <= stream_bytes(model, tokens_per_call=13)
+    real = VoxtralRealtime(architecture(BENCH_SIZES["full"]["enc"], BENCH_SIZES["full"]["dec"]))
+    real.set_dtype(mx.bfloat16)  # lazily built: no memory is allocated
+    decoder, encoder = 26 * 2 * 8 * 128 * 2, 32 * 2 * 32 * 64 * 2  # bytes a position, a frame
+    assert stream_bytes(real, 13) == decoder * (8192 + 63) + encoder * (749 + 4 * (13 + 32))
+    assert round(stream_bytes(real, 13) / 2**30, 2) == 1.05  # GiB
+    assert 1 <= default_max_sessions(model) <= 64
+
+
+def test_transcribe_many_equals_transcribe_of_each_file(model, clips, tmp_path):
+    """Files decoded together, a few at a time, each give what transcribe() gives alone; a
+    file that cannot be read is reported in its place and the others go on."""
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    sources = [shared_audio(name) for name in CLIPS]
+    sources.insert(2, bad)
+    sources.append(clips[1][: 16000 * 2])  # an array too
+    results = dict(voxtral_mlx.transcribe_many(model, sources, delay_ms=960, batch=3))
+    assert sorted(results) == list(range(len(sources)))
+    assert isinstance(results[2], VoxtralError) and "bad.wav" in str(results[2])
+    for i, source in enumerate(sources):
+        if i != 2:
+            assert results[i].tokens == voxtral_mlx.transcribe(model, source, 960).tokens, i
+    with pytest.raises(VoxtralError, match="batch"):
+        list(voxtral_mlx.transcribe_many(model, sources, batch=0))
