@@ -20,16 +20,19 @@ import mlx.core as mx
 
 from voxtral_mlx.bench import architecture, backend_name, chip_name
 from voxtral_mlx.decoder import DecoderBatch, TextDecoder
+from voxtral_mlx.model import VoxtralRealtime
 
 
 def decoder(dim: int, layers: int, vocab: int, dtype: mx.Dtype) -> TextDecoder:
-    """The real structure at width `dim`: 64-wide heads, GQA 4:1, FFN 3 x dim."""
+    """The real structure at width `dim`: 64-wide heads, GQA 4:1, FFN 3 x dim; its matrices
+    in the memory layout `voxtral_mlx.load` picks on this machine."""
     heads = dim // 64
     args = architecture((256, 1, 4, 1024), (dim, layers, heads, heads // 4, 3 * dim), vocab, 64)
     mx.random.seed(0)
     model = TextDecoder(args.decoder)
     model.set_dtype(dtype)
     mx.eval(model.parameters())
+    VoxtralRealtime.use_backend_layout(model)  # it only walks the modules
     return model
 
 

@@ -8,7 +8,7 @@ the final commit; a level passes when every stream's transcription.done arrives 
 a level fails; the capacity is the last level that passed. Loopback only.
 
     git worktree add /tmp/baseline <commit>
-    python benchmarks/serve_capacity.py --baseline /tmp/baseline --dim 256 --layers 4
+    python benchmarks/serve_capacity.py --baseline /tmp/baseline --enc 256 4 --dec 768 12
 """
 
 from __future__ import annotations
@@ -28,14 +28,30 @@ from pathlib import Path
 import numpy as np
 import requests
 import soundfile as sf
-from compare_peers import write_checkpoint  # beside this script
 from websockets.sync.client import connect
 
-from voxtral_mlx.bench import chip_name
-from voxtral_mlx.testing import shared_audio
+from voxtral_mlx.bench import architecture, chip_name
+from voxtral_mlx.model import VoxtralRealtime
+from voxtral_mlx.testing import official_from_mlx, save_official, shared_audio, tekken_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK_SECONDS = 0.1
+
+
+def write_checkpoint(path: Path, enc: tuple, dec: tuple, vocab: int) -> None:
+    """Random weights of the real structure (64-wide heads) at the widths given, official
+    layout: enc = (dim, layers), dec = (dim, layers)."""
+    (e_dim, e_layers), (d_dim, d_layers) = enc, dec
+    heads = d_dim // 64
+    args = architecture(
+        (e_dim, e_layers, e_dim // 64, 4 * e_dim),
+        (d_dim, d_layers, heads, heads // 4, 3 * d_dim),
+        vocab,
+        64,
+    )
+    official = official_from_mlx(VoxtralRealtime(args))
+    livelier = {k: w * 4.0 if w.ndim == 2 else w for k, w in official.items()}
+    save_official(path, livelier, args.to_params(), tekken_json(vocab))
 
 
 def free_port() -> int:
@@ -126,9 +142,9 @@ def capacity(label: str, tree: Path, model: Path, pcm: np.ndarray, levels, max_l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, required=True, help="checkout to compare with")
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--enc", type=int, nargs=2, default=[256, 4], metavar=("DIM", "LAYERS"))
+    parser.add_argument("--dec", type=int, nargs=2, default=[768, 12], metavar=("DIM", "LAYERS"))
+    parser.add_argument("--vocab", type=int, default=131072)
     parser.add_argument("--clip", default="librivox-0890.wav")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8, 12, 16, 24])
     parser.add_argument("--max-lag", type=float, default=2.0)
@@ -136,10 +152,11 @@ def main() -> None:
     pcm = sf.read(shared_audio(a.clip), dtype="int16")[0]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model"
-        write_checkpoint(model, a.dim, a.layers, a.vocab)
+        write_checkpoint(model, a.enc, a.dec, a.vocab)
         print(
-            f"{chip_name()}; checkpoint: random weights, dim {a.dim}, {a.layers} + {a.layers} "
-            f"layers, vocabulary {a.vocab}, fp32; clip {a.clip} ({len(pcm) / 16000:.1f} s) "
+            f"{chip_name()}; checkpoint: random weights, encoder {a.enc[1]} layers of "
+            f"{a.enc[0]}, decoder {a.dec[1]} layers of {a.dec[0]}, vocabulary {a.vocab}, fp32; "
+            f"clip {a.clip} ({len(pcm) / 16000:.1f} s) "
             f"streamed in real time, {CHUNK_SECONDS * 1000:.0f} ms messages; pass: every done "
             f"within {a.max_lag} s of its final commit, no error"
         )

@@ -317,3 +317,17 @@ def test_one_dtype_through_the_graph(official_dir, jfk):
     assert model.decoder(x, session._row.ffn_norms).dtype == mx.bfloat16
     session.finish()
     assert len(session.result.tokens) > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 50), (3, 5, 64), (2, 39, 39)])
+def test_grouped_attention_equals_the_fused_kernel(model, shape):
+    """The CPU formulation of attention (grouped matrix products) against MLX's fused one."""
+    B, L, C = shape
+    attention = model.decoder.layers[0].attention
+    H, n_kv, D = attention.n_heads, attention.n_kv_heads, attention.head_dim
+    q = mx.random.normal((B, H, L, D))
+    k, v = mx.random.normal((B, n_kv, C, D)), mx.random.normal((B, n_kv, C, D))
+    mask = (mx.random.uniform(shape=(B, 1, L, C)) > 0.3) | (mx.arange(C) == 0)
+    grouped = attention.attend(q, k, v, mask, grouped=True)
+    fused = attention.attend(q, k, v, mask, grouped=False)
+    np.testing.assert_allclose(np.array(grouped), np.array(fused), rtol=1e-5, atol=1e-5)

@@ -150,10 +150,11 @@ class DecoderBatch:
     """Rows of streams decoded together: each row's key/value ring (one array per layer
     for all rows, [B, n_kv, C, head_dim]), its next position and its AdaRMSNorm weights.
 
-    Rows join (`add`) and leave (`remove`) at any pass; a pass (`run`) gives each row any
-    number of new positions up to `max_pass` (or none) and returns the greedy token at every
-    position. Before the ring wraps, capacity grows by GROW slots (slot = position); from
-    window + max_pass - 1 on it is a ring (MODEL.md "Decoder passes")."""
+    Rows join (`add`, then their first pass) and leave (`remove`) at any pass; a pass
+    (`run`) gives each row any number of new positions up to `max_pass` (or none) and
+    returns the greedy token at every position. Before the ring wraps, capacity grows by
+    GROW slots (slot = position); from window + max_pass - 1 on it is a ring (MODEL.md
+    "Decoder passes")."""
 
     def __init__(self, decoder: TextDecoder, max_pass: int = 64):
         self.decoder, self.max_pass = decoder, max_pass
@@ -175,20 +176,21 @@ class DecoderBatch:
         return sum(a.nbytes for a in self.keys + self.values)
 
     def add(self, n_delay_tokens: int) -> Row:
-        """A new, empty row (a stream at position 0) conditioned on its delay."""
-        row = Row(self.decoder.ffn_norm_weights(n_delay_tokens))
-        zeros = mx.zeros((1, *self.shape[:1], self.capacity, self.shape[1]), self.dtype)
-        n = len(self.decoder.layers)
-        if self.rows:
-            self.keys = [mx.concatenate([k, zeros]) for k in self.keys]
-            self.values = [mx.concatenate([v, zeros]) for v in self.values]
-        else:
-            self.keys, self.values = [zeros] * n, [zeros] * n
-        self.rows.append(row)
-        self._norms = None
-        return row
+        """A new row (a stream at position 0) conditioned on its delay. It joins the batch
+        with its first pass: `prefill` (a pass of its own), or any `run`."""
+        return Row(self.decoder.ffn_norm_weights(n_delay_tokens))
+
+    def prefill(self, row: Row, audio: mx.array, tokens, logits: bool = False) -> mx.array:
+        """A new row's first positions (the prompt) in a pass of its own, so that the
+        other rows are not padded to its length; then it joins. Returns what `run` does."""
+        solo = DecoderBatch(self.decoder, self.max_pass)
+        out = solo.run({row: (audio, tokens)}, logits)
+        self._join(row, solo.keys, solo.values)
+        return out
 
     def remove(self, row: Row) -> None:
+        if row not in self.rows:
+            return
         i = self.rows.index(row)
         del self.rows[i]
         if not self.rows:
@@ -199,6 +201,24 @@ class DecoderBatch:
             self.values = [v[keep] for v in self.values]
         self._norms = None
 
+    def _join(self, row: Row, keys: list[mx.array] | None = None, values=None) -> None:
+        """Add a row with its ring (empty if none): the smaller of its ring and the batch's
+        is padded at the end, where slots are still positions (MODEL.md)."""
+        if keys is None:
+            empty = mx.zeros((1, self.shape[0], self.capacity, self.shape[1]), self.dtype)
+            keys = values = [empty] * len(self.decoder.layers)
+        if keys[0].shape[2] > self.capacity and self.rows:
+            self._grow(keys[0].shape[2])
+        if self.rows:
+            keys = [_pad_slots(k, self.capacity) for k in keys]
+            values = [_pad_slots(v, self.capacity) for v in values]
+            self.keys = [mx.concatenate(pair) for pair in zip(self.keys, keys, strict=True)]
+            self.values = [mx.concatenate(pair) for pair in zip(self.values, values, strict=True)]
+        else:
+            self.keys, self.values = list(keys), list(values)
+        self.rows.append(row)
+        self._norms = None
+
     def run(
         self, inputs: dict[Row, tuple[mx.array, list[int] | mx.array]], logits: bool = False
     ) -> mx.array:
@@ -207,6 +227,9 @@ class DecoderBatch:
         given take no new position. Returns the greedy tokens [B, L] (lazy; row order of
         `rows`, L the longest n), or with `logits` the logits [B, L, vocab] (uncompiled:
         for tests); the rows' positions advance by `n` (see `rewind`)."""
+        for row in inputs:
+            if row not in self.rows:
+                self._join(row)
         n = {row: audio.shape[0] for row, (audio, _) in inputs.items()}
         L = max(n.values())
         if not 0 < min(n.values()) <= L <= self.max_pass:
@@ -254,10 +277,17 @@ class DecoderBatch:
         capacity = self.capacity
         if need <= capacity or capacity == self.full:
             return
-        grown = min(self.full, -(-need // GROW) * GROW)  # full: a ring from here on
-        pad = [(0, 0), (0, 0), (0, grown - capacity), (0, 0)]
-        self.keys = [mx.pad(k, pad) for k in self.keys]
-        self.values = [mx.pad(v, pad) for v in self.values]
+        self._grow(min(self.full, -(-need // GROW) * GROW))  # full: a ring from here on
+
+    def _grow(self, capacity: int) -> None:
+        self.keys = [_pad_slots(k, capacity) for k in self.keys]
+        self.values = [_pad_slots(v, capacity) for v in self.values]
+
+
+def _pad_slots(x: mx.array, capacity: int) -> mx.array:
+    """Empty slots after x's [.., C, ..] up to `capacity`."""
+    extra = capacity - x.shape[2]
+    return mx.pad(x, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra > 0 else x
 
 
 class Row:

@@ -40,11 +40,33 @@ class Attention(nn.Module):
         rope = dict(traditional=True, base=self.rope_theta, scale=1.0, offset=offset)
         return mx.fast.rope(q, self.head_dim, **rope), mx.fast.rope(k, self.head_dim, **rope), v
 
-    def attend(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
-        """Attention of q over k, v, then the output projection: [B, L, dim]."""
+    def attend(self, q: mx.array, k: mx.array, v: mx.array, mask, grouped=None) -> mx.array:
+        """Attention of q over k, v, then the output projection: [B, L, dim].
+
+        `grouped` (default: on the CPU backend, for the decoder's [B, 1, L, C] boolean
+        masks) computes it as two matrix products with the query heads of each KV head side
+        by side: the CPU has no fused attention kernel and its generic one is about half as
+        fast for few queries. Elsewhere the fused kernel."""
         B, _, L, _ = q.shape
-        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        if grouped is None:
+            grouped = mx.default_device().type == mx.cpu and getattr(mask, "ndim", 0) == 4
+        if grouped:
+            o = self._grouped(q, k, v, mask)
+        else:
+            o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.wo(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+    def _grouped(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
+        B, _, L, D = q.shape
+        n_kv, group = self.n_kv_heads, self.n_heads // self.n_kv_heads
+        # [B, heads, L, D] -> [B, n_kv, group * L, D]: head h reads KV head h // group
+        scores = (q * self.scale).reshape(B, n_kv, group * L, D) @ k.swapaxes(-1, -2)
+        # mask [B, 1, L, C] -> [B, 1, 1, L, C] against scores [B, n_kv, group, L, C]
+        scores = scores.reshape(B, n_kv, group, L, -1)
+        scores = mx.where(mask[:, :, None], scores, mx.array(-mx.inf, scores.dtype))
+        scores = scores.reshape(B, n_kv, group * L, -1)
+        o = mx.softmax(scores, axis=-1, precise=True) @ v  # [B, n_kv, group * L, D]
+        return o.reshape(B, self.n_heads, L, D)
 
     def __call__(self, x: mx.array, mask: mx.array | str | None, cache: Any = None) -> mx.array:
         q, k, v = self.project(x, cache.offset if cache is not None else 0)

@@ -384,6 +384,16 @@ class SessionPool:
                 out[s] = s._finalize()
         if not inputs:
             return out
+        # prompts in passes of their own (the others are not padded to their length)
+        for s in [s for s in inputs if s._last_token is None]:
+            tic = time.perf_counter()
+            audio, prompt = inputs.pop(s)
+            token = self.batch.prefill(s._row, audio, prompt)[0, -1].item()
+            s._take(audio.shape[0])
+            s._elapsed += time.perf_counter() - tic
+            out[s] = out.get(s, []) + s._decoded(token)
+        if not inputs:
+            return out
         tic = time.perf_counter()
         tokens = self.batch.run({s._row: given for s, given in inputs.items()})
         rows = {row: b for b, row in enumerate(self.batch.rows)}
