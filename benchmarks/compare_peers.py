@@ -36,7 +36,7 @@ from voxtral_mlx.bench import BUNDLED_SPEECH, backend_name, chip_name, narrow
 from voxtral_mlx.config import ModelArgs
 from voxtral_mlx.decoder import DecoderBatch
 from voxtral_mlx.model import VoxtralRealtime
-from voxtral_mlx.testing import mlx_audio_config, official_from_mlx, save_official, tekken_json
+from voxtral_mlx.testing import mlx_audio_config, save_random
 
 DELAY_MS = 480
 
@@ -44,10 +44,7 @@ DELAY_MS = 480
 def write_checkpoint(path: Path, dim: int, layers: int, vocab: int) -> ModelArgs:
     """Random weights of the real structure (windows 750/8192, GQA 4:1), official names."""
     args = narrow(dim, layers, vocab)
-    official = official_from_mlx(VoxtralRealtime(args))
-    livelier = {k: w * 4.0 if w.ndim == 2 else w for k, w in official.items()}  # livelier logits
-    tekken = tekken_json(vocab, DELAY_MS)
-    save_official(path, livelier, args.to_params(), tekken)
+    save_random(path, args, delay_ms=DELAY_MS)
     return args
 
 

@@ -676,6 +676,7 @@ def _print_bench(r, label: str) -> None:
         ("decoder prefill", f"{r.decoder_prefill_ms:.1f} ms"),
         ("decoder", f"{r.decoder_ms_per_step:.2f} ms / step"),
         ("end to end", f"{r.tokens_per_second:.1f} tokens/s, RTF {r.real_time_factor:.3f}"),
+        ("tokens per pass", f"{r.tokens_per_pass:.2f} (drafted pads verified)"),
         ("first token (live)", f"{r.first_token_latency_ms:.0f} ms + {r.delay_ms} ms delay"),
         ("peak memory", f"{r.peak_memory_gb:.2f} GB"),
     ]

@@ -13,6 +13,7 @@ FIELDS = {
     "decoder_prefill_ms",
     "decoder_ms_per_step",
     "tokens_per_second",
+    "tokens_per_pass",
     "real_time_factor",
     "first_token_latency_ms",
     "peak_memory_gb",

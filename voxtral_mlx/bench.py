@@ -106,6 +106,7 @@ class BenchResult:
     decoder_prefill_ms: float
     decoder_ms_per_step: float
     tokens_per_second: float
+    tokens_per_pass: float  # of the file transcription: drafted pads verified per pass
     real_time_factor: float
     first_token_latency_ms: float
     peak_memory_gb: float
@@ -222,6 +223,7 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
         decoder_prefill_ms=1000 * prefill_s,
         decoder_ms_per_step=1000 * step_s,
         tokens_per_second=result.stats.decoder_steps / wall,
+        tokens_per_pass=result.stats.decoder_steps / max(result.stats.decoder_passes, 1),
         real_time_factor=wall / result.audio_seconds,
         first_token_latency_ms=1000 * first,
         peak_memory_gb=peak / 2**30,

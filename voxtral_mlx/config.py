@@ -25,6 +25,7 @@ VALID_DELAYS_MS: tuple[int, ...] = (*range(80, 1201, 80), 2400)
 DEFAULT_DELAY_MS = 480
 # Tokens encoded per encoder call when audio is already there (30 s of audio).
 ENCODER_BATCH_TOKENS = 375
+MAX_DRAFT = 16  # positions drafted as [STREAMING_PAD] and verified in one pass, at most
 # MLX affine quantization as `voxtral convert -q` writes it.
 QUANT_BITS = (4, 6, 8)
 QUANT_GROUP_SIZES = (32, 64, 128)

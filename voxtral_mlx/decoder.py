@@ -15,6 +15,7 @@ from .config import DecoderArgs
 from .layers import Attention, FeedForward, sinusoid_frequencies
 
 GROW = 256  # ring slots added at a time until the ring is full
+MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
 
 
 class AdaNorm(nn.Module):
@@ -156,7 +157,7 @@ class DecoderBatch:
     GROW slots (slot = position); from window + max_pass - 1 on it is a ring (MODEL.md
     "Decoder passes")."""
 
-    def __init__(self, decoder: TextDecoder, max_pass: int = 64):
+    def __init__(self, decoder: TextDecoder, max_pass: int = MAX_PASS):
         self.decoder, self.max_pass = decoder, max_pass
         args = decoder.args
         self.full = args.sliding_window + max_pass - 1
@@ -225,15 +226,17 @@ class DecoderBatch:
         """One pass: for each row given, audio embeddings [n, dim] and the n token ids that
         go with them (the previous output, then any drafted continuation); the rows not
         given take no new position. Returns the greedy tokens [B, L] (lazy; row order of
-        `rows`, L the longest n), or with `logits` the logits [B, L, vocab] (uncompiled:
-        for tests); the rows' positions advance by `n` (see `rewind`)."""
+        `rows`, L the longest n), or with `logits` the logits [B, L, vocab] (uncompiled: for
+        tests); the rows' positions advance by `n` (see `rewind`)."""
         for row in inputs:
             if row not in self.rows:
                 self._join(row)
         n = {row: audio.shape[0] for row, (audio, _) in inputs.items()}
-        L = max(n.values())
-        if not 0 < min(n.values()) <= L <= self.max_pass:
+        if not 0 < min(n.values()) <= max(n.values()) <= self.max_pass:
             raise ValueError(f"1 to {self.max_pass} positions per row and pass, got {n}")
+        # the pass is padded to a power of two: a few shapes to trace (1, 2, 4, ..., max_pass)
+        longest = max(n.values())
+        L = min(self.max_pass, 1 << (longest - 1).bit_length())
         self._reserve(L)
         dim = self.decoder.args.dim
         x = mx.stack([self._row_input(inputs.get(row), L, dim) for row in self.rows])
@@ -249,7 +252,7 @@ class DecoderBatch:
             )
         for row, count in n.items():
             row.position += count
-        return out
+        return out[:, :longest]
 
     def rewind(self, row: Row, count: int) -> None:
         """Forget the last `count` positions of a row (rejected drafts): their keys stay in

@@ -15,6 +15,7 @@ for every stream that has audio waiting. A lone Session is a pool of one.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import StreamResampler, as_samples
-from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE
-from .decoder import DecoderBatch, Row
+from .config import ENCODER_BATCH_TOKENS, MAX_DRAFT, SAMPLE_RATE
+from .decoder import MAX_PASS, DecoderBatch, Row
 from .errors import VoxtralError
 from .mel import StreamingMel
 from .model import VoxtralRealtime
@@ -32,7 +33,10 @@ from .words import Word, WordTracker
 
 # Clear MLX's buffer cache this often (decoder passes), so it cannot grow without bound.
 CLEAR_CACHE_EVERY = 256
-MAX_PASS = 64  # positions a row may take in one decoder pass (the longest prompt is 63)
+# the positions of a pass over several rows, at most, once drafts are added: B rows already
+# share the weight reads, and drafted positions beyond this move a CPU pass from weight-read
+# bound to compute bound (benchmarks/RESULTS.md "Drafted pads")
+PASS_POSITIONS = 16
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class Stats:
     # (MLX keeps one process-wide figure; nothing in the library resets it)
     peak_memory_bytes: int
     state_bytes: int = 0  # this session's own caches (encoder and decoder KV) at the end
+    decoder_passes: int = 0  # passes it took part in: fewer than steps when drafts verify
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class Session:
     the offline schedule: stop at EOS.
 
     `pool`: decode together with the pool's other sessions (SessionPool.add makes them).
+
+    `max_draft`: when several encoded positions wait (a file, a backlog), the positions
+    after the next are drafted as [STREAMING_PAD] and verified in the same pass, up to this
+    many (1: one position a pass). Greedy decoding is causal, so the tokens are exactly
+    those of one position a pass (MODEL.md "Drafted pads").
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class Session:
         sample_rate: int = SAMPLE_RATE,
         stop_at_eos: bool = False,
         pool: SessionPool | None = None,
+        max_draft: int = MAX_DRAFT,
     ):
         if model.tokenizer is None:
             raise VoxtralError("the model has no tokenizer: load it with voxtral_mlx.load")
@@ -112,6 +123,9 @@ class Session:
         self.sample_rate = StreamResampler(sample_rate).rate  # checks the rate
         self.tokenizer = model.tokenizer
         self.stop_at_eos = stop_at_eos
+        if max_draft < 1:
+            raise VoxtralError(f"max_draft must be at least 1, got {max_draft}")
+        self.max_draft = max_draft
         self.pool = pool if pool is not None else SessionPool(model)
         if self.pool.model is not model:
             raise VoxtralError("a session and its pool must share one model")
@@ -132,6 +146,9 @@ class Session:
         self._pending: mx.array | None = None  # adapter outputs not decoded yet [n, dim]
         self._last_token: int | None = None  # the output at position _row.position - 1
         self._stopped = False  # EOS came (stop_at_eos)
+        self._run = 0  # [STREAMING_PAD]s output since the last other token
+        self._runs = self.max_draft / 4  # recent pad runs: a moving average (see _draft)
+        self._passes = 0
         self._ended = False  # finish() has pushed the right pad
         self._detok = self.tokenizer.detokenizer()
         self._words = WordTracker(self.tokenizer, schedule)
@@ -264,17 +281,42 @@ class Session:
             if self._pending.shape[0] < L:
                 return None
             return self._pending[:L], self.tokenizer.prompt(L)
-        return self._pending[:1], [self._last_token]
+        k = min(self._draft(), self._pending.shape[0], self.pool.batch.max_pass)
+        pad = self.tokenizer.streaming_pad_id
+        return self._pending[:k], [self._last_token] + [pad] * (k - 1)
+
+    def _draft(self) -> int:
+        """Positions for the next pass: twice the expected run of [STREAMING_PAD] (the
+        recent runs' moving average, halved at the end of each run, or the current run if
+        longer), rounded up to a power of two, 1 to max_draft: 1 (no draft) while the
+        output has few pads, as in continuous speech."""
+        expected = 2 * max(self._runs, self._run)
+        return min(self.max_draft, 1 << max(0, math.ceil(math.log2(max(expected, 1)))))
 
     def _take(self, n: int) -> None:
         rest = self._pending[n:]
         self._pending = rest if rest.shape[0] else None
 
-    def _decoded(self, token: int) -> list[Event]:
-        """The pass gave `token` as the output at position row.position - 1."""
-        position = self._row.position - 1
+    def _verify(self, outputs: list[int], start: int) -> tuple[int, list[Event]]:
+        """The outputs of a pass at positions start, start + 1, ...: the first is exact (its
+        input was the last output); each next one is exact while the one before it was the
+        drafted [STREAMING_PAD]. Returns how many are accepted, and their events."""
+        pad = self.tokenizer.streaming_pad_id
+        events: list[Event] = []
+        for j, token in enumerate(outputs):
+            events += self._decoded(token, start + j)
+            if token != pad or self._stopped:
+                break
+        return j + 1, events
+
+    def _decoded(self, token: int, position: int) -> list[Event]:
+        """The output at decoder `position` is `token`."""
         self._tokens.append(token)
         self._last_token = token
+        if token == self.tokenizer.streaming_pad_id:
+            self._run += 1
+        else:
+            self._runs, self._run = (self._runs + self._run) / 2, 0
         if token == self.tokenizer.eos_id and self.stop_at_eos:
             self._stopped = True
             self._pending = None
@@ -308,6 +350,7 @@ class Session:
         stats = Stats(
             audio_seconds=audio,
             decoder_steps=steps,
+            decoder_passes=self._passes,
             elapsed_seconds=self._elapsed,
             tokens_per_second=steps / self._elapsed if self._elapsed else 0.0,
             real_time_factor=self._elapsed / audio if audio else 0.0,
@@ -391,9 +434,13 @@ class SessionPool:
             token = self.batch.prefill(s._row, audio, prompt)[0, -1].item()
             s._take(audio.shape[0])
             s._elapsed += time.perf_counter() - tic
-            out[s] = out.get(s, []) + s._decoded(token)
+            s._passes += 1
+            out[s] = out.get(s, []) + s._decoded(token, s._row.position - 1)
         if not inputs:
             return out
+        if len(inputs) > 1:  # drafts shortened so the pass holds PASS_POSITIONS at most
+            most = max(1, PASS_POSITIONS // len(inputs))
+            inputs = {s: (audio[:most], ids[:most]) for s, (audio, ids) in inputs.items()}
         tic = time.perf_counter()
         tokens = self.batch.run({s._row: given for s, given in inputs.items()})
         rows = {row: b for b, row in enumerate(self.batch.rows)}
@@ -401,9 +448,13 @@ class SessionPool:
         elapsed = time.perf_counter() - tic
         for s, (audio, _) in inputs.items():
             n = audio.shape[0]
-            s._take(n)
+            start = s._row.position - n
+            accepted, events = s._verify(grid[rows[s._row]][:n], start)
+            self.batch.rewind(s._row, n - accepted)  # a rejected draft's positions
+            s._take(accepted)
             s._elapsed += elapsed
-            out[s] = out.get(s, []) + s._decoded(grid[rows[s._row]][n - 1])
+            s._passes += 1
+            out[s] = out.get(s, []) + events
         self._passes += 1
         if self._passes % CLEAR_CACHE_EVERY == 0:
             mx.clear_cache()

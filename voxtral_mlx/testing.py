@@ -426,6 +426,18 @@ def _save_safetensors(weights: dict[str, np.ndarray], file: Path, **metadata: st
     save_file(weights, str(file), metadata=metadata or None)
 
 
+def save_random(path: Path, args, scale: float = 4.0, delay_ms: int = DELAY_MS) -> Path:
+    """A random-weight checkpoint of `args` (a ModelArgs) in the official layout, with the
+    real Tekken vocabulary; matrices scaled by `scale` for livelier logits (benchmarks)."""
+    from .model import VoxtralRealtime
+
+    official = official_from_mlx(VoxtralRealtime(args))
+    weights = {k: w * scale if w.ndim == 2 else w for k, w in official.items()}
+    return save_official(
+        path, weights, args.to_params(), tekken_json(args.decoder.vocab_size, delay_ms)
+    )
+
+
 def save_official(
     path: Path, weights: dict[str, np.ndarray], params: dict, tekken: dict | None = None
 ) -> Path:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE
+from .config import ENCODER_BATCH_TOKENS, MAX_DRAFT, SAMPLE_RATE
 
 if TYPE_CHECKING:
     from .errors import VoxtralError
@@ -25,12 +25,13 @@ def transcribe(
     progress: Callable[[float, float], None] | None = None,
     *,
     sample_rate: int = SAMPLE_RATE,
+    max_draft: int = MAX_DRAFT,
 ) -> Transcript:
     """Transcribe a file, or in-memory samples at `sample_rate` (see `audio.as_samples`),
     greedily: the offline schedule, which stops at EOS and never runs past the padded audio.
 
     `delay_ms`: None for the checkpoint's own delay. `progress(seconds_done, seconds_total)`
-    is called after each block of audio.
+    is called after each block of audio. `max_draft`: see Session.
     """
     from .audio import as_samples, load_audio
     from .session import Session
@@ -39,7 +40,9 @@ def transcribe(
         samples, sample_rate = load_audio(audio), SAMPLE_RATE
     else:
         samples = as_samples(audio)
-    session = Session(model, delay_ms, stop_at_eos=True, sample_rate=sample_rate)
+    session = Session(
+        model, delay_ms, stop_at_eos=True, sample_rate=sample_rate, max_draft=max_draft
+    )
     block = round(ENCODER_BATCH_TOKENS * session.schedule.seconds_per_token * sample_rate)
     total = len(samples) / sample_rate
     for lo in range(0, len(samples), block):
