@@ -102,7 +102,7 @@ def bench_ours(path: Path, audio: np.ndarray, steps: int) -> dict:
     n_tokens = mel.shape[0] // 8
 
     def encode():
-        state = model.encoder.make_state()  # the file path: batches of 375 tokens
+        state = model.encoder.make_state()  # the file path: ENCODER_BATCH_TOKENS a call
         step = 8 * ENCODER_BATCH_TOKENS
         out = [
             model.adapter(model.encoder(mel[None, i : i + step], state))[0]

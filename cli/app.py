@@ -159,7 +159,7 @@ def transcribe(
             show_default=False,
             help="Files decoded together, one weight read per step for all of them. Default: "
             "up to 8, as many as half the memory the weights leave free holds (each file's "
-            "caches: up to 1.4 GB for the bf16 model).",
+            "caches: up to 1.17 GB for the bf16 model).",
         ),
     ] = None,
     offline: OfflineOpt = False,
@@ -314,7 +314,7 @@ def serve(
             metavar="N",
             show_default=False,
             help="Concurrent realtime sessions. Default: as many as half the memory the "
-            "weights leave free holds, each at its full window (about 1 GB per stream for "
+            "weights leave free holds, each at its full window (about 1.17 GB per stream for "
             "the bf16 model), from 1 to 64.",
         ),
     ] = None,

@@ -1,6 +1,8 @@
 """Many streams through one batched decoder (SessionPool): every stream's tokens equal its
 solo run, whatever joins, leaves, chunks or delays around it."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -133,7 +135,7 @@ def test_quantizing_after_a_session_is_not_stale(official_dir, clips):
 
 def test_memory_per_stream_and_the_default_session_limit(model, clips):
     """stream_bytes bounds what a stream's caches hold (measured on a long stream), and is
-    about 1 GB for the real model in bf16; the server's default limit follows from it."""
+    about 1.2 GB for the real model in bf16; the server's default limit follows from it."""
     import mlx.core as mx
 
     from voxtral_mlx.bench import architecture
@@ -150,12 +152,12 @@ def test_memory_per_stream_and_the_default_session_limit(model, clips):
     live = Session(model, 480)
     for lo in range(0, len(audio), 16000):  # 1 s (12.5 tokens) a call, as the server does
         live.feed(audio[lo : lo + 16000])
-    assert live.state_bytes <= stream_bytes(model, tokens_per_call=13)
+    assert live.state_bytes <= stream_bytes(model)
     real = VoxtralRealtime(architecture(BENCH_SIZES["full"]["enc"], BENCH_SIZES["full"]["dec"]))
     real.set_dtype(mx.bfloat16)  # lazily built: no memory is allocated
     decoder, encoder = 26 * 2 * 8 * 128 * 2, 32 * 2 * 32 * 64 * 2  # bytes a position, a frame
-    assert stream_bytes(real, 13) == decoder * (8192 + 63) + encoder * (749 + 4 * (13 + 32))
-    assert round(stream_bytes(real, 13) / 2**30, 2) == 1.05  # GiB
+    assert stream_bytes(real) == decoder * (8192 + 63) + encoder * (749 + 4 * 94)
+    assert round(stream_bytes(real) / 1e9, 2) == 1.17  # GB
     assert 1 <= default_max_sessions(model) <= 64
 
 
@@ -175,3 +177,51 @@ def test_transcribe_many_equals_transcribe_of_each_file(model, clips, tmp_path):
             assert results[i].tokens == voxtral_mlx.transcribe(model, source, 960).tokens, i
     with pytest.raises(VoxtralError, match="batch"):
         list(voxtral_mlx.transcribe_many(model, sources, batch=0))
+
+
+@pytest.mark.parametrize("which", ["test model", "trained"])
+def test_encoder_rows_equal_the_offline_encoder(model, which):
+    """EncoderBatch: rows fed different numbers of tokens a call (or none), joining and
+    leaving, give the frames of one offline call over each whole signal; with the test
+    model's 12-frame window the ring is full at once, with the trained model's 750 it grows
+    (slots = frames) before it wraps."""
+    import mlx.core as mx
+
+    from voxtral_mlx.encoder import EncoderBatch
+    from voxtral_mlx.mel import log_mel_spectrogram
+    from voxtral_mlx.offline import pad_audio
+
+    if which == "trained":
+        model = voxtral_mlx.load(Path(__file__).parent / "assets" / "tiny-voxtral")
+    rng = np.random.default_rng(11)
+    mels, wants = [], []
+    lengths = (3, 5, 2, 4) if which == "test model" else (18, 8, 4, 12)  # seconds
+    for seconds in lengths:
+        audio = (0.1 * rng.standard_normal(16000 * seconds)).astype(np.float32)
+        mel = log_mel_spectrogram(pad_audio(audio, model.args.schedule(480)), model.args.audio)
+        mel = mel[: mel.shape[0] // 8 * 8]
+        mels.append(mel)
+        wants.append(np.array(model.encoder(mx.array(mel)[None])[0]))  # banded mask, one call
+    batch = EncoderBatch(model.encoder, max_tokens=16)
+    rows = {0: batch.add(), 1: batch.add()}  # 2 and 3 join later, 0 leaves when done
+    got = {i: [] for i in range(len(mels))}
+    done = [0] * len(mels)
+    while any(done[i] < len(m) for i, m in enumerate(mels)):
+        if done[0] > 0 and 2 not in rows:
+            rows[2] = batch.add()
+        if done[1] > 200 and 3 not in rows:
+            rows[3] = batch.add()
+        inputs = {}
+        for i, row in rows.items():
+            if done[i] < len(mels[i]) and rng.random() < 0.7:
+                mel = mels[i][done[i] : done[i] + 8 * int(rng.integers(1, 17))]
+                inputs[row] = mx.array(mel)
+                done[i] += mel.shape[0]
+        for row, frames in (batch.run(inputs) if inputs else {}).items():
+            got[next(i for i, r in rows.items() if r is row)].append(np.array(frames))
+        if done[0] == len(mels[0]) and 0 in rows:
+            batch.remove(rows.pop(0))
+    assert len(batch.rows) == 3 and batch.capacity == batch.full
+    assert max(want.shape[0] for want in wants) > batch.full  # the ring wrapped
+    for i, want in enumerate(wants):
+        np.testing.assert_allclose(np.concatenate(got[i]), want, rtol=1e-4, atol=1e-4)

@@ -94,7 +94,7 @@ def test_batched_and_streamed_encoder_are_equal(model, jfk):
     padded = pad_audio(jfk, model.args.schedule(480))
     mel = log_mel_spectrogram(padded)
     whole = model.adapter(model.encoder(mx.array(mel)[None]))[0]  # one call, banded mask
-    for batch in (1, 3, 50, 375):
+    for batch in (1, 3, 50, 94, 375):
         np.testing.assert_allclose(
             np.array(encode_audio(model, padded, batch)), np.array(whole), rtol=0, atol=1e-5
         )
@@ -164,15 +164,15 @@ def test_caches_stay_within_their_windows(model, spec):
     rng = np.random.default_rng(3)
     audio = (0.1 * rng.standard_normal(16000 * 12)).astype(np.float32)
     session = Session(model, 480)
-    batch = session.pool.batch
+    batch, encoders = session.pool.batch, session.pool.encoders
+    # the encoder's ring: window - 1 frames of history and the largest call's frames
+    ring = spec.enc_window - 1 + 4 * encoders.max_tokens
     for lo in range(0, len(audio), 1280):
         session.feed(audio[lo : lo + 1280])
-        if lo == 0:
-            continue  # the first call encodes the 32 tokens of left pad in one batch
-        for cache in session._encoder.cache:
-            # a call of N frames needs window - 1 frames of history: one token = 4 frames
-            assert cache.keys.shape[2] <= spec.enc_window - 1 + 4
+        assert all(k.shape[2] <= encoders.full == ring for k in encoders.keys + encoders.values)
         assert batch.capacity <= batch.full == spec.dec_window + batch.max_pass - 1
+    assert session._encoder.position > ring  # it wrapped
+    assert encoders.capacity == ring
     assert session._row.position > 4 * spec.dec_window
     assert batch.capacity == batch.full  # a ring of window + max_pass - 1 slots
 
@@ -310,9 +310,11 @@ def test_one_dtype_through_the_graph(official_dir, jfk):
     session.feed(jfk[: 16000 * 3])
     batch = session.pool.batch
     assert session._row.ffn_norms.dtype == mx.bfloat16
-    assert all(c.keys.dtype == mx.bfloat16 for c in session._encoder.cache)
+    encoders = session.pool.encoders
+    assert all(k.dtype == mx.bfloat16 for k in encoders.keys + encoders.values)
     assert all(k.dtype == mx.bfloat16 for k in batch.keys + batch.values)
     assert session._encoder.conv1_tail.dtype == mx.bfloat16
+    assert session._encoder.conv2_tail.dtype == mx.bfloat16
     x = model.decoder.tok_embeddings(mx.array([[1, 32]]))
     assert model.decoder(x, session._row.ffn_norms).dtype == mx.bfloat16
     session.finish()

@@ -23,8 +23,10 @@ SAMPLE_RATE = 16000  # Hz: the rate the model hears; other rates are resampled t
 VALID_DELAYS_MS: tuple[int, ...] = (*range(80, 1201, 80), 2400)
 # The delay of a checkpoint whose tekken.json names none (the official one says 480).
 DEFAULT_DELAY_MS = 480
-# Tokens encoded per encoder call when audio is already there (30 s of audio).
-ENCODER_BATCH_TOKENS = 375
+# Tokens encoded per encoder call when audio is already there (7.5 s of audio, 376 frames):
+# each call's queries attend over the 750-frame window plus the call's own frames, so
+# shorter calls compute fewer scores (benchmarks/RESULTS.md "Encoder calls").
+ENCODER_BATCH_TOKENS = 94
 MAX_DRAFT = 16  # positions drafted as [STREAMING_PAD] and verified in one pass, at most
 # MLX affine quantization as `voxtral convert -q` writes it.
 QUANT_BITS = (4, 6, 8)

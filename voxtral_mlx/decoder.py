@@ -211,8 +211,8 @@ class DecoderBatch:
         if keys[0].shape[2] > self.capacity and self.rows:
             self._grow(keys[0].shape[2])
         if self.rows:
-            keys = [_pad_slots(k, self.capacity) for k in keys]
-            values = [_pad_slots(v, self.capacity) for v in values]
+            keys = [pad_slots(k, self.capacity) for k in keys]
+            values = [pad_slots(v, self.capacity) for v in values]
             self.keys = [mx.concatenate(pair) for pair in zip(self.keys, keys, strict=True)]
             self.values = [mx.concatenate(pair) for pair in zip(self.values, values, strict=True)]
         else:
@@ -283,11 +283,11 @@ class DecoderBatch:
         self._grow(min(self.full, -(-need // GROW) * GROW))  # full: a ring from here on
 
     def _grow(self, capacity: int) -> None:
-        self.keys = [_pad_slots(k, capacity) for k in self.keys]
-        self.values = [_pad_slots(v, capacity) for v in self.values]
+        self.keys = [pad_slots(k, capacity) for k in self.keys]
+        self.values = [pad_slots(v, capacity) for v in self.values]
 
 
-def _pad_slots(x: mx.array, capacity: int) -> mx.array:
+def pad_slots(x: mx.array, capacity: int) -> mx.array:
     """Empty slots after x's [.., C, ..] up to `capacity`."""
     extra = capacity - x.shape[2]
     return mx.pad(x, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra > 0 else x

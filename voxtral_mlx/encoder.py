@@ -1,4 +1,9 @@
-"""Causal audio encoder: conv stem (stride 2) + causal transformer with a 750-frame window."""
+"""Causal audio encoder: conv stem (stride 2) + causal transformer with a 750-frame window.
+
+`AudioEncoder` encodes one signal (whole, or a stream through `EncoderState`: the offline
+reference); `EncoderBatch` encodes the next tokens of many streams in one call, each row
+with its own conv tails and key/value ring (MODEL.md "Encoder rows").
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import RotatingKVCache
 
 from .config import EncoderArgs
+from .decoder import GROW, RingPass, pad_slots
 from .layers import Attention, FeedForward
 
 
@@ -44,6 +50,13 @@ class EncoderLayer(nn.Module):
 
     def __call__(self, x: mx.array, mask, cache=None) -> mx.array:
         x = x + self.attention(self.attention_norm(x), mask, cache)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+    def over_rows(self, x: mx.array, starts: mx.array, rings: RingPass, i: int) -> mx.array:
+        """x [B, L, dim], row b at frames starts[b].., keys and values in the rows' rings."""
+        q, k, v = self.attention.project(self.attention_norm(x), starts)
+        keys, values = rings.update_and_fetch(i, k, v)
+        x = x + self.attention.attend(q, keys, values, rings.mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -100,3 +113,113 @@ class AudioEncoder(nn.Module):
             conv2_tail=mx.zeros((1, self.conv2.left_pad, self.args.dim), dtype),
             cache=[RotatingKVCache(max_size=self.args.sliding_window) for _ in self.layers],
         )
+
+
+@dataclass(eq=False)
+class EncoderRow:
+    """One stream in an EncoderBatch: the frames it has encoded and its conv inputs still
+    needed (the last 2 mel frames, the last conv1 output; zeros at the start)."""
+
+    conv1_tail: mx.array  # [2, n_mels]
+    conv2_tail: mx.array  # [1, dim]
+    position: int = 0  # encoder frames so far
+
+
+class EncoderBatch:
+    """The encoders of many streams, run together: each call gives every row its next whole
+    tokens (8 mel frames -> 4 encoder frames each, up to `max_tokens`; rows with fewer are
+    padded, rows with none take none) and reads the weights once for all rows.
+
+    Keys and values per layer are one `[B, n_kv, C, head_dim]` array for all rows (RingPass:
+    the decoder's rings, MODEL.md): C grows GROW frames at a time while slots are frames, up
+    to `full` = window + 4 * max_tokens - 1, a ring in which padded frames never overwrite a
+    frame that a query still reads. The outputs equal the offline encoder's (`AudioEncoder`
+    with `EncoderState`) to float rounding (tested)."""
+
+    def __init__(self, encoder: AudioEncoder, max_tokens: int):
+        self.encoder, self.max_tokens = encoder, max_tokens
+        self.full = encoder.args.sliding_window + 4 * max_tokens - 1
+        self.rows: list[EncoderRow] = []
+        self.keys: list[mx.array] = []
+        self.values: list[mx.array] = []
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.encoder.conv1.weight.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.keys + self.values)
+
+    def add(self) -> EncoderRow:
+        args, n_mels = self.encoder.args, self.encoder.conv1.weight.shape[-1]
+        row = EncoderRow(
+            conv1_tail=mx.zeros((self.encoder.conv1.left_pad, n_mels), self.dtype),
+            conv2_tail=mx.zeros((self.encoder.conv2.left_pad, args.dim), self.dtype),
+        )
+        slots = self.capacity or min(GROW, self.full)
+        empty = mx.zeros((1, args.n_kv_heads, slots, args.head_dim), self.dtype)
+        if self.rows:
+            self.keys = [mx.concatenate([k, empty]) for k in self.keys]
+            self.values = [mx.concatenate([v, empty]) for v in self.values]
+        else:
+            self.keys = [empty] * len(self.encoder.layers)
+            self.values = [empty] * len(self.encoder.layers)
+        self.rows.append(row)
+        return row
+
+    def remove(self, row: EncoderRow) -> None:
+        b = self.rows.index(row)
+        self.rows.pop(b)
+        keep = mx.array([i for i in range(len(self.rows) + 1) if i != b], dtype=mx.int32)
+        self.keys = [k[keep] for k in self.keys] if self.rows else []
+        self.values = [v[keep] for v in self.values] if self.rows else []
+
+    def run(self, mels: dict[EncoderRow, mx.array]) -> dict[EncoderRow, mx.array]:
+        """One call: for each row given, its next mel frames [8 n, n_mels] (n whole tokens,
+        1 to max_tokens). Returns each given row's encoder frames [4 n, dim] (lazy)."""
+        enc = self.encoder
+        frames = {row: mel.shape[0] for row, mel in mels.items()}
+        F = max(frames.values())
+        if F % 8 or not 0 < min(frames.values()) <= F <= 8 * self.max_tokens:
+            raise ValueError(f"whole tokens, 1 to {self.max_tokens} per row, got {frames}")
+        n_mels = enc.conv1.weight.shape[-1]
+        mel = mx.stack([_padded(mels.get(row), F, n_mels, self.dtype) for row in self.rows])
+        tails1 = mx.stack([row.conv1_tail for row in self.rows])
+        tails2 = mx.stack([row.conv2_tail for row in self.rows])
+        h = nn.gelu(enc.conv1(mel, tails1))  # [B, F, dim]
+        x = nn.gelu(enc.conv2(h, tails2))  # [B, F / 2, dim]
+        for b, row in enumerate(self.rows):
+            if row in mels:
+                n = frames[row]
+                row.conv1_tail = mels[row][n - enc.conv1.left_pad :]
+                row.conv2_tail = h[b, n - enc.conv2.left_pad : n]
+        need = max(row.position for row in self.rows) + F // 2
+        if self.capacity < min(need, self.full):  # grow while slots are frames
+            capacity = min(self.full, -(-need // GROW) * GROW)
+            self.keys = [pad_slots(k, capacity) for k in self.keys]
+            self.values = [pad_slots(v, capacity) for v in self.values]
+        starts = mx.array([row.position for row in self.rows], dtype=mx.int32)
+        rings = RingPass(self.keys, self.values, starts, F // 2, enc.args.sliding_window)
+        for i, layer in enumerate(enc.layers):
+            x = layer.over_rows(x, starts, rings, i)
+        x = enc.norm(x)
+        self.keys, self.values = rings.keys, rings.values
+        out = {}
+        for b, row in enumerate(self.rows):
+            if row in mels:
+                out[row] = x[b, : frames[row] // 2]
+                row.position += frames[row] // 2
+        return out
+
+
+def _padded(mel: mx.array | None, F: int, n_mels: int, dtype: mx.Dtype) -> mx.array:
+    if mel is None:
+        return mx.zeros((F, n_mels), dtype)
+    if mel.shape[0] < F:
+        return mx.concatenate([mel, mx.zeros((F - mel.shape[0], n_mels), mel.dtype)])
+    return mel

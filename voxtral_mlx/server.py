@@ -30,7 +30,6 @@ import dataclasses
 import enum
 import io
 import json
-import math
 import secrets
 import tempfile
 import threading
@@ -575,9 +574,9 @@ def _decode_bytes(data: bytes, filename: str) -> np.ndarray:
 
 
 def default_max_sessions(model: VoxtralRealtime) -> int:
-    """As many streams as half the memory the weights leave free holds, each at its most
-    with the server's encoder calls of SLICE_SECONDS, from 1 to 64."""
-    return streams_that_fit(model, math.ceil(SLICE_SECONDS * model.args.audio.frame_rate))
+    """As many streams as half the memory the weights leave free holds, each at its most,
+    from 1 to 64."""
+    return streams_that_fit(model)
 
 
 def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:

@@ -26,6 +26,7 @@ import numpy as np
 from .audio import StreamResampler, as_samples
 from .config import ENCODER_BATCH_TOKENS, MAX_DRAFT, SAMPLE_RATE
 from .decoder import MAX_PASS, DecoderBatch, Row
+from .encoder import EncoderBatch
 from .errors import VoxtralError
 from .mel import StreamingMel
 from .model import VoxtralRealtime
@@ -138,10 +139,11 @@ class Session:
         schedule = self.schedule
         self._resampler = StreamResampler(self.sample_rate, schedule.sample_rate)
         self._mel = StreamingMel(schedule)
-        self._encoder = self.model.encoder.make_state()
         if self._row is not None:
             self.pool.batch.remove(self._row)
+            self.pool.encoders.remove(self._encoder)
         self._row = self.pool.batch.add(schedule.n_delay_tokens)
+        self._encoder = self.pool.encoders.add()
         self.pool._sessions.add(self)
         self._pending: mx.array | None = None  # adapter outputs not decoded yet [n, dim]
         self._last_token: int | None = None  # the output at position _row.position - 1
@@ -190,12 +192,16 @@ class Session:
 
     @property
     def pending_positions(self) -> int:
-        """Encoded positions waiting for the decoder."""
+        """Positions whose audio is there, waiting for the encoder or the decoder."""
+        return self._encoded + (0 if self._stopped else self._mel.available_tokens())
+
+    @property
+    def _encoded(self) -> int:
         return 0 if self._pending is None else self._pending.shape[0]
 
     @property
     def decodable_positions(self) -> int:
-        """Positions the decoder can take now (none until the whole prompt is encoded)."""
+        """Positions the decoder can take (none until the whole prompt's audio is there)."""
         if self._stopped or (
             self._last_token is None and self.pending_positions < self.schedule.prompt_length
         ):
@@ -204,11 +210,12 @@ class Session:
 
     @property
     def state_bytes(self) -> int:
-        """Memory held by this session's caches: its encoder ring and its share of the
-        decoder batch (a row's key/value ring grows with the stream up to the window)."""
-        encoder = [a for c in self._encoder.cache for a in (c.keys, c.values) if a is not None]
-        batch = self.pool.batch
-        return sum(a.nbytes for a in encoder) + batch.nbytes // max(len(batch.rows), 1)
+        """Memory held by this session's caches: its share of the pool's encoder rings and
+        of its decoder rings (a decoder row's ring grows with the stream up to the window)."""
+        batch, encoders = self.pool.batch, self.pool.encoders
+        return encoders.nbytes // max(len(encoders.rows), 1) + batch.nbytes // max(
+            len(batch.rows), 1
+        )
 
     def feed(self, samples: np.ndarray) -> list[Event]:
         """Add samples (any count, at the session's rate); return the events they produced."""
@@ -230,13 +237,13 @@ class Session:
 
     # --- the stages, for SessionPool ---
     def push(self, samples: np.ndarray, *, resampled: bool = False) -> None:
-        """The front end only: audio -> encoder -> positions waiting for the decoder."""
+        """Audio in: resampled and turned into mel frames; the pool's next pass encodes
+        them (every session's together) and decodes."""
         self._check_open()
         if not resampled:
             samples = self._resampler(as_samples(samples))
         self._samples_in += len(samples)
         self._mel.push(samples)
-        self._encode()
 
     def end(self) -> None:
         """The end of the audio: the resampler's tail and the right pad are encoded; the
@@ -248,7 +255,6 @@ class Session:
         right = schedule.right_pad_samples(self._samples_in) + schedule.audio.window_size // 2
         self._words.duration = self.audio_seconds
         self._mel.push(np.zeros(right, np.float32))
-        self._encode()
         self._ended = True
 
     def _check_open(self) -> None:
@@ -257,21 +263,19 @@ class Session:
         if self._ended:
             raise VoxtralError("this session is finishing: no more audio can be added")
 
-    def _encode(self) -> None:
-        tic = time.perf_counter()
-        while (n := min(self._mel.available_tokens(), ENCODER_BATCH_TOKENS)) > 0:
-            mel = self._mel.pull(n)
-            if self._stopped:
-                continue  # keep the grid moving, skip the model
-            frames = self.model.encoder(mx.array(mel, dtype=self.model.dtype)[None], self._encoder)
-            embeds = self.model.adapter(frames)[0]
-            self._pending = (
-                embeds if self._pending is None else mx.concatenate([self._pending, embeds])
-            )
-            mx.eval(self._pending)
-        self._elapsed += time.perf_counter() - tic
+    # --- the encoder's and the decoder's side, driven by SessionPool ---
+    def _wants_encoding(self) -> int:
+        """Tokens of mel to encode before the next pass (0: enough encoded, or none)."""
+        available = self._mel.available_tokens()
+        if self._stopped:
+            self._mel.pull(available)  # keep the grid moving, skip the model
+            return 0
+        need = self.schedule.prompt_length if self._last_token is None else self.max_draft
+        return available if self._encoded < need else 0
 
-    # --- the decoder's side, driven by SessionPool ---
+    def _add_encoded(self, embeds: mx.array) -> None:
+        self._pending = embeds if self._pending is None else mx.concatenate([self._pending, embeds])
+
     def _next_input(self) -> tuple[mx.array, list[int]] | None:
         """What this session gives the next pass: (audio embeddings, token ids), or None."""
         if self._stopped or self._pending is None:
@@ -367,14 +371,15 @@ class Session:
 
 
 class SessionPool:
-    """Sessions decoded together: each pass of the decoder advances every session that has
-    encoded audio waiting, one position each (the prompt, for a session just started), so
-    B streams cost one read of the weights instead of B.
+    """Sessions run together: each step is one encoder call for the sessions that need
+    encoded positions (EncoderBatch) and one decoder pass that advances every session with
+    positions waiting (its prompt, one position, or a draft), so B streams cost one read of
+    the weights instead of B.
 
         pool = SessionPool(model)
         a, b = pool.add(delay_ms=480), pool.add(delay_ms=960, sample_rate=48000)
-        a.push(chunk_a); b.push(chunk_b)        # the front end of each stream
-        for session, events in pool.step().items(): ...   # one decoder pass for both
+        a.push(chunk_a); b.push(chunk_b)        # audio in (mel frames)
+        for session, events in pool.step().items(): ...   # encoder + decoder, both
         b.end()                                   # b's audio is over: steps flush it
         pool.remove(a)                            # a leaves; b goes on
 
@@ -384,6 +389,7 @@ class SessionPool:
     def __init__(self, model: VoxtralRealtime, max_pass: int = MAX_PASS):
         self.model = model
         self.batch = DecoderBatch(model.decoder, max_pass)
+        self.encoders = EncoderBatch(model.encoder, ENCODER_BATCH_TOKENS)
         self._sessions: set[Session] = set()
         self._passes = 0
 
@@ -399,6 +405,7 @@ class SessionPool:
         """The session leaves the pool (at any point; its decoder row is freed)."""
         if session._row is not None and session in self._sessions:
             self.batch.remove(session._row)
+            self.encoders.remove(session._encoder)
             session._row = None
             self._sessions.discard(session)
 
@@ -417,13 +424,32 @@ class SessionPool:
             if not out or session.result is not None:
                 return events
 
+    def _encode(self, sessions: list[Session]) -> None:
+        """One encoder call for every session that needs encoded positions for the next
+        pass: up to ENCODER_BATCH_TOKENS tokens, shared out so the call pads few rows."""
+        wanted = {s: n for s in sessions if (n := s._wants_encoding())}
+        if not wanted:
+            return
+        tic = time.perf_counter()
+        most = max(1, ENCODER_BATCH_TOKENS // len(wanted))
+        dtype = self.model.dtype
+        mels = {s: mx.array(s._mel.pull(min(n, most)), dtype=dtype) for s, n in wanted.items()}
+        frames = self.encoders.run({s._encoder: mel for s, mel in mels.items()})
+        embeds = {s: self.model.adapter(frames[s._encoder][None])[0] for s in wanted}
+        mx.eval(list(embeds.values()))
+        elapsed = time.perf_counter() - tic
+        for s, e in embeds.items():
+            s._add_encoded(e)
+            s._elapsed += elapsed
+
     def _pass(self, sessions: list[Session]) -> dict[Session, list[Event]]:
+        self._encode(sessions)
         inputs, out = {}, {}
         for s in sessions:
             given = s._next_input()
             if given is not None:
                 inputs[s] = given
-            elif s._ended and s.result is None:
+            elif s._ended and s.result is None and not s._mel.available_tokens():
                 out[s] = s._finalize()
         if not inputs:
             return out
@@ -461,27 +487,24 @@ class SessionPool:
         return out
 
 
-def stream_bytes(
-    model: VoxtralRealtime, tokens_per_call: int = ENCODER_BATCH_TOKENS, max_pass: int = MAX_PASS
-) -> int:
+def stream_bytes(model: VoxtralRealtime, max_pass: int = MAX_PASS) -> int:
     """The most memory one stream's caches take: its decoder row at the full ring (window +
     max_pass - 1 positions; every row of a pool has the longest row's capacity) and its
-    encoder ring (window - 1 frames, plus the frames of the largest encoder call: 4 a token,
-    `tokens_per_call` tokens, or the left pad's with them on the first call)."""
-    dec, enc, audio = model.args.decoder, model.args.encoder, model.args.audio
+    encoder row (a ring of window - 1 frames plus those of the largest encoder call,
+    ENCODER_BATCH_TOKENS tokens of 4 frames)."""
+    dec, enc = model.args.decoder, model.args.encoder
     decoder = dec.n_layers * 2 * dec.n_kv_heads * dec.head_dim
     encoder = enc.n_layers * 2 * enc.n_kv_heads * enc.head_dim
     positions = dec.sliding_window + max_pass - 1
-    call = min(tokens_per_call + audio.n_left_pad_tokens, ENCODER_BATCH_TOKENS)
-    frames = enc.sliding_window - 1 + call * model.args.downsample_factor
+    frames = enc.sliding_window - 1 + ENCODER_BATCH_TOKENS * model.args.downsample_factor
     return (decoder * positions + encoder * frames) * model.dtype.size
 
 
-def streams_that_fit(model: VoxtralRealtime, tokens_per_call: int = ENCODER_BATCH_TOKENS) -> int:
+def streams_that_fit(model: VoxtralRealtime) -> int:
     """How many streams half the memory the weights leave free holds, each at its most
     (`stream_bytes`), from 1 to 64."""
     from mlx.utils import tree_flatten
 
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-    return max(1, min(64, (total - weights) // 2 // stream_bytes(model, tokens_per_call)))
+    return max(1, min(64, (total - weights) // 2 // stream_bytes(model)))
