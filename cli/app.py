@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from voxtral_mlx.config import DEFAULT_DELAY_MS, DEFAULT_MODEL
-from voxtral_mlx.errors import VoxtralError
+from voxtral_mlx.errors import VoxtralError, VoxtralWarning
 
 from .ui import USAGE_EXIT, bad_usage, fail, print_error, status_spinner
 
@@ -724,8 +725,21 @@ def _usage_error_type() -> type[Exception]:
     return UsageError
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The library's warnings (VoxtralWarning) as one line each, like its errors."""
+    if issubclass(category, VoxtralWarning):
+        print_error(str(message), label="warning")
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
-    """The console script: Click's usage errors become one line too (exit code 2)."""
+    """The console script: Click's usage errors become one line too (exit code 2), the
+    library's warnings one line each."""
+    warnings.showwarning = _show_warning
     usage_error = _usage_error_type()
     try:
         code = typer.main.get_command(app).main(prog_name="voxtral", standalone_mode=False)

@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 import voxtral_mlx
+from voxtral_mlx import VoxtralError
 from voxtral_mlx.testing import shared_audio
 
 KEY = "s3cret-key"
@@ -33,7 +35,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir, *extra):
+def start_server(model_dir, *extra, preexec_fn=None):
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -51,6 +53,7 @@ def start_server(model_dir, *extra):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "VOXTRAL_API_KEY": ""},
+        preexec_fn=preexec_fn,
     )
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {KEY}"} if "--api-key" in extra else {}
@@ -546,3 +549,62 @@ def test_connection_states_allow_only_the_protocol_transitions():
     conn.move(State.FINISHING)
     with pytest.raises(RuntimeError, match="finishing -> transcribing"):
         conn.move(State.TRANSCRIBING)  # the next utterance starts after done
+
+
+def test_non_finite_samples_are_a_clear_error_everywhere(server, tmp_path, official_dir):
+    """One NaN in a float WAV: the library raises, the CLI says so in one line and exits 1,
+    the upload endpoint answers 400 with the same message (not 200 with an empty text)."""
+    audio = voxtral_mlx.load_audio(shared_audio("jfk.wav"))
+    audio[16000 * 9] = np.nan  # near the end: it would have cost the last word
+    path = tmp_path / "nan.wav"
+    sf.write(path, audio, 16000, subtype="FLOAT")
+    message = "1 samples that are not numbers (NaN or infinite), the first at 9.00 s"
+    with pytest.raises(VoxtralError, match=re.escape(message)):
+        voxtral_mlx.load_audio(path)
+    reply = requests.post(
+        f"http://127.0.0.1:{server}/v1/audio/transcriptions",
+        files={"file": ("nan.wav", path.read_bytes())},
+        timeout=60,
+    )
+    assert reply.status_code == 400 and message in reply.json()["error"]["message"]
+    done = subprocess.run(
+        [sys.executable, "-m", "voxtral_cli.app", "transcribe", str(path), "-m", str(official_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_commands_start_under_a_low_open_file_limit(official_dir, tmp_path):
+    """A hard open-file limit below the 4096 mlx-lm asks for: the commands start anyway and
+    say so in one line (importing mlx_lm raised ValueError before)."""
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    warning = "warning: the open-file limit stays at 1024 (hard limit 1024"
+    done = subprocess.run(
+        [sys.executable, "-m", "voxtral_cli.app", "transcribe", str(shared_audio("jfk.wav"))]
+        + ["--model", str(official_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=low_limit,
+    )
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    assert done.stderr.count(warning) == 1 and "Traceback" not in done.stderr
+    proc, port = start_server(official_dir, preexec_fn=low_limit)
+    try:
+        reply = requests.post(
+            f"http://127.0.0.1:{port}/v1/audio/transcriptions",
+            files={"file": ("jfk.wav", shared_audio("jfk.wav").read_bytes())},
+            timeout=120,
+        )
+        assert reply.status_code == 200 and reply.json()["text"] == done.stdout.strip()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert stderr.count(warning) == 1

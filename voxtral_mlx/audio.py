@@ -77,9 +77,23 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 
 
 def load_audio(source: str | Path | BinaryIO, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode an audio file to mono float32 at `sampling_rate`."""
+    """Decode an audio file to mono float32 at `sampling_rate` (non-finite samples are a
+    VoxtralError, see `check_finite`)."""
     samples, rate = decode_audio(source)
-    return resample(samples, rate, sampling_rate)
+    return resample(check_finite(samples, rate), rate, sampling_rate)
+
+
+def check_finite(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Samples that are not numbers (NaN, infinite: a float file can hold them) are an error,
+    not silence: one would turn the whole transcript to nothing (MODEL.md)."""
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        first = int(np.argmax(bad)) / rate
+        raise VoxtralError(
+            f"the audio has {int(bad.sum())} samples that are not numbers (NaN or infinite), "
+            f"the first at {first:.2f} s: repair or re-encode it"
+        )
+    return samples
 
 
 def decode_audio(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:

@@ -58,7 +58,7 @@ def convert(
     """Read a checkpoint (local or hub, any layout), cast and/or quantize it, write ours."""
     if bits is not None:
         check_quantization(bits, group_size)
-    from mlx_lm.utils import save_model
+    from ._mlx_lm import save_model
 
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):

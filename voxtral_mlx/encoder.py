@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.base import create_attention_mask
-from mlx_lm.models.cache import RotatingKVCache
 
+from ._mlx_lm import RotatingKVCache, create_attention_mask
 from .config import EncoderArgs
 from .decoder import GROW, RingPass, pad_slots
 from .layers import Attention, FeedForward

@@ -4,3 +4,8 @@ class VoxtralError(Exception):
     Its message is one complete sentence meant to be shown as is; the CLI prints it
     on one line without a traceback.
     """
+
+
+class VoxtralWarning(UserWarning):
+    """Something works, but not as well as it could: one sentence, shown as is (the CLI
+    prints it on one line)."""

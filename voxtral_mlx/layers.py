@@ -7,8 +7,8 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.activations import swiglu
 
+from ._mlx_lm import swiglu
 from .config import TransformerArgs
 
 

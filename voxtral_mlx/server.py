@@ -48,7 +48,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect
 
-from .audio import load_audio
+from .audio import check_finite, decode_audio, resample
 from .config import SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
 from .formats import cues, render
@@ -561,16 +561,17 @@ async def transcriptions(
 
 
 def _decode_bytes(data: bytes, filename: str) -> np.ndarray:
-    """An uploaded file's audio at 16 kHz."""
+    """An uploaded file's audio at 16 kHz (non-finite samples are an error, as for files)."""
     try:
-        return load_audio(io.BytesIO(data))
+        samples, rate = decode_audio(io.BytesIO(data))
     except VoxtralError:
         # containers soundfile cannot read go through ffmpeg, which needs a file
         suffix = Path(filename).suffix or ".bin"
         with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
             tmp.write(data)
             tmp.flush()
-            return load_audio(tmp.name)
+            samples, rate = decode_audio(tmp.name)
+    return resample(check_finite(samples, rate), rate, SAMPLE_RATE)
 
 
 def default_max_sessions(model: VoxtralRealtime) -> int:
