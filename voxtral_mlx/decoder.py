@@ -147,7 +147,50 @@ class TextDecoder(nn.Module):
         return mx.argmax(self.head(h), axis=-1), keys, values
 
 
-class DecoderBatch:
+class RowRings:
+    """The rows' key/value rings of a batch (decoder or encoder): per layer one
+    `[B, n_kv, C, head_dim]` array for all rows. C grows GROW slots at a time while slots
+    are positions, up to `full`, from where it is a ring (RingPass, MODEL.md)."""
+
+    def __init__(self, full: int):
+        self.full = full
+        self.rows: list = []
+        self.keys: list[mx.array] = []
+        self.values: list[mx.array] = []
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.keys + self.values)
+
+    def _reserve(self, L: int) -> None:
+        """Room for every row's next L positions: grow while slots are positions."""
+        need = max(row.position for row in self.rows) + L
+        capacity = self.capacity
+        if need <= capacity or capacity == self.full:
+            return
+        self._grow(min(self.full, -(-need // GROW) * GROW))  # full: a ring from here on
+
+    def _grow(self, capacity: int) -> None:
+        self.keys = [pad_slots(k, capacity) for k in self.keys]
+        self.values = [pad_slots(v, capacity) for v in self.values]
+
+    def _drop(self, row) -> None:
+        """Remove a row and its rings."""
+        i = self.rows.index(row)
+        del self.rows[i]
+        if not self.rows:
+            self.keys, self.values = [], []
+        else:
+            keep = mx.array([j for j in range(len(self.rows) + 1) if j != i])
+            self.keys = [k[keep] for k in self.keys]
+            self.values = [v[keep] for v in self.values]
+
+
+class DecoderBatch(RowRings):
     """Rows of streams decoded together: each row's key/value ring (one array per layer
     for all rows, [B, n_kv, C, head_dim]), its next position and its AdaRMSNorm weights.
 
@@ -158,23 +201,12 @@ class DecoderBatch:
     "Decoder passes")."""
 
     def __init__(self, decoder: TextDecoder, max_pass: int = MAX_PASS):
+        super().__init__(decoder.args.sliding_window + max_pass - 1)
         self.decoder, self.max_pass = decoder, max_pass
         args = decoder.args
-        self.full = args.sliding_window + max_pass - 1
         self.dtype = decoder.norm.weight.dtype
         self.shape = (args.n_kv_heads, args.head_dim)
-        self.rows: list[Row] = []
-        self.keys: list[mx.array] = []
-        self.values: list[mx.array] = []
         self._norms: mx.array | None = None  # [n_layers, B, dim], rebuilt as rows change
-
-    @property
-    def capacity(self) -> int:
-        return self.keys[0].shape[2] if self.keys else 0
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.keys + self.values)
 
     def add(self, n_delay_tokens: int) -> Row:
         """A new row (a stream at position 0) conditioned on its delay. It joins the batch
@@ -192,14 +224,7 @@ class DecoderBatch:
     def remove(self, row: Row) -> None:
         if row not in self.rows:
             return
-        i = self.rows.index(row)
-        del self.rows[i]
-        if not self.rows:
-            self.keys, self.values = [], []
-        else:
-            keep = mx.array([j for j in range(len(self.rows) + 1) if j != i])
-            self.keys = [k[keep] for k in self.keys]
-            self.values = [v[keep] for v in self.values]
+        self._drop(row)
         self._norms = None
 
     def _join(self, row: Row, keys: list[mx.array] | None = None, values=None) -> None:
@@ -273,18 +298,6 @@ class DecoderBatch:
         if self._norms is None:
             self._norms = mx.stack([row.ffn_norms for row in self.rows], axis=1)
         return self._norms
-
-    def _reserve(self, L: int) -> None:
-        """Room for every row's next L positions: grow while slots are positions."""
-        need = max(row.position for row in self.rows) + L
-        capacity = self.capacity
-        if need <= capacity or capacity == self.full:
-            return
-        self._grow(min(self.full, -(-need // GROW) * GROW))  # full: a ring from here on
-
-    def _grow(self, capacity: int) -> None:
-        self.keys = [pad_slots(k, capacity) for k in self.keys]
-        self.values = [pad_slots(v, capacity) for v in self.values]
 
 
 def pad_slots(x: mx.array, capacity: int) -> mx.array:

@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 from ._mlx_lm import RotatingKVCache, create_attention_mask
 from .config import EncoderArgs
-from .decoder import GROW, RingPass, pad_slots
+from .decoder import GROW, RingPass, RowRings
 from .layers import Attention, FeedForward
 
 
@@ -116,43 +116,31 @@ class AudioEncoder(nn.Module):
 
 @dataclass(eq=False)
 class EncoderRow:
-    """One stream in an EncoderBatch: the frames it has encoded and its conv inputs still
-    needed (the last 2 mel frames, the last conv1 output; zeros at the start)."""
+    """One stream in an EncoderBatch: the frames it has encoded (its position) and its conv
+    inputs still needed (the last 2 mel frames, the last conv1 output; zeros at the start)."""
 
     conv1_tail: mx.array  # [2, n_mels]
     conv2_tail: mx.array  # [1, dim]
     position: int = 0  # encoder frames so far
 
 
-class EncoderBatch:
+class EncoderBatch(RowRings):
     """The encoders of many streams, run together: each call gives every row its next whole
     tokens (8 mel frames -> 4 encoder frames each, up to `max_tokens`; rows with fewer are
     padded, rows with none take none) and reads the weights once for all rows.
 
-    Keys and values per layer are one `[B, n_kv, C, head_dim]` array for all rows (RingPass:
-    the decoder's rings, MODEL.md): C grows GROW frames at a time while slots are frames, up
-    to `full` = window + 4 * max_tokens - 1, a ring in which padded frames never overwrite a
-    frame that a query still reads. The outputs equal the offline encoder's (`AudioEncoder`
-    with `EncoderState`) to float rounding (tested)."""
+    The rows' rings are the decoder's (RowRings, RingPass; MODEL.md): C grows GROW frames at
+    a time while slots are frames, up to `full` = window + 4 * max_tokens - 1, a ring in
+    which padded frames never overwrite a frame that a query still reads. The outputs equal
+    the offline encoder's (`AudioEncoder` with `EncoderState`) to float rounding (tested)."""
 
     def __init__(self, encoder: AudioEncoder, max_tokens: int):
+        super().__init__(encoder.args.sliding_window + 4 * max_tokens - 1)
         self.encoder, self.max_tokens = encoder, max_tokens
-        self.full = encoder.args.sliding_window + 4 * max_tokens - 1
-        self.rows: list[EncoderRow] = []
-        self.keys: list[mx.array] = []
-        self.values: list[mx.array] = []
-
-    @property
-    def capacity(self) -> int:
-        return self.keys[0].shape[2] if self.keys else 0
 
     @property
     def dtype(self) -> mx.Dtype:
         return self.encoder.conv1.weight.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.keys + self.values)
 
     def add(self) -> EncoderRow:
         args, n_mels = self.encoder.args, self.encoder.conv1.weight.shape[-1]
@@ -172,11 +160,7 @@ class EncoderBatch:
         return row
 
     def remove(self, row: EncoderRow) -> None:
-        b = self.rows.index(row)
-        self.rows.pop(b)
-        keep = mx.array([i for i in range(len(self.rows) + 1) if i != b], dtype=mx.int32)
-        self.keys = [k[keep] for k in self.keys] if self.rows else []
-        self.values = [v[keep] for v in self.values] if self.rows else []
+        self._drop(row)
 
     def run(self, mels: dict[EncoderRow, mx.array]) -> dict[EncoderRow, mx.array]:
         """One call: for each row given, its next mel frames [8 n, n_mels] (n whole tokens,
@@ -197,11 +181,7 @@ class EncoderBatch:
                 n = frames[row]
                 row.conv1_tail = mels[row][n - enc.conv1.left_pad :]
                 row.conv2_tail = h[b, n - enc.conv2.left_pad : n]
-        need = max(row.position for row in self.rows) + F // 2
-        if self.capacity < min(need, self.full):  # grow while slots are frames
-            capacity = min(self.full, -(-need // GROW) * GROW)
-            self.keys = [pad_slots(k, capacity) for k in self.keys]
-            self.values = [pad_slots(v, capacity) for v in self.values]
+        self._reserve(F // 2)
         starts = mx.array([row.position for row in self.rows], dtype=mx.int32)
         rings = RingPass(self.keys, self.values, starts, F // 2, enc.args.sliding_window)
         for i, layer in enumerate(enc.layers):

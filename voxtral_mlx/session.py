@@ -246,8 +246,8 @@ class Session:
         self._mel.push(samples)
 
     def end(self) -> None:
-        """The end of the audio: the resampler's tail and the right pad are encoded; the
-        session is finished once the decoder has taken every position (SessionPool)."""
+        """The end of the audio: the resampler's tail and the right pad go in; the session
+        is finished once the pool has encoded and decoded every position (SessionPool)."""
         self._check_open()
         self.push(self._resampler(np.zeros(0, np.float32), last=True), resampled=True)
         schedule = self.schedule
