@@ -331,6 +331,52 @@ def serve(
             help="Seconds of unprocessed audio a session may queue.",
         ),
     ] = 30.0,
+    max_upload_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-upload-mb",
+            metavar="MB",
+            help="Largest upload accepted; reading stops there (413).",
+        ),
+    ] = 200.0,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            "--idle-timeout",
+            metavar="SECONDS",
+            help="Close a realtime connection that sent no audio and no commit, and was sent "
+            "nothing, for this long (its session slot is freed).",
+        ),
+    ] = 60.0,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout",
+            metavar="SECONDS",
+            help="Close a connection that has not sent its request headers after this long; "
+            "an upload whose body stalls this long gets 408.",
+        ),
+    ] = 20.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            metavar="N",
+            show_default=False,
+            help="Open connections at most; more are closed as they open. Default: what the "
+            "open-file limit leaves room for, 16 to 1000.",
+        ),
+    ] = None,
+    served_model_name: Annotated[
+        str | None,
+        typer.Option(
+            "--served-model-name",
+            metavar="NAME",
+            show_default=False,
+            help="The model's name in the API (/v1/models, session.update). Default: the "
+            "repo id, or the local folder's name.",
+        ),
+    ] = None,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -347,8 +393,19 @@ def serve(
         bad_usage(f"--port {port}: choose 1-65535")
     if max_sessions is not None and max_sessions < 1:
         bad_usage(f"--max-sessions {max_sessions}: at least 1")
-    if not max_message_mb > 0 or not max_backlog > 0:
-        bad_usage("--max-message-mb and --max-backlog must be positive")
+    for option, value in (
+        ("--max-message-mb", max_message_mb),
+        ("--max-backlog", max_backlog),
+        ("--max-upload-mb", max_upload_mb),
+        ("--idle-timeout", idle_timeout),
+        ("--read-timeout", read_timeout),
+    ):
+        if not value > 0 or value == float("inf"):
+            bad_usage(f"{option} {value:g}: must be a positive number")
+    if max_connections is not None and max_connections < 1:
+        bad_usage(f"--max-connections {max_connections}: at least 1")
+    if served_model_name is not None and not served_model_name.strip():
+        bad_usage("--served-model-name: give a name")
     _check_port_free(host, port)
 
     from rich.console import Console
@@ -365,7 +422,12 @@ def serve(
             max_sessions=max_sessions,
             max_message_bytes=int(max_message_mb * 2**20),
             max_backlog_seconds=max_backlog,
+            max_upload_bytes=int(max_upload_mb * 2**20),
             cors_origins=tuple(cors_origin or ()),
+            served_model_name=served_model_name,
+            idle_timeout=idle_timeout,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
         )
     except VoxtralError as e:
         fail(str(e))

@@ -126,6 +126,8 @@ def stream(
             break
         else:
             raise AssertionError(event)
+    # the done text is exactly the deltas' (vLLM's behaviour), leading space and all
+    assert event["text"] == "".join(deltas), (event["text"], deltas)
     if own:
         conn.close()
     return "".join(deltas), event
@@ -138,7 +140,7 @@ def expected_text(model, name):
 def test_streamed_text_equals_transcribe(server, model):
     deltas, done = stream(server, pcm16("jfk.wav"))
     text = expected_text(model, "jfk.wav")
-    assert done["text"] == text and deltas.strip() == text
+    assert done["text"] == deltas and deltas.strip() == text
     assert done["usage"]["completion_tokens"] > 100
     assert (
         done["usage"]["total_tokens"]
@@ -152,7 +154,7 @@ def test_per_session_delay(server, model):
     audio = pcm16("jfk.wav")
     _, done = stream(server, audio, delay_ms=960)
     expected = voxtral_mlx.transcribe(model, audio / 32768.0, delay_ms=960)
-    assert done["text"] == expected.text
+    assert done["text"].strip() == expected.text
     assert done["usage"]["prompt_tokens"] == model.args.schedule(960).prompt_length
     conn = ws(server)
     assert receive(conn)["type"] == "session.created"
@@ -175,7 +177,7 @@ def test_concurrent_sessions_do_not_mix(server, model):
 
     def run(i):
         name, delay = jobs[i]
-        results[i] = stream(server, pcm16(name), chunk=3200, delay_ms=delay)[1]["text"]
+        results[i] = stream(server, pcm16(name), chunk=3200, delay_ms=delay)[1]["text"].strip()
 
     def upload(name):
         with shared_audio(name).open("rb") as f:
@@ -237,7 +239,7 @@ def test_bad_input_gets_error_events_and_the_connection_goes_on(server, model):
     assert receive(conn)["code"] == "invalid_event"
     # after all that, the same connection still transcribes
     _, done = stream(server, pcm16("librivox-0880.wav"), conn=conn)
-    assert done["text"] == expected_text(model, "librivox-0880.wav")
+    assert done["text"].strip() == expected_text(model, "librivox-0880.wav")
     conn.close()
 
 
@@ -250,7 +252,7 @@ def test_oversized_message_closes_with_1009_and_the_server_goes_on(server, model
         while True:
             receive(conn, timeout=10)
     assert closed.value.rcvd.code == 1009
-    assert stream(server, pcm16("librivox-0880.wav"))[1]["text"] == expected_text(
+    assert stream(server, pcm16("librivox-0880.wav"))[1]["text"].strip() == expected_text(
         model, "librivox-0880.wav"
     )
 
@@ -266,7 +268,7 @@ def test_client_vanishing_mid_stream(server, model):
     time.sleep(1)
     health = requests.get(f"http://127.0.0.1:{server}/health", timeout=5).json()
     assert health["status"] == "ok"
-    assert stream(server, pcm16("librivox-0930.wav"))[1]["text"] == expected_text(
+    assert stream(server, pcm16("librivox-0930.wav"))[1]["text"].strip() == expected_text(
         model, "librivox-0930.wav"
     )
     for _ in range(50):  # the vanished sessions are released
@@ -531,24 +533,15 @@ def test_connection_states_allow_only_the_protocol_transitions():
     from voxtral_mlx.server import TRANSITIONS, RealtimeConnection, State
 
     assert set(TRANSITIONS) == set(State) and TRANSITIONS[State.CLOSED] == set()
-    reachable, frontier = {State.OPEN}, [State.OPEN]
-    while frontier:
-        for nxt in TRANSITIONS[frontier.pop()] - reachable:
-            reachable.add(nxt)
-            frontier.append(nxt)
-    assert reachable == set(State)
     assert all(State.CLOSED in TRANSITIONS[s] for s in State if s is not State.CLOSED)
     conn = RealtimeConnection.__new__(RealtimeConnection)
     conn.state = State.OPEN
-    with pytest.raises(RuntimeError, match="open -> transcribing"):
-        conn.move(State.TRANSCRIBING)
     conn.move(State.READY)
-    conn.move(State.TRANSCRIBING)
-    with pytest.raises(RuntimeError, match="transcribing -> open"):
+    with pytest.raises(RuntimeError, match="ready -> open"):
         conn.move(State.OPEN)
-    conn.move(State.FINISHING)
-    with pytest.raises(RuntimeError, match="finishing -> transcribing"):
-        conn.move(State.TRANSCRIBING)  # the next utterance starts after done
+    conn.move(State.CLOSED)
+    with pytest.raises(RuntimeError, match="closed -> ready"):
+        conn.move(State.READY)
 
 
 def test_non_finite_samples_are_a_clear_error_everywhere(server, tmp_path, official_dir):

@@ -8,6 +8,7 @@ one rule everywhere (`as_samples`), and a stream at another rate goes through
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import tempfile
@@ -73,7 +74,9 @@ def as_samples(samples: Any) -> np.ndarray:
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
     # [frames, channels] -> [frames]: the average of the channels
-    return samples if samples.ndim == 1 else samples.mean(axis=1)
+    if samples.ndim == 1:
+        return samples
+    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
 
 
 def load_audio(source: str | Path | BinaryIO, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -112,6 +115,26 @@ def decode_audio(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
         samples, rate = _decode_with_ffmpeg(Path(source), e)
     if samples.shape[0] == 0:
         raise VoxtralError(f"audio file has no samples: {source}")
+    return to_mono(samples).astype(np.float32, copy=False), rate
+
+
+def decode_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """An uploaded file's audio, as `decode_audio`; errors call it `name` (never by the
+    temporary path ffmpeg needs, which is removed in any case)."""
+    if not data:
+        raise VoxtralError(f"{name} is empty (0 bytes)")
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{Path(name).suffix.lower()}"
+            path.write_bytes(data)
+            try:
+                samples, rate = _decode_with_ffmpeg(path, e)
+            except VoxtralError as error:
+                raise VoxtralError(str(error).replace(str(path), name)) from None
+    if samples.shape[0] == 0:
+        raise VoxtralError(f"{name} has no audio samples")
     return to_mono(samples).astype(np.float32, copy=False), rate
 
 

@@ -4,21 +4,28 @@ OpenAI-style upload endpoint, /health and the browser page. Imported only when s
 Protocol (the same event names as vLLM, so its clients work unchanged):
   server -> session.created {id, created}
   client -> session.update {model}            start the session (and check the model name)
-  client -> input_audio_buffer.commit         start transcribing (audio appended so far too)
+  client -> input_audio_buffer.commit         start an utterance (audio appended so far too)
   client -> input_audio_buffer.append {audio} base64 PCM16 little-endian, mono, 16 kHz
   server -> transcription.delta {delta}       text, append-only, as soon as it is decided
-  client -> input_audio_buffer.commit {final: true}   end of input: flush the last words
-  server -> transcription.done {text, usage}  then the connection is ready for another one
+  client -> input_audio_buffer.commit {final: true}   end of the utterance: flush its words
+  server -> transcription.done {text, usage}  text: exactly the deltas, concatenated
   server -> error {error, code}               the connection stays usable
+A commit sent while the previous utterance is still flushing starts the next one after it:
+every utterance gets its own done, in order.
 
 Concurrency: every utterance (a realtime connection's, or an upload's) is a Session of one
 SessionPool, decoded together: each pass of the decoder advances every stream with audio
-waiting by one position and reads the weights once for all of them. One worker thread does
-all model work, in jobs that take at most `SLICE_SECONDS` of each stream's audio and decode
-for at most `JOB_SECONDS`, so the event loop never blocks, events go out after every job,
-and a stream with a backlog cannot starve the others. Backpressure: a connection whose
-unprocessed audio exceeds `max_backlog_seconds` gets an `error {code: "buffer_full"}` for
-each further append, which is dropped; it can slow down and resend.
+waiting and reads the weights once for all of them. One worker thread does all model work,
+in jobs that take at most `SLICE_SECONDS` of each live stream's audio and decode for at
+most `JOB_SECONDS`, so the event loop never blocks and events go out after every job.
+Live first (Server): uploads get the passes live sessions leave. Backpressure: a
+connection whose unprocessed audio exceeds `max_backlog_seconds` gets an
+`error {code: "buffer_full"}` for each further append, which is dropped.
+
+Limits (ServerConfig): events a client leaves unread (MAX_UNSENT_EVENTS), idle realtime
+connections (`idle_timeout`), request headers and upload reads (`read_timeout`), open
+connections (`max_connections`), upload size (`max_upload_bytes`, checked while reading,
+after the key).
 """
 
 from __future__ import annotations
@@ -28,28 +35,30 @@ import base64
 import binascii
 import dataclasses
 import enum
-import io
 import json
 import secrets
-import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated
 
 import mlx.core as mx
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.websockets import WebSocketDisconnect
 
-from .audio import check_finite, decode_audio, resample
-from .config import SAMPLE_RATE, VALID_DELAYS_MS, check_delay
+from .audio import check_finite, decode_audio_bytes, resample
+from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
 from .formats import cues, render
 from .model import VoxtralRealtime
@@ -61,13 +70,16 @@ JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
 # A stream's audio waits in its queue (where backpressure sees it) while this many encoded
 # positions are still waiting for the decoder.
 MAX_ENCODED_AHEAD = 25
+# events queued for a client that does not read them, at most: then it is dropped
+MAX_UNSENT_EVENTS = 1000
+TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
 @dataclass
 class ServerConfig:
-    model_name: str
+    model_name: str  # what was loaded: a hub repo id or a local folder
     delay_ms: int | None = None  # None: the model's own
     api_key: str | None = None
     max_sessions: int | None = None  # None: default_max_sessions(model)
@@ -75,6 +87,39 @@ class ServerConfig:
     max_backlog_seconds: float = 30.0
     max_upload_bytes: int = 200 * 2**20
     cors_origins: tuple[str, ...] = ()
+    served_model_name: str | None = None  # None: the repo id, or the local folder's name
+    idle_timeout: float = 60.0  # seconds a realtime connection may idle (see RealtimeConnection)
+    read_timeout: float = 20.0  # seconds for a request's headers, and between upload reads
+    max_connections: int | None = None  # open connections, at most; None: from the file limit
+
+    @property
+    def model_id(self) -> str:
+        """The name /v1/models announces (never a path on this machine)."""
+        if self.served_model_name:
+            return self.served_model_name
+        return Path(self.model_name).name if _is_local(self.model_name) else self.model_name
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The names a client may ask for: the served name (and the repo id it stands for)."""
+        names = [self.model_id]
+        if not _is_local(self.model_name) and self.model_name not in names:
+            names.append(self.model_name)
+        return tuple(names)
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).expanduser().exists() or name.startswith(("/", ".", "~"))
+
+
+def default_max_connections() -> int:
+    """Open connections the process's file limit leaves room for (some files stay for the
+    model, the libraries and the sockets being closed), 16 to 1000."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = 4096 if soft == resource.RLIM_INFINITY else soft
+    return max(16, min(1000, soft - 128))
 
 
 class Worker:
@@ -120,7 +165,12 @@ def _release_thread_mlx_state() -> None:
 @dataclass
 class Server:
     """What every handler shares, kept on `app.state.server`; and the scheduler that feeds
-    every stream's audio to one SessionPool on the worker thread."""
+    every stream's audio to one SessionPool on the worker thread.
+
+    Policy: live first, uploads fill the rest. A decoder pass is for the realtime sessions
+    alone while any of them has audio waiting; uploads get the passes in between, and a job
+    of upload passes ends as soon as live audio arrives, so an upload delays a live session
+    by at most one pass (benchmarks/RESULTS.md, "Serving soak")."""
 
     model: VoxtralRealtime
     config: ServerConfig
@@ -132,7 +182,11 @@ class Server:
     pool: SessionPool | None = None  # made on the worker thread, where its arrays live
     wakeup: asyncio.Event | None = None
     scheduler: asyncio.Task | None = None
+    watcher: asyncio.Task | None = None
     decoding: bool = False  # the pool had positions waiting after the last job
+    # set (from the event loop) when a live session gets audio or its final commit: a job of
+    # upload passes on the worker thread then ends at once
+    live_waiting: threading.Event = field(default_factory=threading.Event)
 
     async def open_session(self, stream, delay_ms: int, stop_at_eos: bool = False) -> None:
         """Give `stream` a session of the pool; the scheduler takes it from there."""
@@ -155,6 +209,28 @@ class Server:
             self.scheduler = asyncio.create_task(self.schedule())
         self.wakeup.set()
 
+    def live_audio(self) -> None:
+        self.live_waiting.set()
+        self.wake()
+
+    def watch(self) -> None:
+        """Start the watch over idle connections (once, from the event loop)."""
+        if self.watcher is None:
+            self.watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Every second: a realtime connection idle for `idle_timeout` (RealtimeConnection.
+        idle_seconds) is told why and closed, and its slot is free for the next one."""
+        limit = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            now = time.monotonic()
+            for conn in [c for c in self.connections if c.idle_seconds(now) >= limit]:
+                reason = f"idle for {limit:g} s: no audio and no commit"
+                await conn.error(reason, "idle_timeout")
+                await conn.flush(1.0)
+                await conn.drop(reason, 1000)
+
     def _add(self, delay_ms: int, stop_at_eos: bool) -> Session:
         if self.pool is None:
             self.pool = SessionPool(self.model)
@@ -163,14 +239,21 @@ class Server:
     async def schedule(self) -> None:
         """Forever: take what each stream has ready, run a job, hand out the events."""
         while True:
-            work = {stream: stream.intake() for stream in list(self.streams)}
-            work = {stream: w for stream, w in work.items() if w is not None}
+            self.live_waiting.clear()  # what is there now goes into this job
+            work = {}
+            for stream in list(self.streams):
+                try:
+                    if (taken := stream.intake()) is not None:
+                        work[stream] = taken
+                except Exception as e:  # that stream ends; the others go on
+                    await stream.failed(e)
             if not work and not self.decoding:
                 self.wakeup.clear()  # no await since intake(): no lost wakeup
                 await self.wakeup.wait()
                 continue
+            live = [s.session for s in self.streams if isinstance(s, RealtimeConnection)]
             try:
-                events, self.decoding = await self.worker.run(self._job, work)
+                events, self.decoding = await self.worker.run(self._job, work, live)
             except Exception as e:  # every stream of the job is told; the server goes on
                 for stream in work:
                     await stream.failed(e)
@@ -184,9 +267,11 @@ class Server:
                     except Exception:  # its client is gone: the others go on
                         await self.close_session(owners[session])
 
-    def _job(self, work: dict) -> tuple[dict[Session, list], bool]:
+    def _job(self, work: dict, live: list[Session]) -> tuple[dict[Session, list], bool]:
         """On the worker: encode the audio taken, end the streams that ended, then decode
-        passes of the whole pool for at most JOB_SECONDS."""
+        passes for at most JOB_SECONDS: live sessions' passes first; once they have nothing
+        left, their events go out (the job ends), and only then upload passes, until live
+        audio arrives."""
         for stream, (samples, end) in work.items():
             if samples is not None:
                 stream.session.push(samples)
@@ -195,11 +280,17 @@ class Server:
         events: dict[Session, list] = {}
         deadline = time.perf_counter() + JOB_SECONDS
         while time.perf_counter() < deadline:
-            step = self.pool.step()
+            step = self.pool.step(live) if live else {}
             if not step:
-                return events, False
+                if any(s in events for s in live):
+                    return events, True  # the live sessions' events go out now
+                step = self.pool.step()
+                if not step:
+                    return events, False
             for session, out in step.items():
                 events.setdefault(session, []).extend(out)
+            if self.live_waiting.is_set():
+                return events, True
         return events, True
 
 
@@ -227,7 +318,11 @@ class Upload:
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         if self.session.decodable_positions >= MAX_ENCODED_AHEAD or self.session._ended:
             return None
-        samples = take_audio(self.audio, int(SLICE_SECONDS * SAMPLE_RATE))
+        # a whole encoder call's worth (ENCODER_BATCH_TOKENS): an upload's passes are the
+        # ones live sessions leave, and small slices made 12-token encoder calls (1.7x the
+        # cost per token) and capped its drafts below 16 positions
+        n = ENCODER_BATCH_TOKENS * self.session.schedule.samples_per_token
+        samples = take_audio(self.audio, n)
         return samples, not self.audio
 
     async def deliver(self, events) -> None:
@@ -243,20 +338,27 @@ class State(enum.Enum):
     """Where a realtime connection is in the protocol."""
 
     OPEN = "open"  # session.created sent; waiting for session.update
-    READY = "ready"  # session.update received: audio is queued, a commit starts transcribing
-    TRANSCRIBING = "transcribing"  # audio goes to the model as it comes
-    FINISHING = "finishing"  # the final commit came: the last words are flushed, then done
+    READY = "ready"  # session.update received: audio and commits make utterances
     CLOSED = "closed"
 
 
 TRANSITIONS = {
     State.OPEN: {State.READY, State.CLOSED},
-    State.READY: {State.READY, State.TRANSCRIBING, State.CLOSED},
-    # READY from TRANSCRIBING: a processing error ended the utterance
-    State.TRANSCRIBING: {State.TRANSCRIBING, State.FINISHING, State.READY, State.CLOSED},
-    State.FINISHING: {State.FINISHING, State.READY, State.CLOSED},  # READY: after done
+    State.READY: {State.READY, State.CLOSED},
     State.CLOSED: set(),
 }
+
+
+@dataclass(eq=False)
+class Utterance:
+    """One commit's worth of a connection's audio: from its commit (audio appended before
+    it counts too) to its final commit, then transcription.done. A connection's utterances
+    are transcribed one after another, in the order they were committed."""
+
+    audio: deque = field(default_factory=deque)  # audio not yet given to the model
+    seconds: float = 0.0
+    committed: bool = False  # a commit started it: its audio goes to the model
+    final: bool = False  # the final commit came: no more audio; flush, then done
 
 
 class RealtimeConnection:
@@ -265,26 +367,67 @@ class RealtimeConnection:
         self.id = f"sess-{uuid.uuid4().hex}"
         self.state = State.OPEN
         self.delay_ms = server.delay_ms  # of the next utterance (session.update may change it)
-        self.session: Session | None = None
-        self.pending: deque[np.ndarray] = deque()  # audio not yet given to the model
-        self.pending_seconds = 0.0
-        self.send_lock = asyncio.Lock()
+        self.session: Session | None = None  # the first utterance's, once it is transcribed
+        self.utterances: deque[Utterance] = deque()
+        self.outbox: deque[str] = deque()  # events not yet sent (a client may read slowly)
+        self.outbox_ready = asyncio.Event()
+        self.sender = asyncio.create_task(self._send_loop())
+        # the client's last audio or commit, or the last transcription event it was sent
+        self.last_activity = time.monotonic()
+        self.close_reason: str | None = None
+        self.handling = False
 
     def move(self, state: State) -> None:
         if state not in TRANSITIONS[self.state]:
             raise RuntimeError(f"realtime connection: {self.state.value} -> {state.value}")
         self.state = state
 
+    # --- events out, through a bounded queue ---
     async def send(self, event: dict) -> None:
+        """Queue an event; a client that leaves MAX_UNSENT_EVENTS unread is dropped (its
+        slot freed at once): it must not hold events, memory or the scheduler."""
         if self.state is State.CLOSED:
             return
-        async with self.send_lock:
-            await self.ws.send_text(json.dumps(event, ensure_ascii=False))
+        if len(self.outbox) >= MAX_UNSENT_EVENTS:
+            return await self.drop(
+                f"the client did not read its events ({MAX_UNSENT_EVENTS} unsent)", 1008
+            )
+        self.outbox.append(json.dumps(event, ensure_ascii=False))
+        self.outbox_ready.set()
+        if event["type"].startswith("transcription."):
+            self.last_activity = time.monotonic()
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                await self.outbox_ready.wait()
+                while self.outbox:
+                    await self.ws.send_text(self.outbox[0])
+                    self.outbox.popleft()
+                self.outbox_ready.clear()
+        except Exception:  # the client is gone: the receiving side ends the connection
+            self.outbox.clear()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait (a little) for the queued events to go out."""
+        deadline = time.monotonic() + timeout
+        while self.outbox and not self.sender.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def error(self, message: str, code: str) -> None:
         await self.send({"type": "error", "error": message, "code": code})
 
     async def handle(self, message: str) -> None:
+        self.handling = True  # (a commit may wait for the worker: the client is not idle)
+        activity = self.last_activity
+        try:
+            await self._handle(message)
+        finally:
+            self.handling = False
+            if self.last_activity != activity:  # audio or a commit: idle from its end
+                self.last_activity = time.monotonic()
+
+    async def _handle(self, message: str) -> None:
         try:
             event = json.loads(message)
         except json.JSONDecodeError:
@@ -299,14 +442,17 @@ class RealtimeConnection:
             "input_audio_buffer.commit": self.commit,
         }.get(event["type"])
         if handler is None:
-            return await self.error(f"Unknown event type: {event['type']}", "unknown_event")
+            return await self.error(
+                f"Unknown event type: {_shorten(event['type'])}", "unknown_event"
+            )
         await handler(event)
 
     async def session_update(self, event: dict) -> None:
-        config = self.server.config
         model = event.get("model")
-        if model not in (None, "", config.model_name, Path(config.model_name).name):
-            return await self.error(f"The model `{model}` does not exist.", "model_not_found")
+        if model not in (None, "", *self.server.config.model_names):
+            return await self.error(
+                f"The model `{_shorten(str(model))}` does not exist.", "model_not_found"
+            )
         if event.get("delay_ms") is not None:  # our extension: the delay of this session
             try:
                 self.delay_ms = check_delay(event["delay_ms"])
@@ -314,6 +460,17 @@ class RealtimeConnection:
                 return await self.error(str(e), "invalid_delay")
         if self.state is State.OPEN:
             self.move(State.READY)
+
+    @property
+    def waiting_seconds(self) -> float:
+        """Audio received and not yet given to the model, in every utterance."""
+        return sum(u.seconds for u in self.utterances)
+
+    def _open_utterance(self) -> Utterance:
+        """The utterance new audio and commits go to: the last one, unless it is final."""
+        if not self.utterances or self.utterances[-1].final:
+            self.utterances.append(Utterance())
+        return self.utterances[-1]
 
     async def append(self, event: dict) -> None:
         if self.state is State.OPEN:
@@ -334,30 +491,43 @@ class RealtimeConnection:
             )
         seconds = len(raw) / 2 / SAMPLE_RATE
         limit = self.server.config.max_backlog_seconds
-        if self.pending_seconds + seconds > limit:
+        if self.waiting_seconds + seconds > limit:
             return await self.error(
                 f"Audio arrives faster than it is transcribed: more than {limit:g} s are "
                 "waiting; this chunk was dropped",
                 "buffer_full",
             )
-        self.pending.append(np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0)
-        self.pending_seconds += seconds
-        self.server.wake()
+        self.last_activity = time.monotonic()
+        utterance = self._open_utterance()
+        utterance.audio.append(np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0)
+        utterance.seconds += seconds
+        if utterance.committed:
+            self.server.live_audio()
 
     async def commit(self, event: dict) -> None:
         if self.state is State.OPEN:
             return await self.error(
                 "Send session.update before input_audio_buffer.commit", "model_not_validated"
             )
+        self.last_activity = time.monotonic()
         if event.get("final"):
-            if self.state is not State.TRANSCRIBING:
+            last = self.utterances[-1] if self.utterances else None
+            if last is None or not last.committed or last.final:
                 return await self.error(
                     "Nothing to finish: no transcription started", "not_started"
                 )
-            self.move(State.FINISHING)
-            self.server.wake()
-        elif self.state is State.READY:
-            self.move(State.TRANSCRIBING)
+            last.final = True
+            self.server.live_audio()
+            return
+        utterance = self._open_utterance()
+        if not utterance.committed:  # a commit while it is transcribed changes nothing
+            utterance.committed = True
+            await self._start_next()
+
+    async def _start_next(self) -> None:
+        """The first utterance goes to the model once it is committed (the ones behind it
+        wait for its done)."""
+        if self.session is None and self.utterances and self.utterances[0].committed:
             await self.server.open_session(self, self.delay_ms)
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
@@ -365,28 +535,25 @@ class RealtimeConnection:
         whether the utterance ends with it; None when there is nothing to do."""
         if self.session is None or self.session._ended:
             return None
-        samples = None
-        if self.pending and self.session.decodable_positions < MAX_ENCODED_AHEAD:
-            samples = take_audio(self.pending, int(SLICE_SECONDS * SAMPLE_RATE))
-            self.pending_seconds = sum(len(p) for p in self.pending) / SAMPLE_RATE
-        end = self.state is State.FINISHING and not self.pending
+        utterance, samples = self.utterances[0], None
+        if utterance.audio and self.session.decodable_positions < MAX_ENCODED_AHEAD:
+            samples = take_audio(utterance.audio, int(SLICE_SECONDS * SAMPLE_RATE))
+            utterance.seconds = sum(len(p) for p in utterance.audio) / SAMPLE_RATE
+        end = utterance.final and not utterance.audio
         return (samples, end) if samples is not None or end else None
 
     async def deliver(self, events) -> None:
-        """The session's events from a job; once it has its result, transcription.done."""
+        """The session's events from a job; once it has its result, transcription.done
+        (its text is the concatenation of the deltas), and the next utterance starts."""
         await self._send_events(events)
         session = self.session
         if session is None or session.result is None:
             return
-        # ready for the next utterance before the client hears done: a commit right after
-        # it starts the next one
-        if self.state is not State.CLOSED:
-            self.move(State.READY)
         prompt, completion = session.schedule.prompt_length, len(session.result.tokens)
         await self.send(
             {
                 "type": "transcription.done",
-                "text": session.result.text,
+                "text": session.text,
                 "usage": {
                     "prompt_tokens": prompt,
                     "completion_tokens": completion,
@@ -394,14 +561,19 @@ class RealtimeConnection:
                 },
             }
         )
+        await self._next_utterance(session)
+
+    async def _next_utterance(self, session: Session) -> None:
+        self.utterances.popleft()
         await self.server.close_session(self, session)
+        await self._start_next()
 
     async def failed(self, error: Exception) -> None:
-        """This connection's transcription ends; the server goes on."""
+        """This connection's utterance ends; the next one (if committed) and the server
+        go on."""
         await self.error(f"transcription failed: {error}", "processing_error")
-        await self.server.close_session(self)
-        if self.state is not State.CLOSED:
-            self.move(State.READY)  # a new commit starts over
+        if self.session is not None:
+            await self._next_utterance(self.session)
 
     async def _send_events(self, events) -> None:
         for event in events:
@@ -418,10 +590,45 @@ class RealtimeConnection:
                     }
                 )
 
+    def idle_seconds(self, now: float) -> float:
+        """How long neither side had anything for the other: no audio or commit from the
+        client, no event to it, no message of it being handled, and no utterance of it
+        waiting for the model."""
+        busy = self.handling or any(u.audio or u.final for u in self.utterances)
+        return 0.0 if busy else now - self.last_activity
+
+    async def drop(self, reason: str, code: int) -> None:
+        """Close the connection from the server's side and free its slot now. A client
+        that reads gets `reason` as the close reason; one that does not is cut off."""
+        if self.state is State.CLOSED:
+            return
+        self.close_reason = reason
+        await self.close()
+        transport = self.ws.scope.get(TRANSPORT_KEY)
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), 2.0)
+        except Exception:  # the client does not read: its socket buffers are full
+            if transport is not None:
+                transport.abort()
+
     async def close(self) -> None:
+        """The connection is over (either side): its slot, session and queues are freed."""
+        if self.state is State.CLOSED:
+            return
         self.move(State.CLOSED)
-        self.pending.clear()
-        await self.server.close_session(self)
+        self.server.connections.discard(self)
+        self.server.streams.discard(self)  # the scheduler takes nothing more from it
+        session, self.session = self.session, None
+        self.sender.cancel()
+        self.outbox.clear()
+        self.utterances.clear()
+        if session is not None:
+            await self.server.close_session(self, session)
+
+
+def _shorten(text: str, most: int = 64) -> str:
+    """Client text quoted back in an error: a short prefix, never the whole of it."""
+    return text if len(text) <= most else text[:most] + f"... ({len(text)} characters)"
 
 
 # --- HTTP and WebSocket handlers: module level, sharing `request.app.state.server` ---
@@ -448,10 +655,25 @@ def _server(request: Request) -> Server:
     return server
 
 
-def _invalid_request(message: str, status: int) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": "invalid_request_error"}}, status_code=status
-    )
+ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def _error(message: str, status: int, code: str | None = None) -> JSONResponse:
+    """Every error reply has OpenAI's shape, so its clients show the message."""
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return _error(message, exc.status_code)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
+    return _error(f"{where or 'request'}: {first.get('msg', 'invalid')}", 400)
 
 
 async def page() -> FileResponse:
@@ -462,11 +684,12 @@ async def health(request: Request) -> dict:
     server = _server(request)
     return {
         "status": "ok",
-        "model": server.config.model_name,
+        "model": server.config.model_id,
         "delay_ms": server.delay_ms,
         "valid_delays_ms": list(VALID_DELAYS_MS),
         "sessions": len(server.connections),
         "max_sessions": server.config.max_sessions,
+        "uploads": sum(isinstance(s, Upload) for s in server.streams),
         "uptime_s": round(time.time() - server.started, 1),
     }
 
@@ -474,12 +697,28 @@ async def health(request: Request) -> dict:
 async def models(request: Request) -> dict:
     server = _server(request)
     entry = {
-        "id": server.config.model_name,
+        "id": server.config.model_id,
         "object": "model",
         "created": int(server.started),
         "owned_by": "voxtral-mlx",
     }
     return {"object": "list", "data": [entry]}
+
+
+async def openapi(request: Request) -> JSONResponse:
+    """The API schema, behind the key like the API itself."""
+    _server(request)
+    return JSONResponse(request.app.openapi())
+
+
+def _subprotocol(offered: list[str]) -> str | None:
+    """The one the handshake answers with: a browser fails a connection that offered
+    subprotocols and got none back. `realtime` when offered, else the first offered (the
+    key's own, for a client that offers only that)."""
+    offered = [p for p in offered if p]
+    if "realtime" in offered:
+        return "realtime"
+    return offered[0] if offered else None
 
 
 async def realtime(websocket: WebSocket) -> None:
@@ -488,7 +727,7 @@ async def realtime(websocket: WebSocket) -> None:
     if not _authorized(server.config, websocket.headers, protocols):
         await websocket.close(code=1008, reason="missing or wrong API key")
         return
-    await websocket.accept(subprotocol="realtime" if "realtime" in protocols else None)
+    await websocket.accept(subprotocol=_subprotocol(protocols))
     limit = server.config.max_sessions
     if len(server.connections) >= limit:
         message = f"the server is at its limit of {limit} sessions"
@@ -498,11 +737,12 @@ async def realtime(websocket: WebSocket) -> None:
         return
     conn = RealtimeConnection(websocket, server)
     server.connections.add(conn)
+    server.watch()
     try:
         await conn.send({"type": "session.created", "id": conn.id, "created": int(time.time())})
-        while True:
+        while conn.state is not State.CLOSED:
             message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            if message["type"] == "websocket.disconnect" or conn.state is State.CLOSED:
                 break
             if message.get("text") is None:
                 await conn.error(
@@ -510,41 +750,87 @@ async def realtime(websocket: WebSocket) -> None:
                 )
                 continue
             await conn.handle(message["text"])
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, RuntimeError):  # RuntimeError: it was closed meanwhile
         pass
     finally:
         await conn.close()
-        server.connections.discard(conn)
 
 
-async def transcriptions(
-    request: Request,
-    file: Annotated[UploadFile, File()],
-    model_name: Annotated[str | None, Form(alias="model")] = None,
-    response_format: Annotated[str, Form()] = "json",
-):
-    server = _server(request)
-    if response_format not in RESPONSE_FORMATS:
-        return _invalid_request(
-            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", 400
-        )
-    data = await file.read(server.config.max_upload_bytes + 1)
-    if len(data) > server.config.max_upload_bytes:
-        return _invalid_request("file too large", 413)
-    name = file.filename or ""
+async def _body(request: Request, limit: int, timeout: float):
+    """The request body as it arrives: at most `limit` bytes (then 413), each read within
+    `timeout` seconds (then 408)."""
+    received = 0
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise UploadRefused(f"the upload stalled: no data for {timeout:g} s", 408) from None
+        received += len(chunk)
+        if received > limit:
+            raise UploadRefused(_too_large(limit), 413)
+        yield chunk
+
+
+class UploadRefused(Exception):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def _too_large(limit: int) -> str:
+    return f"the file is larger than this server's limit of {limit / 2**20:g} MB (--max-upload-mb)"
+
+
+async def _read_upload(request: Request, config: ServerConfig):
+    """The form of an upload, its file part spooled in memory and then in an anonymous
+    temporary file (removed when the form is closed), never beyond the size limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > config.max_upload_bytes:
+        raise UploadRefused(_too_large(config.max_upload_bytes), 413)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UploadRefused("send the file as multipart/form-data (field `file`)", 400)
+    body = _body(request, config.max_upload_bytes, config.read_timeout)
+    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=16)
+    try:
+        return await parser.parse()
+    except MultiPartException as e:
+        raise UploadRefused(f"bad multipart form: {e.message}", 400) from None
+
+
+async def transcriptions(request: Request):
+    server = _server(request)  # the key first, before a byte of the body is read
+    try:
+        form = await _read_upload(request, server.config)
+    except UploadRefused as e:
+        return _error(str(e), e.status)
+    try:
+        file = form.get("file")
+        response_format = form.get("response_format") or "json"
+        if not isinstance(file, StarletteUploadFile):
+            return _error("the form needs the audio file as the field `file`", 400, "missing_file")
+        if response_format not in RESPONSE_FORMATS:
+            return _error(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", 400)
+        name = Path(file.filename or "").name or "the upload"
+        data = await file.read()
+    finally:
+        await form.close()
     try:
         upload = Upload(await server.worker.run(_decode_bytes, data, name))
+        del data
         await server.open_session(upload, server.delay_ms, stop_at_eos=True)
         try:
             result = await upload.done
         finally:
             await server.close_session(upload)
     except VoxtralError as e:
-        return _invalid_request(str(e), 400)
+        return _error(str(e), 400)
     if response_format == "text":
         return PlainTextResponse(result.text + "\n")
     if response_format in ("srt", "vtt"):
-        return PlainTextResponse(render(result, response_format, name or "upload"))
+        return PlainTextResponse(render(result, response_format, name))
     if response_format == "json":
         return {"text": result.text}
     return {
@@ -560,17 +846,10 @@ async def transcriptions(
     }
 
 
-def _decode_bytes(data: bytes, filename: str) -> np.ndarray:
-    """An uploaded file's audio at 16 kHz (non-finite samples are an error, as for files)."""
-    try:
-        samples, rate = decode_audio(io.BytesIO(data))
-    except VoxtralError:
-        # containers soundfile cannot read go through ffmpeg, which needs a file
-        suffix = Path(filename).suffix or ".bin"
-        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-            tmp.write(data)
-            tmp.flush()
-            samples, rate = decode_audio(tmp.name)
+def _decode_bytes(data: bytes, name: str) -> np.ndarray:
+    """An uploaded file's audio at 16 kHz (non-finite samples are an error, as for files;
+    errors name the file by the name it was sent with)."""
+    samples, rate = decode_audio_bytes(data, name)
     return resample(check_finite(samples, rate), rate, SAMPLE_RATE)
 
 
@@ -580,18 +859,46 @@ def default_max_sessions(model: VoxtralRealtime) -> int:
     return streams_that_fit(model)
 
 
+UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the body itself)
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "model": {"type": "string"},
+                        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
-    app = FastAPI(title="voxtral-mlx", docs_url=None, redoc_url=None)
+    # no docs pages; the schema is behind the key (openapi())
+    app = FastAPI(title="voxtral-mlx", docs_url=None, redoc_url=None, openapi_url=None)
     delay_ms = model.args.schedule(config.delay_ms).delay_ms
     if config.max_sessions is None:
         config = dataclasses.replace(config, max_sessions=default_max_sessions(model))
+    if config.max_connections is None:
+        config = dataclasses.replace(config, max_connections=default_max_connections())
     app.state.server = Server(model, config, delay_ms)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     # the browser page: public (it holds no secret); its API calls carry the key
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.add_api_route("/", page, include_in_schema=False)
+    app.add_api_route("/openapi.json", openapi, include_in_schema=False)
     app.add_api_route("/health", health)
     app.add_api_route("/v1/models", models)
-    app.add_api_route("/v1/audio/transcriptions", transcriptions, methods=["POST"])
+    app.add_api_route(
+        "/v1/audio/transcriptions", transcriptions, methods=["POST"], openapi_extra=UPLOAD_FORM
+    )
     app.add_api_websocket_route("/v1/realtime", realtime)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -605,12 +912,53 @@ def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
     return app
 
 
+def _protocols(config: ServerConfig) -> tuple[type, type]:
+    """uvicorn's HTTP and WebSocket protocols with the guards it lacks: at most
+    `max_connections` open connections (one more is closed as it opens, before it holds
+    anything), and a connection's first request must have sent its headers within
+    `read_timeout` (uvicorn closes idle keep-alive connections after 5 s by itself). The
+    WebSocket protocol puts its transport in the scope, for RealtimeConnection.drop."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as HTTP
+    except ImportError:  # uvicorn without httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol as HTTP
+
+    class GuardedHTTP(HTTP):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._late = None
+            if len(self.connections) > config.max_connections:
+                transport.abort()
+                return
+            self._late = self.loop.call_later(config.read_timeout, self._headers_late)
+
+        def _headers_late(self) -> None:
+            transport = self.transport
+            if self.cycle is None and transport.get_protocol() is self:
+                transport.close()
+
+        def connection_lost(self, exc) -> None:
+            if self._late is not None:
+                self._late.cancel()
+            super().connection_lost(exc)
+
+    class WebSocketWithTransport(WebSocketsSansIOProtocol):
+        async def run_asgi(self) -> None:
+            self.scope[TRANSPORT_KEY] = self.transport
+            await super().run_asgi()
+
+    return GuardedHTTP, WebSocketWithTransport
+
+
 def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, ready=None) -> None:
     """Run until interrupted (Ctrl+C: a graceful shutdown, then return). `ready(server)` is
     called from the server thread once it listens."""
     import uvicorn
 
     app = create_app(model, config)
+    http, ws = _protocols(app.state.server.config)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -618,7 +966,8 @@ def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, re
             port=port,
             log_level="warning",
             ws_max_size=config.max_message_bytes,
-            ws="websockets-sansio",
+            http=http,
+            ws=ws,
         )
     )
     if ready is not None:

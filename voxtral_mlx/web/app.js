@@ -107,7 +107,7 @@ async function open() {
       if (typeof ev.end === "number") $("latency").textContent = Math.max(0, Math.round(1000 * (live.sent - ev.end))) + " ms";
       if (typeof ev.rtf === "number") $("rtf").textContent = ev.rtf.toFixed(2);
     } else if (ev.type === "transcription.done") {
-      text = ev.text + "\n"; render();
+      text = ev.text.trim() + "\n"; render();
       if (ev.stats && typeof ev.stats.real_time_factor === "number") $("rtf").textContent = ev.stats.real_time_factor.toFixed(2);
       setState("done"); ws.close();
     } else if (ev.type === "error") {
