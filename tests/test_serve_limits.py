@@ -139,6 +139,23 @@ def test_a_live_session_finishes_while_a_long_upload_runs(limited, tmp_path):
     assert done["type"] == "transcription.done" and finished["live"] < finished["upload"]
 
 
+def test_an_upload_whose_client_left_stops_decoding(limited, tmp_path):
+    port, _ = limited
+    path = tmp_path / "long.wav"
+    sf.write(path, np.tile(pcm16("jfk.wav"), 30), 16000, subtype="PCM_16")
+    files = {"file": ("long.wav", path.read_bytes())}
+    body, content_type = requests.models.RequestEncodingMixin._encode_files(files, {})
+    head = (
+        f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head.encode() + body)
+        assert wait_for(lambda: health(port)["uploads"] == 1)
+    # the client is gone: its decoding stops (it had minutes of audio left)
+    assert wait_for(lambda: health(port)["uploads"] == 0, 5)
+
+
 # --- 2. slots cannot be held forever ---
 
 
@@ -247,17 +264,19 @@ def test_back_to_back_utterances_each_get_their_own_done(limited, model):
             chunk = b64(audio[lo : lo + 8000])
             conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
         conn.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
-    dones, deltas = [], [""]
+    dones, deltas, times = [], [""], []
     while len(dones) < 2:
         event = receive(conn)
         if event["type"] == "transcription.delta":
             deltas[-1] += event["delta"]
+            times.append(event)
         elif event["type"] == "transcription.done":
             dones.append(event)
             deltas.append("")
         else:
             raise AssertionError(event)
     conn.close()
+    assert all(0 <= d["start"] <= d["end"] <= 4.0 for d in times)  # never past the audio
     for done, audio, text in zip(dones, (a, b), deltas[:2], strict=True):
         want = voxtral_mlx.transcribe(model, audio / 32768.0).text
         assert done["text"] == text and text.strip() == want

@@ -185,7 +185,7 @@ def test_server_streams(trained_server, held_out):
     dones = [stream(trained_server, pcm16(u.audio))[1]["text"] for u in utterances]
     # done is the deltas' concatenation (stream() checks), the first word's space included
     assert all(text.startswith(" ") for text in dones if text)
-    pairs = [(u.text, text.strip()) for u, text in zip(utterances, dones)]
+    pairs = [(u.text, text.strip()) for u, text in zip(utterances, dones, strict=True)]
     print(f"voxtral serve WER {100 * wer(pairs):.2f}% over {len(pairs)} utterances")
     assert wer(pairs) <= MAX_WER
 

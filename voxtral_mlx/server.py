@@ -74,6 +74,7 @@ MAX_ENCODED_AHEAD = 25
 MAX_UNSENT_EVENTS = 1000
 TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
+SHUTDOWN_SECONDS = 5  # Ctrl+C: requests in flight get this long, then are cut off
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
@@ -822,11 +823,13 @@ async def transcriptions(request: Request):
         del data
         await server.open_session(upload, server.delay_ms, stop_at_eos=True)
         try:
-            result = await upload.done
+            result = await _unless_gone(request, upload.done)
         finally:
-            await server.close_session(upload)
+            await server.close_session(upload)  # (a client gone: its decoding stops here)
     except VoxtralError as e:
         return _error(str(e), 400)
+    except ClientGone:
+        return _error("the client closed the connection", 499)
     if response_format == "text":
         return PlainTextResponse(result.text + "\n")
     if response_format in ("srt", "vtt"):
@@ -844,6 +847,20 @@ async def transcriptions(request: Request):
         ],
         "usage": {"type": "duration", "seconds": result.audio_seconds},
     }
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def _unless_gone(request: Request, future: asyncio.Future):
+    """The future's result, unless the client disconnects first (then ClientGone)."""
+    while True:
+        done, _ = await asyncio.wait({future}, timeout=0.5)
+        if done:
+            return future.result()
+        if await request.is_disconnected():
+            raise ClientGone
 
 
 def _decode_bytes(data: bytes, name: str) -> np.ndarray:
@@ -966,6 +983,7 @@ def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, re
             port=port,
             log_level="warning",
             ws_max_size=config.max_message_bytes,
+            timeout_graceful_shutdown=SHUTDOWN_SECONDS,
             http=http,
             ws=ws,
         )

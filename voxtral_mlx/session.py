@@ -345,8 +345,11 @@ class Session:
 
     def _delta(self, text: str, ids: tuple[int, ...], position: int) -> TextDelta:
         self._text.append(text)
-        start = max(self.schedule.step_time(position), 0.0)
-        return TextDelta(text, ids, start, max(self.schedule.step_time(position + 1), start))
+        start, end = self.schedule.step_time(position), self.schedule.step_time(position + 1)
+        if self._ended:  # the flush decodes the right pad: no time past the audio's end
+            start, end = min(start, self.audio_seconds), min(end, self.audio_seconds)
+        start = max(start, 0.0)
+        return TextDelta(text, ids, start, max(end, start))
 
     def _transcript(self) -> Transcript:
         steps = len(self._tokens)
