@@ -249,6 +249,30 @@ def test_missing_and_wrong_api_key_are_explained(keyed_server, speech, tmp_path)
         browser.close()
 
 
+def test_the_key_as_the_only_subprotocol_opens_in_chromium(keyed_server):
+    """A browser client that offers only `openai-insecure-api-key.KEY` (as OpenAI's browser
+    examples do): the handshake must answer with a subprotocol, or Chromium fails it."""
+    from test_server import KEY
+
+    script = """([url, key]) => new Promise((done) => {
+        const ws = new WebSocket(url, ["openai-insecure-api-key." + key]);
+        ws.onmessage = (e) => {
+            done({protocol: ws.protocol, first: JSON.parse(e.data).type});
+            ws.close();
+        };
+        ws.onerror = () => done({error: true});
+        ws.onclose = (e) => done({closed: e.code});
+    })"""
+    url = keyed_server.replace("http://", "ws://") + "/v1/realtime"
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page()
+        page.goto(keyed_server + "/")
+        got = page.evaluate(script, [url, KEY])
+        assert got == {"protocol": f"openai-insecure-api-key.{KEY}", "first": "session.created"}
+        browser.close()
+
+
 def test_dark_theme_and_unreachable_server(speech, tmp_path):
     """With the system in dark mode the page is dark; when the server has gone away, Start and
     a dropped file both say so instead of failing silently."""

@@ -13,9 +13,9 @@ Protocol (the same event names as vLLM, so its clients work unchanged):
 A commit sent while the previous utterance is still flushing starts the next one after it:
 every utterance gets its own done, in order.
 
-Concurrency: every utterance (a realtime connection's, or an upload's) is a Session of one
-SessionPool, decoded together: each pass of the decoder advances every stream with audio
-waiting and reads the weights once for all of them. One worker thread does all model work,
+Concurrency: every utterance is a Session of a SessionPool (one pool for the realtime
+connections, one for uploads), decoded together: each pass of the decoder advances every
+stream of its pool with audio waiting and reads the weights once for all of them. One worker thread does all model work,
 in jobs that take at most `SLICE_SECONDS` of each live stream's audio and decode for at
 most `JOB_SECONDS`, so the event loop never blocks and events go out after every job.
 Live first (Server): uploads get the passes live sessions leave. Backpressure: a
@@ -70,6 +70,9 @@ JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
 # A stream's audio waits in its queue (where backpressure sees it) while this many encoded
 # positions are still waiting for the decoder.
 MAX_ENCODED_AHEAD = 25
+# an upload's audio per job while live sessions run (about 1 s): its encoder call is what a
+# live session may wait for (a 94-token call took 560 ms with the test model on a 2-core CPU)
+UPLOAD_TOKENS_BESIDE_LIVE = 12
 # events queued for a client that does not read them, at most: then it is dropped
 MAX_UNSENT_EVENTS = 1000
 TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
@@ -168,10 +171,13 @@ class Server:
     """What every handler shares, kept on `app.state.server`; and the scheduler that feeds
     every stream's audio to one SessionPool on the worker thread.
 
-    Policy: live first, uploads fill the rest. A decoder pass is for the realtime sessions
-    alone while any of them has audio waiting; uploads get the passes in between, and a job
-    of upload passes ends as soon as live audio arrives, so an upload delays a live session
-    by at most one pass (benchmarks/RESULTS.md, "Serving soak")."""
+    Policy: live first, uploads fill the rest. Realtime sessions and uploads are two pools
+    (each batched within itself): while any realtime session has audio waiting, passes are
+    for the live pool; uploads get the passes in between, and a job of upload passes ends
+    as soon as live audio arrives, so an upload delays a live session by at most one upload
+    pass. Apart, a long upload's decoder ring (every row of a pool has the longest row's
+    length) does not make every live pass attend over it (benchmarks/RESULTS.md, "Serving
+    soak")."""
 
     model: VoxtralRealtime
     config: ServerConfig
@@ -180,7 +186,9 @@ class Server:
     connections: set[RealtimeConnection] = field(default_factory=set)
     streams: set = field(default_factory=set)  # RealtimeConnection | Upload with a session
     started: float = field(default_factory=time.time)
-    pool: SessionPool | None = None  # made on the worker thread, where its arrays live
+    # made on the worker thread, where their arrays live: realtime sessions, and uploads
+    pool: SessionPool | None = None
+    uploads: SessionPool | None = None
     wakeup: asyncio.Event | None = None
     scheduler: asyncio.Task | None = None
     watcher: asyncio.Task | None = None
@@ -189,9 +197,11 @@ class Server:
     # upload passes on the worker thread then ends at once
     live_waiting: threading.Event = field(default_factory=threading.Event)
 
-    async def open_session(self, stream, delay_ms: int, stop_at_eos: bool = False) -> None:
-        """Give `stream` a session of the pool; the scheduler takes it from there."""
-        stream.session = await self.worker.run(self._add, delay_ms, stop_at_eos)
+    async def open_session(self, stream, delay_ms: int) -> None:
+        """Give `stream` a session (of the upload pool for an Upload); the scheduler takes
+        it from there."""
+        upload = isinstance(stream, Upload)
+        stream.session = await self.worker.run(self._add, delay_ms, upload)
         self.streams.add(stream)
         self.wake()
 
@@ -202,7 +212,7 @@ class Server:
             self.streams.discard(stream)
             stream.session = None
         if session is not None:
-            await self.worker.run(self.pool.remove, session)
+            await self.worker.run(session.pool.remove, session)
 
     def wake(self) -> None:
         if self.scheduler is None:
@@ -232,10 +242,11 @@ class Server:
                 await conn.flush(1.0)
                 await conn.drop(reason, 1000)
 
-    def _add(self, delay_ms: int, stop_at_eos: bool) -> Session:
+    def _add(self, delay_ms: int, upload: bool) -> Session:
         if self.pool is None:
-            self.pool = SessionPool(self.model)
-        return self.pool.add(delay_ms, stop_at_eos=stop_at_eos)
+            self.pool, self.uploads = SessionPool(self.model), SessionPool(self.model)
+        pool = self.uploads if upload else self.pool
+        return pool.add(delay_ms, stop_at_eos=upload)  # files stop at EOS, live runs on
 
     async def schedule(self) -> None:
         """Forever: take what each stream has ready, run a job, hand out the events."""
@@ -252,9 +263,8 @@ class Server:
                 self.wakeup.clear()  # no await since intake(): no lost wakeup
                 await self.wakeup.wait()
                 continue
-            live = [s.session for s in self.streams if isinstance(s, RealtimeConnection)]
             try:
-                events, self.decoding = await self.worker.run(self._job, work, live)
+                events, self.decoding = await self.worker.run(self._job, work)
             except Exception as e:  # every stream of the job is told; the server goes on
                 for stream in work:
                     await stream.failed(e)
@@ -268,7 +278,7 @@ class Server:
                     except Exception:  # its client is gone: the others go on
                         await self.close_session(owners[session])
 
-    def _job(self, work: dict, live: list[Session]) -> tuple[dict[Session, list], bool]:
+    def _job(self, work: dict) -> tuple[dict[Session, list], bool]:
         """On the worker: encode the audio taken, end the streams that ended, then decode
         passes for at most JOB_SECONDS: live sessions' passes first; once they have nothing
         left, their events go out (the job ends), and only then upload passes, until live
@@ -281,11 +291,11 @@ class Server:
         events: dict[Session, list] = {}
         deadline = time.perf_counter() + JOB_SECONDS
         while time.perf_counter() < deadline:
-            step = self.pool.step(live) if live else {}
+            step = self.pool.step()
             if not step:
-                if any(s in events for s in live):
+                if events:
                     return events, True  # the live sessions' events go out now
-                step = self.pool.step()
+                step = self.uploads.step()
                 if not step:
                     return events, False
             for session, out in step.items():
@@ -311,7 +321,8 @@ def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
 class Upload:
     """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool."""
 
-    def __init__(self, samples: np.ndarray):
+    def __init__(self, samples: np.ndarray, server: Server):
+        self.server = server
         self.audio = deque([samples])
         self.session: Session | None = None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -319,11 +330,12 @@ class Upload:
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         if self.session.decodable_positions >= MAX_ENCODED_AHEAD or self.session._ended:
             return None
-        # a whole encoder call's worth (ENCODER_BATCH_TOKENS): an upload's passes are the
-        # ones live sessions leave, and small slices made 12-token encoder calls (1.7x the
-        # cost per token) and capped its drafts below 16 positions
-        n = ENCODER_BATCH_TOKENS * self.session.schedule.samples_per_token
-        samples = take_audio(self.audio, n)
+        # alone, a whole encoder call's worth (small slices make 12-token encoder calls, 1.7x
+        # the cost per token, and cap drafts below 16 positions); beside live sessions, small
+        # ones: a live session waits for the upload's encoder call in progress
+        live = any(isinstance(s, RealtimeConnection) for s in self.server.streams)
+        tokens = UPLOAD_TOKENS_BESIDE_LIVE if live else ENCODER_BATCH_TOKENS
+        samples = take_audio(self.audio, tokens * self.session.schedule.samples_per_token)
         return samples, not self.audio
 
     async def deliver(self, events) -> None:
@@ -377,6 +389,7 @@ class RealtimeConnection:
         self.last_activity = time.monotonic()
         self.close_reason: str | None = None
         self.handling = False
+        self.dropping: asyncio.Task | None = None
 
     def move(self, state: State) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -389,10 +402,11 @@ class RealtimeConnection:
         slot freed at once): it must not hold events, memory or the scheduler."""
         if self.state is State.CLOSED:
             return
-        if len(self.outbox) >= MAX_UNSENT_EVENTS:
-            return await self.drop(
-                f"the client did not read its events ({MAX_UNSENT_EVENTS} unsent)", 1008
-            )
+        if len(self.outbox) >= MAX_UNSENT_EVENTS:  # (in a task: the caller never waits)
+            reason = f"the client did not read its events ({MAX_UNSENT_EVENTS} unsent)"
+            self.dropping = asyncio.create_task(self.drop(reason, 1008))
+            await asyncio.sleep(0)  # the drop starts: the slot is free when this returns
+            return
         self.outbox.append(json.dumps(event, ensure_ascii=False))
         self.outbox_ready.set()
         if event["type"].startswith("transcription."):
@@ -819,9 +833,11 @@ async def transcriptions(request: Request):
     finally:
         await form.close()
     try:
-        upload = Upload(await server.worker.run(_decode_bytes, data, name))
+        # decoded beside the model's thread, not on it: a long file takes seconds to decode
+        # and resample, and live sessions would wait for it
+        upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server)
         del data
-        await server.open_session(upload, server.delay_ms, stop_at_eos=True)
+        await server.open_session(upload, server.delay_ms)
         try:
             result = await _unless_gone(request, upload.done)
         finally:

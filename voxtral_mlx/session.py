@@ -412,14 +412,11 @@ class SessionPool:
             session._row = None
             self._sessions.discard(session)
 
-    def step(self, sessions: list[Session] | None = None) -> dict[Session, list[Event]]:
-        """One decoder pass for every session with positions waiting (of `sessions` only,
-        when given: a server's live sessions before its uploads); returns each session's
-        events (a session that has ended and is fully decoded gets its last events and its
-        `result`)."""
-        if sessions is None:
-            return self._pass(self.sessions)
-        return self._pass([s for s in sessions if s in self._sessions])
+    def step(self) -> dict[Session, list[Event]]:
+        """One decoder pass for every session with positions waiting; returns each
+        session's events (a session that has ended and is fully decoded gets its last
+        events and its `result`)."""
+        return self._pass(self.sessions)
 
     def drain(self, session: Session) -> list[Event]:
         """Decode every position `session` has waiting (passes of that session alone)."""
