@@ -344,8 +344,8 @@ def serve(
         typer.Option(
             "--idle-timeout",
             metavar="SECONDS",
-            help="Close a realtime connection that sent no audio and no commit, and was sent "
-            "nothing, for this long (its session slot is freed).",
+            help="Close a realtime connection that sent no audio and no commit, and got no "
+            "transcription event, for this long (its session slot is freed).",
         ),
     ] = 60.0,
     read_timeout: Annotated[
