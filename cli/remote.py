@@ -78,6 +78,10 @@ class RemoteSession:
             ws = connect(target, additional_headers=headers, max_size=2**24, open_timeout=10)
             self._ws = ws.__enter__()  # what `with connect(...)` does; closed in finish()
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status in (401, 403):  # (403: a server that refuses before the handshake)
+                hint = "set the key with --api-key or VOXTRAL_API_KEY"
+                raise VoxtralError(f"{target} refused the API key (HTTP {status}): {hint}") from e
             raise VoxtralError(f"cannot connect to {target}: {e}") from e
         self._events: queue.Queue[dict] = queue.Queue()
         self._receiver = threading.Thread(target=self._receive, daemon=True)

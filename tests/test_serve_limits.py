@@ -380,3 +380,20 @@ def test_serve_rejects_bad_limits(official_dir):
             timeout=60,
         )
         assert done.returncode == 2 and args[0] in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_client_without_the_key_is_told_so(limited):
+    import subprocess
+    import sys
+
+    port, _ = limited
+    done = subprocess.run(
+        [sys.executable, "-m", "voxtral_cli.app", "live", "--server", f"ws://127.0.0.1:{port}"]
+        + ["--input", str(shared_audio("jfk.wav")), "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VOXTRAL_API_KEY": ""},
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "refused the API key (HTTP 401)" in done.stderr and "--api-key" in done.stderr

@@ -335,10 +335,11 @@ def test_api_key_is_enforced(official_dir, model):
             ).status_code
             == 401
         )
-        with pytest.raises(InvalidStatus):
-            ws(port)
-        with pytest.raises(InvalidStatus):
-            ws(port, additional_headers={"Authorization": "Bearer wrong"})
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(InvalidStatus) as refused:  # a 401 like every endpoint's
+                ws(port, additional_headers=headers)
+            assert refused.value.response.status_code == 401
+            assert "API key" in json.loads(refused.value.response.body)["error"]["message"]
         conn = ws(port, additional_headers={"Authorization": f"Bearer {KEY}"})
         assert receive(conn)["type"] == "session.created"
         conn.close()

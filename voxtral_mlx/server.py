@@ -15,9 +15,10 @@ every utterance gets its own done, in order.
 
 Concurrency: every utterance is a Session of a SessionPool (one pool for the realtime
 connections, one for uploads), decoded together: each pass of the decoder advances every
-stream of its pool with audio waiting and reads the weights once for all of them. One worker thread does all model work,
-in jobs that take at most `SLICE_SECONDS` of each live stream's audio and decode for at
-most `JOB_SECONDS`, so the event loop never blocks and events go out after every job.
+stream of its pool with audio waiting and reads the weights once for all of them. One
+worker thread does all model work, in jobs that take at most `SLICE_SECONDS` of each live
+stream's audio and decode for at most `JOB_SECONDS`, so the event loop never blocks and
+events go out after every job.
 Live first (Server): uploads get the passes live sessions leave. Backpressure: a
 connection whose unprocessed audio exceeds `max_backlog_seconds` gets an
 `error {code: "buffer_full"}` for each further append, which is dropped.
@@ -740,12 +741,18 @@ async def realtime(websocket: WebSocket) -> None:
     server: Server = websocket.app.state.server
     protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
     if not _authorized(server.config, websocket.headers, protocols):
-        await websocket.close(code=1008, reason="missing or wrong API key")
+        # an HTTP 401 in OpenAI's shape, as for every other endpoint (where the server
+        # cannot send a response to a handshake, a plain refusal: 403)
+        message = "missing or wrong API key (Authorization: Bearer KEY)"
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            await websocket.send_denial_response(_error(message, 401))
+        else:
+            await websocket.close(code=1008, reason="missing or wrong API key")
         return
     await websocket.accept(subprotocol=_subprotocol(protocols))
     limit = server.config.max_sessions
     if len(server.connections) >= limit:
-        message = f"the server is at its limit of {limit} sessions"
+        message = f"the server is at its limit of {limit} session{'s' if limit != 1 else ''}"
         error = {"type": "error", "code": "too_many_sessions", "error": message}
         await websocket.send_text(json.dumps(error))
         await websocket.close(code=1013, reason="too many sessions")
@@ -883,7 +890,11 @@ def _decode_bytes(data: bytes, name: str) -> np.ndarray:
     """An uploaded file's audio at 16 kHz (non-finite samples are an error, as for files;
     errors name the file by the name it was sent with)."""
     samples, rate = decode_audio_bytes(data, name)
-    return resample(check_finite(samples, rate), rate, SAMPLE_RATE)
+    try:
+        check_finite(samples, rate)
+    except VoxtralError as e:
+        raise VoxtralError(f"{name}: {e}") from None
+    return resample(samples, rate, SAMPLE_RATE)
 
 
 def default_max_sessions(model: VoxtralRealtime) -> int:
