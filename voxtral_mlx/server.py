@@ -388,7 +388,6 @@ class RealtimeConnection:
         self.sender = asyncio.create_task(self._send_loop())
         # the client's last audio or commit, or the last transcription event it was sent
         self.last_activity = time.monotonic()
-        self.close_reason: str | None = None
         self.handling = False
         self.dropping: asyncio.Task | None = None
 
@@ -618,7 +617,6 @@ class RealtimeConnection:
         that reads gets `reason` as the close reason; one that does not is cut off."""
         if self.state is State.CLOSED:
             return
-        self.close_reason = reason
         await self.close()
         transport = self.ws.scope.get(TRANSPORT_KEY)
         try:
