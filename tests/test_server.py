@@ -203,19 +203,21 @@ def test_concurrent_sessions_do_not_mix(server, model):
 def test_bad_input_gets_error_events_and_the_connection_goes_on(server, model):
     conn = ws(server)
     assert receive(conn)["type"] == "session.created"
-    audio = b64(pcm16("librivox-0880.wav")[:1600])
     bad = [
         ("{not json", "invalid_json"),
         ('["a list"]', "invalid_event"),
+        ("{}", "unknown_event"),  # as vLLM: no type is an unknown type
         (json.dumps({"type": "no.such.event"}), "unknown_event"),
-        (json.dumps({"type": "input_audio_buffer.append", "audio": audio}), "session_not_started"),
         (json.dumps({"type": "input_audio_buffer.commit"}), "model_not_validated"),
+        (json.dumps({"type": "session.update"}), "invalid_event"),  # vLLM requires `model`
         (json.dumps({"type": "session.update", "model": "someone/else"}), "model_not_found"),
     ]
     for message, code in bad:
         conn.send(message)
         event = receive(conn)
         assert event["type"] == "error" and event["code"] == code, (message, event)
+        if message == json.dumps({"type": "session.update"}):
+            assert event["error"] == "Missing required field: model"
     conn.send(json.dumps({"type": "session.update", "model": None}))
     for message, code in [
         (
@@ -230,11 +232,15 @@ def test_bad_input_gets_error_events_and_the_connection_goes_on(server, model):
         ),
         (json.dumps({"type": "input_audio_buffer.append", "audio": ""}), "invalid_audio"),
         (json.dumps({"type": "input_audio_buffer.append", "audio": 12}), "invalid_audio"),
-        (json.dumps({"type": "input_audio_buffer.commit", "final": True}), "not_started"),
+        (json.dumps({"type": "input_audio_buffer.commit", "final": "maybe"}), "invalid_event"),
     ]:
         conn.send(message)
         event = receive(conn)
         assert event["type"] == "error" and event["code"] == code, (message, event)
+    # a final commit with nothing started says nothing (vLLM): the next reply is the next error's
+    conn.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
+    conn.send(json.dumps({"type": "no.such.event"}))
+    assert receive(conn)["code"] == "unknown_event"
     conn.send(b"\x00\x01binary")
     assert receive(conn)["code"] == "invalid_event"
     # after all that, the same connection still transcribes
@@ -243,10 +249,45 @@ def test_bad_input_gets_error_events_and_the_connection_goes_on(server, model):
     conn.close()
 
 
+def test_vllm_details_early_audio_lax_final_usage_and_delay(server, model):
+    """As vLLM: audio sent before session.update is queued for the first utterance;
+    `final` is read as pydantic reads a bool ("false" is false, "yes" true); usage has
+    prompt_tokens_details. Ours: a delay changed mid-utterance is the next utterance's, and
+    done says the delay it used."""
+    samples = pcm16("librivox-0880.wav")
+    conn = ws(server)
+    created = receive(conn)
+    assert created["type"] == "session.created"
+    assert created["delay_ms"] == model.args.schedule().delay_ms == 480
+    conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(samples[:16000])}))
+    conn.send(json.dumps({"type": "session.update", "model": None}))
+    conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(samples[16000:])}))
+    conn.send(json.dumps({"type": "session.update", "model": None, "delay_ms": 960}))
+    conn.send(json.dumps({"type": "input_audio_buffer.commit", "final": "false"}))  # not final
+    conn.send(json.dumps({"type": "input_audio_buffer.commit", "final": "yes"}))
+    deltas = []
+    while (event := receive(conn))["type"] == "transcription.delta":
+        deltas.append(event["delta"])
+    assert event["type"] == "transcription.done", event
+    assert event["text"].strip() == expected_text(model, "librivox-0880.wav")  # all the audio
+    schedule = model.args.schedule(480)
+    assert event["delay_ms"] == 480  # the delay it began with
+    usage = event["usage"]
+    assert usage["prompt_tokens"] == schedule.prompt_length
+    assert usage["prompt_tokens_details"] is None
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    # the next utterance has the new delay
+    _, done = stream(server, samples, conn=conn)
+    assert done["delay_ms"] == 960
+    assert done["usage"]["prompt_tokens"] == model.args.schedule(960).prompt_length
+    conn.close()
+
+
 def test_oversized_message_closes_with_1009_and_the_server_goes_on(server, model):
     conn = ws(server)
     receive(conn)
-    conn.send(json.dumps({"type": "session.update"}))
+    conn.send(json.dumps({"type": "session.update", "model": None}))
     conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (2 * 2**20)}))
     with pytest.raises(ConnectionClosed) as closed:
         while True:
@@ -261,7 +302,7 @@ def test_client_vanishing_mid_stream(server, model):
     for _ in range(3):
         conn = ws(server)
         receive(conn)
-        conn.send(json.dumps({"type": "session.update"}))
+        conn.send(json.dumps({"type": "session.update", "model": None}))
         conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
         conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(pcm16("jfk.wav"))}))
         conn.socket.close()  # no close frame: the client just disappears
@@ -283,7 +324,7 @@ def test_backpressure_rejects_audio_beyond_the_backlog(official_dir):
     try:
         conn = ws(port)
         receive(conn)
-        conn.send(json.dumps({"type": "session.update"}))
+        conn.send(json.dumps({"type": "session.update", "model": None}))
         samples = pcm16("jfk.wav")
         codes = []
         for lo in range(0, 16000 * 6, 8000):  # 6 s at once, far faster than real time
@@ -504,7 +545,7 @@ def test_ctrl_c_after_serving_exits_cleanly():
             conn = ws(port)  # left open, mid-utterance
             sessions.append(conn)
             assert receive(conn)["type"] == "session.created"
-            conn.send(json.dumps({"type": "session.update"}))
+            conn.send(json.dumps({"type": "session.update", "model": None}))
             conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
             conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(samples)}))
             assert receive(conn)["type"] == "transcription.delta"  # the worker is at it
@@ -531,11 +572,11 @@ def test_health_offers_the_delays_and_the_default(server, model):
 
 
 def test_connection_states_allow_only_the_protocol_transitions():
-    from voxtral_mlx.server import TRANSITIONS, RealtimeConnection, State
+    from voxtral_mlx.realtime import TRANSITIONS, State, VllmDialect
 
     assert set(TRANSITIONS) == set(State) and TRANSITIONS[State.CLOSED] == set()
     assert all(State.CLOSED in TRANSITIONS[s] for s in State if s is not State.CLOSED)
-    conn = RealtimeConnection.__new__(RealtimeConnection)
+    conn = VllmDialect.__new__(VllmDialect)
     conn.state = State.OPEN
     conn.move(State.READY)
     with pytest.raises(RuntimeError, match="ready -> open"):

@@ -1,17 +1,6 @@
-"""`voxtral serve`: a realtime WebSocket endpoint compatible with vLLM's /v1/realtime, an
-OpenAI-style upload endpoint, /health and the browser page. Imported only when serving.
-
-Protocol (the same event names as vLLM, so its clients work unchanged):
-  server -> session.created {id, created}
-  client -> session.update {model}            start the session (and check the model name)
-  client -> input_audio_buffer.commit         start an utterance (audio appended so far too)
-  client -> input_audio_buffer.append {audio} base64 PCM16 little-endian, mono, 16 kHz
-  server -> transcription.delta {delta}       text, append-only, as soon as it is decided
-  client -> input_audio_buffer.commit {final: true}   end of the utterance: flush its words
-  server -> transcription.done {text, usage}  text: exactly the deltas, concatenated
-  server -> error {error, code}               the connection stays usable
-A commit sent while the previous utterance is still flushing starts the next one after it:
-every utterance gets its own done, in order.
+"""`voxtral serve`: the realtime WebSocket endpoint (realtime.py: vLLM's dialect, and OpenAI's
+Realtime transcription dialect), an OpenAI-style upload endpoint, /health and the browser
+page. Imported only when serving.
 
 Concurrency: every utterance is a Session of a SessionPool (one pool for the realtime
 connections, one for uploads), decoded together: each pass of the decoder advances every
@@ -21,7 +10,8 @@ stream's audio and decode for at most `JOB_SECONDS`, so the event loop never blo
 events go out after every job.
 Live first (Server): uploads get the passes live sessions leave. Backpressure: a
 connection whose unprocessed audio exceeds `max_backlog_seconds` gets an
-`error {code: "buffer_full"}` for each further append, which is dropped.
+`error {code: "buffer_full"}` for each further append, which is dropped (or, if it asked
+for backpressure "wait", is not read until there is room).
 
 Limits (ServerConfig): events a client leaves unread (MAX_UNSENT_EVENTS), idle realtime
 connections (`idle_timeout`), request headers and upload reads (`read_timeout`), open
@@ -32,15 +22,10 @@ after the key).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
-import enum
-import json
 import secrets
 import threading
 import time
-import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,35 +34,35 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.websockets import WebSocketDisconnect
 
 from .audio import check_finite, decode_audio_bytes, resample
-from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
+from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS
 from .errors import VoxtralError
 from .formats import cues, render
 from .model import VoxtralRealtime
-from .session import Session, SessionPool, TextDelta, streams_that_fit
+from .realtime import (
+    INSECURE_KEY_PROTOCOL,
+    MAX_ENCODED_AHEAD,
+    TRANSPORT_KEY,
+    Connection,
+    realtime,
+    shorten,
+    take_audio,
+)
+from .session import Session, SessionPool, streams_that_fit
 
 WEB_DIR = Path(__file__).parent / "web"
-SLICE_SECONDS = 1.0  # the most audio of one stream a worker job encodes
 JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
-# A stream's audio waits in its queue (where backpressure sees it) while this many encoded
-# positions are still waiting for the decoder.
-MAX_ENCODED_AHEAD = 25
 # an upload's audio per job while live sessions run (about 1 s): its encoder call is what a
 # live session may wait for (a 94-token call took 560 ms with the test model on a 2-core CPU)
 UPLOAD_TOKENS_BESIDE_LIVE = 12
-# events queued for a client that does not read them, at most: then it is dropped
-MAX_UNSENT_EVENTS = 1000
-TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
-INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
 SHUTDOWN_SECONDS = 5  # Ctrl+C: requests in flight get this long, then are cut off
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
@@ -93,7 +78,7 @@ class ServerConfig:
     max_upload_bytes: int = 200 * 2**20
     cors_origins: tuple[str, ...] = ()
     served_model_name: str | None = None  # None: the repo id, or the local folder's name
-    idle_timeout: float = 60.0  # seconds a realtime connection may idle (see RealtimeConnection)
+    idle_timeout: float = 60.0  # seconds a realtime connection may idle (Connection.idle_seconds)
     read_timeout: float = 20.0  # seconds for a request's headers, and between upload reads
     max_connections: int | None = None  # open connections, at most; None: from the file limit
 
@@ -184,8 +169,8 @@ class Server:
     config: ServerConfig
     delay_ms: int  # the default delay of new sessions
     worker: Worker = field(default_factory=Worker)
-    connections: set[RealtimeConnection] = field(default_factory=set)
-    streams: set = field(default_factory=set)  # RealtimeConnection | Upload with a session
+    connections: set[Connection] = field(default_factory=set)
+    streams: set = field(default_factory=set)  # the dialects and Uploads with a session
     started: float = field(default_factory=time.time)
     # made on the worker thread, where their arrays live: realtime sessions, and uploads
     pool: SessionPool | None = None
@@ -221,6 +206,12 @@ class Server:
             self.scheduler = asyncio.create_task(self.schedule())
         self.wakeup.set()
 
+    def check_model(self, name) -> str | None:
+        """Why `name` is not a model this server serves (None: it is, or names none)."""
+        if name in (None, "", *self.config.model_names):
+            return None
+        return f"The model `{shorten(str(name))}` does not exist."
+
     def live_audio(self) -> None:
         self.live_waiting.set()
         self.wake()
@@ -231,7 +222,7 @@ class Server:
             self.watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Every second: a realtime connection idle for `idle_timeout` (RealtimeConnection.
+        """Every second: a realtime connection idle for `idle_timeout` (Connection.
         idle_seconds) is told why and closed, and its slot is free for the next one."""
         limit = self.config.idle_timeout
         while True:
@@ -306,19 +297,6 @@ class Server:
         return events, True
 
 
-def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
-    """Up to n samples from the front of a queue of chunks."""
-    parts, taken = [], 0
-    while queue and taken < n:
-        head = queue.popleft()
-        if taken + len(head) > n:
-            queue.appendleft(head[n - taken :])
-            head = head[: n - taken]
-        parts.append(head)
-        taken += len(head)
-    return np.concatenate(parts)
-
-
 class Upload:
     """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool."""
 
@@ -334,7 +312,7 @@ class Upload:
         # alone, a whole encoder call's worth (small slices make 12-token encoder calls, 1.7x
         # the cost per token, and cap drafts below 16 positions); beside live sessions, small
         # ones: a live session waits for the upload's encoder call in progress
-        live = any(isinstance(s, RealtimeConnection) for s in self.server.streams)
+        live = any(not isinstance(s, Upload) for s in self.server.streams)
         tokens = UPLOAD_TOKENS_BESIDE_LIVE if live else ENCODER_BATCH_TOKENS
         samples = take_audio(self.audio, tokens * self.session.schedule.samples_per_token)
         return samples, not self.audio
@@ -346,303 +324,6 @@ class Upload:
     async def failed(self, error: Exception) -> None:
         if not self.done.done():
             self.done.set_exception(error)
-
-
-class State(enum.Enum):
-    """Where a realtime connection is in the protocol."""
-
-    OPEN = "open"  # session.created sent; waiting for session.update
-    READY = "ready"  # session.update received: audio and commits make utterances
-    CLOSED = "closed"
-
-
-TRANSITIONS = {
-    State.OPEN: {State.READY, State.CLOSED},
-    State.READY: {State.READY, State.CLOSED},
-    State.CLOSED: set(),
-}
-
-
-@dataclass(eq=False)
-class Utterance:
-    """One commit's worth of a connection's audio: from its commit (audio appended before
-    it counts too) to its final commit, then transcription.done. A connection's utterances
-    are transcribed one after another, in the order they were committed."""
-
-    audio: deque = field(default_factory=deque)  # audio not yet given to the model
-    seconds: float = 0.0
-    committed: bool = False  # a commit started it: its audio goes to the model
-    final: bool = False  # the final commit came: no more audio; flush, then done
-
-
-class RealtimeConnection:
-    def __init__(self, websocket: WebSocket, server: Server):
-        self.ws, self.server = websocket, server
-        self.id = f"sess-{uuid.uuid4().hex}"
-        self.state = State.OPEN
-        self.delay_ms = server.delay_ms  # of the next utterance (session.update may change it)
-        self.session: Session | None = None  # the first utterance's, once it is transcribed
-        self.utterances: deque[Utterance] = deque()
-        self.outbox: deque[str] = deque()  # events not yet sent (a client may read slowly)
-        self.outbox_ready = asyncio.Event()
-        self.sender = asyncio.create_task(self._send_loop())
-        # the client's last audio or commit, or the last transcription event it was sent
-        self.last_activity = time.monotonic()
-        self.handling = False
-        self.dropping: asyncio.Task | None = None
-
-    def move(self, state: State) -> None:
-        if state not in TRANSITIONS[self.state]:
-            raise RuntimeError(f"realtime connection: {self.state.value} -> {state.value}")
-        self.state = state
-
-    # --- events out, through a bounded queue ---
-    async def send(self, event: dict) -> None:
-        """Queue an event; a client that leaves MAX_UNSENT_EVENTS unread is dropped (its
-        slot freed at once): it must not hold events, memory or the scheduler."""
-        if self.state is State.CLOSED:
-            return
-        if len(self.outbox) >= MAX_UNSENT_EVENTS:  # (in a task: the caller never waits)
-            reason = f"the client did not read its events ({MAX_UNSENT_EVENTS} unsent)"
-            self.dropping = asyncio.create_task(self.drop(reason, 1008))
-            await asyncio.sleep(0)  # the drop starts: the slot is free when this returns
-            return
-        self.outbox.append(json.dumps(event, ensure_ascii=False))
-        self.outbox_ready.set()
-        if event["type"].startswith("transcription."):
-            self.last_activity = time.monotonic()
-
-    async def _send_loop(self) -> None:
-        try:
-            while True:
-                await self.outbox_ready.wait()
-                while self.outbox:
-                    await self.ws.send_text(self.outbox[0])
-                    self.outbox.popleft()
-                self.outbox_ready.clear()
-        except Exception:  # the client is gone: the receiving side ends the connection
-            self.outbox.clear()
-
-    async def flush(self, timeout: float = 5.0) -> None:
-        """Wait (a little) for the queued events to go out."""
-        deadline = time.monotonic() + timeout
-        while self.outbox and not self.sender.done() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-
-    async def error(self, message: str, code: str) -> None:
-        await self.send({"type": "error", "error": message, "code": code})
-
-    async def handle(self, message: str) -> None:
-        self.handling = True  # (a commit may wait for the worker: the client is not idle)
-        activity = self.last_activity
-        try:
-            await self._handle(message)
-        finally:
-            self.handling = False
-            if self.last_activity != activity:  # audio or a commit: idle from its end
-                self.last_activity = time.monotonic()
-
-    async def _handle(self, message: str) -> None:
-        try:
-            event = json.loads(message)
-        except json.JSONDecodeError:
-            return await self.error("Invalid JSON", "invalid_json")
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            return await self.error(
-                "An event is a JSON object with a string 'type'", "invalid_event"
-            )
-        handler = {
-            "session.update": self.session_update,
-            "input_audio_buffer.append": self.append,
-            "input_audio_buffer.commit": self.commit,
-        }.get(event["type"])
-        if handler is None:
-            return await self.error(
-                f"Unknown event type: {_shorten(event['type'])}", "unknown_event"
-            )
-        await handler(event)
-
-    async def session_update(self, event: dict) -> None:
-        model = event.get("model")
-        if model not in (None, "", *self.server.config.model_names):
-            return await self.error(
-                f"The model `{_shorten(str(model))}` does not exist.", "model_not_found"
-            )
-        if event.get("delay_ms") is not None:  # our extension: the delay of this session
-            try:
-                self.delay_ms = check_delay(event["delay_ms"])
-            except VoxtralError as e:
-                return await self.error(str(e), "invalid_delay")
-        if self.state is State.OPEN:
-            self.move(State.READY)
-
-    @property
-    def waiting_seconds(self) -> float:
-        """Audio received and not yet given to the model, in every utterance."""
-        return sum(u.seconds for u in self.utterances)
-
-    def _open_utterance(self) -> Utterance:
-        """The utterance new audio and commits go to: the last one, unless it is final."""
-        if not self.utterances or self.utterances[-1].final:
-            self.utterances.append(Utterance())
-        return self.utterances[-1]
-
-    async def append(self, event: dict) -> None:
-        if self.state is State.OPEN:
-            return await self.error(
-                "Audio before the session started: send session.update first", "session_not_started"
-            )
-        audio = event.get("audio")
-        if not isinstance(audio, str):
-            return await self.error("'audio' must be a base64 string", "invalid_audio")
-        try:
-            raw = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            return await self.error("Invalid audio data: not base64", "invalid_audio")
-        if len(raw) == 0 or len(raw) % 2:
-            return await self.error(
-                f"Invalid audio data: PCM16 needs a positive, even number of bytes, got {len(raw)}",
-                "invalid_audio",
-            )
-        seconds = len(raw) / 2 / SAMPLE_RATE
-        limit = self.server.config.max_backlog_seconds
-        if self.waiting_seconds + seconds > limit:
-            return await self.error(
-                f"Audio arrives faster than it is transcribed: more than {limit:g} s are "
-                "waiting; this chunk was dropped",
-                "buffer_full",
-            )
-        self.last_activity = time.monotonic()
-        utterance = self._open_utterance()
-        utterance.audio.append(np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0)
-        utterance.seconds += seconds
-        if utterance.committed:
-            self.server.live_audio()
-
-    async def commit(self, event: dict) -> None:
-        if self.state is State.OPEN:
-            return await self.error(
-                "Send session.update before input_audio_buffer.commit", "model_not_validated"
-            )
-        self.last_activity = time.monotonic()
-        if event.get("final"):
-            last = self.utterances[-1] if self.utterances else None
-            if last is None or not last.committed or last.final:
-                return await self.error(
-                    "Nothing to finish: no transcription started", "not_started"
-                )
-            last.final = True
-            self.server.live_audio()
-            return
-        utterance = self._open_utterance()
-        if not utterance.committed:  # a commit while it is transcribed changes nothing
-            utterance.committed = True
-            await self._start_next()
-
-    async def _start_next(self) -> None:
-        """The first utterance goes to the model once it is committed (the ones behind it
-        wait for its done)."""
-        if self.session is None and self.utterances and self.utterances[0].committed:
-            await self.server.open_session(self, self.delay_ms)
-
-    def intake(self) -> tuple[np.ndarray | None, bool] | None:
-        """For the scheduler: audio for the next job (while the decoder keeps up) and
-        whether the utterance ends with it; None when there is nothing to do."""
-        if self.session is None or self.session._ended:
-            return None
-        utterance, samples = self.utterances[0], None
-        if utterance.audio and self.session.decodable_positions < MAX_ENCODED_AHEAD:
-            samples = take_audio(utterance.audio, int(SLICE_SECONDS * SAMPLE_RATE))
-            utterance.seconds = sum(len(p) for p in utterance.audio) / SAMPLE_RATE
-        end = utterance.final and not utterance.audio
-        return (samples, end) if samples is not None or end else None
-
-    async def deliver(self, events) -> None:
-        """The session's events from a job; once it has its result, transcription.done
-        (its text is the concatenation of the deltas), and the next utterance starts."""
-        await self._send_events(events)
-        session = self.session
-        if session is None or session.result is None:
-            return
-        prompt, completion = session.schedule.prompt_length, len(session.result.tokens)
-        await self.send(
-            {
-                "type": "transcription.done",
-                "text": session.text,
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                },
-            }
-        )
-        await self._next_utterance(session)
-
-    async def _next_utterance(self, session: Session) -> None:
-        self.utterances.popleft()
-        await self.server.close_session(self, session)
-        await self._start_next()
-
-    async def failed(self, error: Exception) -> None:
-        """This connection's utterance ends; the next one (if committed) and the server
-        go on."""
-        await self.error(f"transcription failed: {error}", "processing_error")
-        if self.session is not None:
-            await self._next_utterance(self.session)
-
-    async def _send_events(self, events) -> None:
-        for event in events:
-            if isinstance(event, TextDelta) and event.text:
-                # start/end (audio seconds the text speaks about) and rtf are our extension
-                rtf = self.session.elapsed_seconds / max(self.session.audio_seconds, 1e-9)
-                await self.send(
-                    {
-                        "type": "transcription.delta",
-                        "delta": event.text,
-                        "start": round(event.start, 3),
-                        "end": round(event.end, 3),
-                        "rtf": round(rtf, 3),
-                    }
-                )
-
-    def idle_seconds(self, now: float) -> float:
-        """How long neither side had anything for the other: no audio or commit from the
-        client, no event to it, no message of it being handled, and no utterance of it
-        waiting for the model."""
-        busy = self.handling or any(u.audio or u.final for u in self.utterances)
-        return 0.0 if busy else now - self.last_activity
-
-    async def drop(self, reason: str, code: int) -> None:
-        """Close the connection from the server's side and free its slot now. A client
-        that reads gets `reason` as the close reason; one that does not is cut off."""
-        if self.state is State.CLOSED:
-            return
-        await self.close()
-        transport = self.ws.scope.get(TRANSPORT_KEY)
-        try:
-            await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), 2.0)
-        except Exception:  # the client does not read: its socket buffers are full
-            if transport is not None:
-                transport.abort()
-
-    async def close(self) -> None:
-        """The connection is over (either side): its slot, session and queues are freed."""
-        if self.state is State.CLOSED:
-            return
-        self.move(State.CLOSED)
-        self.server.connections.discard(self)
-        self.server.streams.discard(self)  # the scheduler takes nothing more from it
-        session, self.session = self.session, None
-        self.sender.cancel()
-        self.outbox.clear()
-        self.utterances.clear()
-        if session is not None:
-            await self.server.close_session(self, session)
-
-
-def _shorten(text: str, most: int = 64) -> str:
-    """Client text quoted back in an error: a short prefix, never the whole of it."""
-    return text if len(text) <= most else text[:most] + f"... ({len(text)} characters)"
 
 
 # --- HTTP and WebSocket handlers: module level, sharing `request.app.state.server` ---
@@ -723,57 +404,6 @@ async def openapi(request: Request) -> JSONResponse:
     """The API schema, behind the key like the API itself."""
     _server(request)
     return JSONResponse(request.app.openapi())
-
-
-def _subprotocol(offered: list[str]) -> str | None:
-    """The one the handshake answers with: a browser fails a connection that offered
-    subprotocols and got none back. `realtime` when offered, else the first offered (the
-    key's own, for a client that offers only that)."""
-    offered = [p for p in offered if p]
-    if "realtime" in offered:
-        return "realtime"
-    return offered[0] if offered else None
-
-
-async def realtime(websocket: WebSocket) -> None:
-    server: Server = websocket.app.state.server
-    protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
-    if not _authorized(server.config, websocket.headers, protocols):
-        # an HTTP 401 in OpenAI's shape, as for every other endpoint (where the server
-        # cannot send a response to a handshake, a plain refusal: 403)
-        message = "missing or wrong API key (Authorization: Bearer KEY)"
-        if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(_error(message, 401))
-        else:
-            await websocket.close(code=1008, reason="missing or wrong API key")
-        return
-    await websocket.accept(subprotocol=_subprotocol(protocols))
-    limit = server.config.max_sessions
-    if len(server.connections) >= limit:
-        message = f"the server is at its limit of {limit} session{'s' if limit != 1 else ''}"
-        error = {"type": "error", "code": "too_many_sessions", "error": message}
-        await websocket.send_text(json.dumps(error))
-        await websocket.close(code=1013, reason="too many sessions")
-        return
-    conn = RealtimeConnection(websocket, server)
-    server.connections.add(conn)
-    server.watch()
-    try:
-        await conn.send({"type": "session.created", "id": conn.id, "created": int(time.time())})
-        while conn.state is not State.CLOSED:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect" or conn.state is State.CLOSED:
-                break
-            if message.get("text") is None:
-                await conn.error(
-                    "Binary frames are not part of the protocol: send JSON text", "invalid_event"
-                )
-                continue
-            await conn.handle(message["text"])
-    except (WebSocketDisconnect, RuntimeError):  # RuntimeError: it was closed meanwhile
-        pass
-    finally:
-        await conn.close()
 
 
 async def _body(request: Request, limit: int, timeout: float):
@@ -959,7 +589,7 @@ def _protocols(config: ServerConfig) -> tuple[type, type]:
     `max_connections` open connections (one more is closed as it opens, before it holds
     anything), and a connection's first request must have sent its headers within
     `read_timeout` (uvicorn closes idle keep-alive connections after 5 s by itself). The
-    WebSocket protocol puts its transport in the scope, for RealtimeConnection.drop."""
+    WebSocket protocol puts its transport in the scope, for Connection.drop."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     try:
