@@ -179,6 +179,22 @@ class Session:
         return self._samples_in / self.schedule.sample_rate
 
     @property
+    def transcribed_seconds(self) -> float:
+        """The audio time every output so far speaks up to: text about the audio before it
+        is out (held-back UTF-8 aside)."""
+        return max(self.schedule.step_time(self._position), 0.0)
+
+    @property
+    def _position(self) -> int:  # the decoder position of the next output
+        return self.schedule.prompt_length - 1 + len(self._tokens)
+
+    def outputs(self, start: int = 0) -> list[tuple[int, float]]:
+        """(token id, the audio time it speaks about) of every output from index `start`."""
+        first = self.schedule.prompt_length - 1  # the prompt's last position gives the first
+        step_time = self.schedule.step_time
+        return [(t, step_time(first + i)) for i, t in enumerate(self._tokens[start:], start)]
+
+    @property
     def elapsed_seconds(self) -> float:
         """Wall time spent in the model for this session so far (passes shared with other
         sessions of its pool count in full)."""

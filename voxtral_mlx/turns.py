@@ -1,0 +1,114 @@
+"""Turns of speech in a stream, from the model's own output (MODEL.md "Turns").
+
+The token output at each decoder position speaks about 80 ms of audio (`Schedule.step_time`):
+a [STREAMING_WORD] marker or a text token there means someone speaks, a [STREAMING_PAD] that
+nothing new is said. A turn starts at the first such token after a silence and ends once
+`silence_seconds` of decided audio carry none. Text tokens come once per word, so inside a
+long word the model's output looks silent: the signal's energy (`SlotEnergy`) holds a turn
+open while the audio is loud, but never starts one (noise is not speech).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+SLOT_SECONDS = 0.08  # the audio of one decoder position
+DIGITAL_SILENCE_DBFS = -90.0  # quieter slots (zeros, padding) do not count for the floor
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    seconds: float  # where the turn's audio starts: its first speech less the prefix padding
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    seconds: float  # where the turn's audio ends: its last speech plus the silence
+    speech_end: float  # its last speech
+
+
+class SlotEnergy:
+    """The level (dBFS) of each 80 ms slot of a 16 kHz stream, kept for the last `keep`
+    seconds (the decoder reads them `delay` later), and the noise floor: the quietest tenth
+    of those slots."""
+
+    def __init__(self, samples_per_slot: int = 1280, keep_seconds: float = 30.0):
+        self.samples_per_slot = samples_per_slot
+        self._partial = np.zeros(0, np.float32)
+        self._levels: deque[float] = deque(maxlen=int(keep_seconds / SLOT_SECONDS))
+        self._first = 0  # the slot index of _levels[0]
+        self.floor = -120.0
+
+    def push(self, samples: np.ndarray) -> None:
+        samples = np.concatenate([self._partial, samples])
+        whole = len(samples) // self.samples_per_slot * self.samples_per_slot
+        slots = samples[:whole].reshape(-1, self.samples_per_slot)  # [n, samples per slot]
+        for power in np.mean(np.square(slots, dtype=np.float64), axis=1):
+            if len(self._levels) == self._levels.maxlen:
+                self._first += 1
+            self._levels.append(10 * math.log10(max(power, 1e-12)))
+        self._partial = samples[whole:]
+        heard = [level for level in self._levels if level > DIGITAL_SILENCE_DBFS]
+        if heard:
+            self.floor = float(np.percentile(heard, 10))
+
+    def level(self, seconds: float) -> float | None:
+        """The level of the slot at `seconds`, if it is known (and still kept)."""
+        index = math.floor(seconds / SLOT_SECONDS + 1e-6) - self._first
+        return self._levels[index] if 0 <= index < len(self._levels) else None
+
+
+class TurnDetector:
+    """Speech started / stopped, from (token id, audio time it speaks about) in output order.
+
+    `energy` (optional) holds a turn open while the audio is `loud_db` above its noise floor."""
+
+    def __init__(
+        self,
+        tokenizer,
+        silence_seconds: float = 0.5,
+        prefix_seconds: float = 0.3,
+        energy: SlotEnergy | None = None,
+        loud_db: float = 18.0,
+    ):
+        self.tokenizer = tokenizer
+        self.silence_seconds = silence_seconds
+        self.prefix_seconds = prefix_seconds
+        self.energy = energy
+        self.loud_db = loud_db
+        self.speaking = False
+        self.turn_start = 0.0  # the end of the last turn: the next cannot start before it
+        self.last_speech = 0.0  # the end of the last slot with speech
+
+    def _said_something(self, token: int) -> bool:
+        t = self.tokenizer
+        return token == t.streaming_word_id or bool(t.byte_piece(token).strip())
+
+    def _loud(self, seconds: float) -> bool:
+        level = self.energy.level(seconds) if self.energy is not None else None
+        return level is not None and level > self.energy.floor + self.loud_db
+
+    def update(self, outputs: list[tuple[int, float]]) -> list[SpeechStarted | SpeechStopped]:
+        events: list[SpeechStarted | SpeechStopped] = []
+        for token, seconds in outputs:
+            if seconds < 0:  # the left padding: no audio of the stream
+                continue
+            if self._said_something(token):
+                if not self.speaking:
+                    self.speaking = True
+                    start = max(seconds - self.prefix_seconds, self.turn_start, 0.0)
+                    events.append(SpeechStarted(round(start, 3)))
+                self.last_speech = seconds + SLOT_SECONDS
+            elif self.speaking and self._loud(seconds):
+                self.last_speech = seconds + SLOT_SECONDS
+            elif (
+                self.speaking and seconds + SLOT_SECONDS >= self.last_speech + self.silence_seconds
+            ):
+                self.speaking = False
+                self.turn_start = self.last_speech + self.silence_seconds
+                events.append(SpeechStopped(round(self.turn_start, 3), round(self.last_speech, 3)))
+        return events
