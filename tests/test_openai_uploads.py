@@ -1,11 +1,12 @@
 """POST /v1/audio/transcriptions through the official OpenAI SDK, against a real `voxtral
 serve` of the tiny trained model (tests/assets/tiny-voxtral) on held-out espeak-ng speech:
 every response format, validated with the SDK's own models and equal to the library's
-transcript; the form's fields and its refusals."""
+transcript; streamed text events; the form's fields and its refusals."""
 
 import io
 import json
 import shutil
+import time
 import zlib
 
 import numpy as np
@@ -15,12 +16,14 @@ import requests
 import soundfile as sf
 from openai.types.audio import (
     Transcription,
+    TranscriptionTextDeltaEvent,
+    TranscriptionTextDoneEvent,
     TranscriptionVerbose,
 )
 from test_server import TINY, start_server
 
 import voxtral_mlx
-from voxtral_mlx.formats import cues, render
+from voxtral_mlx.formats import StrippedStream, cues, render
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng is needed to generate held-out speech"
@@ -141,6 +144,48 @@ def test_openai_fields_are_accepted(client, model_name, speech, expected):
     assert verbose.words and verbose.segments  # both, whatever the granularities say
 
 
+def test_stream_through_the_sdk(client, model_name, speech, expected, trained):
+    """stream=True, as json and as text: text deltas, then done, every event valid for the
+    SDK's models; the deltas add up to the done text, which is the non-streamed text."""
+
+    def events(fmt):
+        stream = client.audio.transcriptions.create(
+            model=model_name, file=(NAME, speech), response_format=fmt, stream=True
+        )
+        return [event.to_dict() for event in stream]
+
+    streams = [events("json"), events("text")]
+    prompt = trained.args.schedule(expected.delay_ms).prompt_length
+    for *deltas, done in streams:
+        assert len(deltas) >= 2
+        deltas = [TranscriptionTextDeltaEvent.model_validate(d, strict=True) for d in deltas]
+        done = TranscriptionTextDoneEvent.model_validate(done, strict=True)
+        assert "".join(d.delta for d in deltas) == done.text == expected.text
+        usage = done.usage
+        assert (usage.input_tokens, usage.output_tokens) == (prompt, len(expected.tokens))
+        assert usage.total_tokens == prompt + len(expected.tokens)
+
+
+def test_a_stream_goes_out_while_decoding_and_stops_with_its_client(
+    client, model_name, port, speech
+):
+    """The first delta comes while the file is still being decoded; a client that leaves
+    stops the decoding at once."""
+    samples, rate = sf.read(io.BytesIO(speech), dtype="int16")
+    long = io.BytesIO()
+    sf.write(long, np.tile(samples, 20), rate, "PCM_16", format="WAV")  # 2.7 minutes
+    stream = client.audio.transcriptions.create(
+        model=model_name, file=("long.wav", long.getvalue()), stream=True
+    )
+    first = next(iter(stream))
+    assert first.type == "transcript.text.delta" and uploads(port) == 1
+    stream.close()
+    deadline = time.monotonic() + 3
+    while uploads(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uploads(port) == 0
+
+
 def test_delay_ms_and_the_served_model_by_default(client, speech, trained, tmp_path):
     """Our delay_ms field: the transcript is the library's at that delay, and says which
     delay it used. An empty model name means the served model."""
@@ -168,6 +213,10 @@ def test_refusals_in_openai_shape(client, model_name, port, speech):
         create(model="whisper-1")
     assert caught.value.code == "model_not_found"
     assert caught.value.body["message"] == "The model `whisper-1` does not exist."
+    for fmt in ("verbose_json", "srt"):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create(stream=True, response_format=fmt)
+        assert "json or text" in caught.value.body["message"]
     for delay in (100, "soon"):
         with pytest.raises(openai.BadRequestError) as caught:
             create(extra_body={"delay_ms": delay})
@@ -181,7 +230,15 @@ def test_refusals_in_openai_shape(client, model_name, port, speech):
         create(include=["logprobs"])
     assert "logprobs" in caught.value.body["message"]
     url = f"http://127.0.0.1:{port}/v1/audio/transcriptions"
-    for fields in ({"response_format": "xml"},):
+    for fields in ({"response_format": "xml"}, {"stream": "maybe"}):
         reply = requests.post(url, files={"file": (NAME, speech)}, data=fields, timeout=30)
         assert reply.status_code == 400 and reply.json()["error"]["message"]
     assert uploads(port) == 0
+
+
+def test_stripped_deltas_add_up_to_the_stripped_text():
+    deltas = ["", " ", " two", "  ", " fi", "ve ", "\n", "", " six", " \n "]
+    stream = StrippedStream()
+    out = [stream.push(d) for d in deltas]
+    assert "".join(out) == "".join(deltas).strip()
+    assert out[:4] == ["", "", "two", ""]  # nothing before the first word; "  " held back

@@ -44,6 +44,7 @@ import time
 import uuid
 import zlib
 from collections import deque
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -53,7 +54,7 @@ import mlx.core as mx
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -64,7 +65,7 @@ from starlette.websockets import WebSocketDisconnect
 from .audio import check_finite, decode_audio_bytes, resample
 from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
-from .formats import cues, render
+from .formats import StrippedStream, cues, render
 from .model import VoxtralRealtime
 from .session import Session, SessionPool, TextDelta, Transcript, streams_that_fit
 from .words import words_with_tokens
@@ -84,6 +85,7 @@ TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scop
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
 SHUTDOWN_SECONDS = 5  # Ctrl+C: requests in flight get this long, then are cut off
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+STREAM_FORMATS = ("json", "text")  # stream=true: text events, as OpenAI streams these
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")  # en, yue, pt-BR
 UNKNOWN_LANGUAGE = "und"  # ISO 639's "undetermined": Voxtral Realtime detects no language
 
@@ -329,13 +331,16 @@ class Upload:
     """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool.
 
     `done` gets its Transcript, the exception it failed with, or None once its client is
-    gone."""
+    gone. With `stream`, `texts` gets the text of each TextDelta as it is decoded, then None
+    once `done` is set."""
 
-    def __init__(self, samples: np.ndarray, server: Server):
+    def __init__(self, samples: np.ndarray, server: Server, stream: bool = False):
         self.server = server
         self.audio = deque([samples])
         self.session: Session | None = None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.texts: asyncio.Queue[str | None] | None = asyncio.Queue() if stream else None
+        self.decoding: asyncio.Task | None = None  # stream: _decode, beside the response
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         if self.session.decodable_positions >= MAX_ENCODED_AHEAD or self.session._ended:
@@ -349,6 +354,10 @@ class Upload:
         return samples, not self.audio
 
     async def deliver(self, events) -> None:
+        if self.texts is not None:
+            for event in events:
+                if isinstance(event, TextDelta) and event.text:
+                    self.texts.put_nowait(event.text)
         if self.session.result is not None:
             self.end(self.session.result)
 
@@ -363,6 +372,8 @@ class Upload:
             self.done.set_exception(error)
         else:
             self.done.set_result(result)
+        if self.texts is not None:
+            self.texts.put_nowait(None)
 
 
 class State(enum.Enum):
@@ -848,6 +859,7 @@ class UploadForm:
     nothing: README, "Uploads"."""
 
     response_format: str
+    stream: bool
     delay_ms: int
     language: str | None
 
@@ -863,6 +875,14 @@ class UploadForm:
             raise UploadRefused(
                 f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", 400
             )
+        stream = (form.get("stream") or "false").lower()
+        if stream not in ("true", "false"):
+            raise UploadRefused("stream must be true or false", 400)
+        if stream == "true" and response_format not in STREAM_FORMATS:
+            message = (
+                f"stream=true streams text: response_format json or text, not {response_format}"
+            )
+            raise UploadRefused(message, 400, "unsupported_value")
         try:  # our extension: the delay of this upload
             delay = form.get("delay_ms")
             delay_ms = check_delay(_integer(delay)) if delay else server.delay_ms
@@ -875,7 +895,7 @@ class UploadForm:
         if "logprobs" in form.getlist("include[]") + form.getlist("include"):
             message = "include[]=logprobs is not available: this server keeps no log probabilities"
             raise UploadRefused(message, 400, "unsupported_value")
-        return cls(response_format, delay_ms, language)
+        return cls(response_format, stream == "true", delay_ms, language)
 
 
 def _integer(text: str) -> int | str:
@@ -910,11 +930,14 @@ async def transcriptions(request: Request):
     try:
         # decoded beside the model's thread, not on it: a long file takes seconds to decode
         # and resample, and live sessions would wait for it
-        upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server)
+        upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server, asked.stream)
         del data
         await server.open_session(upload, asked.delay_ms)
     except VoxtralError as e:
         return _error(str(e), 400)
+    if asked.stream:
+        upload.decoding = asyncio.create_task(_decode(request, server, upload))
+        return StreamingResponse(_text_events(upload, server.model), media_type="text/event-stream")
     await _decode(request, server, upload)
     try:
         result = upload.done.result()
@@ -994,6 +1017,42 @@ def _compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data))
 
 
+async def _text_events(upload: Upload, model: VoxtralRealtime) -> AsyncIterator[str]:
+    """The upload's server-sent events as OpenAI sends them: `transcript.text.delta` for
+    each piece of text as the file is decoded, then `transcript.text.done`. The deltas add
+    up to the done text, the transcript's (StrippedStream); a failure is an error event in
+    OpenAI's shape."""
+    stripped = StrippedStream()
+    while (text := await upload.texts.get()) is not None:
+        if delta := stripped.push(text):
+            yield _event({"type": "transcript.text.delta", "delta": delta})
+    try:
+        result = upload.done.result()
+    except Exception as e:  # (sent, not raised: the response has started)
+        yield _event(_error_body(f"transcription failed: {e}", 500, "processing_error"))
+        return
+    if result is not None:  # (None: the client is gone)
+        usage = _token_usage(result, model)
+        yield _event({"type": "transcript.text.done", "text": result.text, "usage": usage})
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _token_usage(result: Transcript, model: VoxtralRealtime) -> dict:
+    """Usage in tokens, the only kind OpenAI's done event has: the decoder's prompt in,
+    every generated id out (pads included), as transcription.done counts them."""
+    prompt = model.args.schedule(result.delay_ms).prompt_length
+    out = len(result.tokens)
+    return {
+        "type": "tokens",
+        "input_tokens": prompt,
+        "output_tokens": out,
+        "total_tokens": prompt + out,
+    }
+
+
 def _decode_bytes(data: bytes, name: str) -> np.ndarray:
     """An uploaded file's audio at 16 kHz (non-finite samples are an error, as for files;
     errors name the file by the name it was sent with)."""
@@ -1023,6 +1082,10 @@ UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the bo
                         "file": {"type": "string", "format": "binary"},
                         "model": {"type": "string", "description": "absent: the served model"},
                         "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
+                        "stream": {
+                            "type": "boolean",
+                            "description": "server-sent text events (json and text only)",
+                        },
                         "delay_ms": {
                             "type": "integer",
                             "enum": list(VALID_DELAYS_MS),
