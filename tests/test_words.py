@@ -5,7 +5,7 @@ import pytest
 from voxtral_mlx.config import AudioArgs, Schedule
 from voxtral_mlx.testing import bundled_tekken_path
 from voxtral_mlx.tokenizer import Tokenizer
-from voxtral_mlx.words import Word, words_from_tokens
+from voxtral_mlx.words import Word, words_from_tokens, words_with_tokens
 
 PAD = 32
 AT_480 = Schedule(AudioArgs(), 480)  # 32 slots of left pad, 6 of delay
@@ -79,3 +79,13 @@ def test_marker_with_no_text_yet_closes_the_previous_word(tok):
     words = words_from_tokens(tokens, 38, tok, AT_480)
     assert [w.text for w in words] == ["one", "two"]
     assert words[0] == Word("one", 0.0, 0.08) and words[1] == Word("two", 0.08, 0.16)
+
+
+def test_words_with_their_text_token_ids(tok):
+    """Each word's ids are its text pieces; markers, pads and EOS belong to no word, and
+    neither does white space after the last one."""
+    extra, one, space = ids(tok, " extraordinarily"), ids(tok, " one"), ids(tok, " ")
+    tokens = [PAD, WORD_MARK] + extra[:1] + [PAD] + extra[1:] + [WORD_MARK, PAD] + one + space
+    pairs = words_with_tokens(tokens + [PAD, 2], 38, tok, AT_480)
+    assert [(w.text, i) for w, i in pairs] == [("extraordinarily", extra), ("one", one)]
+    assert [w for w, _ in pairs] == words_from_tokens(tokens + [PAD, 2], 38, tok, AT_480)

@@ -126,6 +126,22 @@ class TextStream:
         return delta
 
 
+class StrippedStream(TextStream):
+    """Deltas that add up to the text stripped, as `Transcript.text` is: white space before
+    the first word dropped, and white space at the end of a delta held back until text
+    follows it."""
+
+    def __init__(self):
+        super().__init__()
+        self._held = ""
+
+    def push(self, delta: str) -> str:
+        text = super().push(self._held + delta)
+        kept = text.rstrip()
+        self._held = text[len(kept) :]
+        return kept
+
+
 class LiveWriter:
     """Writes a transcript file while listening: every line is final once written."""
 

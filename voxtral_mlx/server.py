@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import re
 import secrets
 import threading
 import time
+import zlib
 from collections import deque
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -36,16 +40,17 @@ import mlx.core as mx
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .audio import check_finite, decode_audio_bytes, resample
-from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS
+from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
-from .formats import cues, render
+from .formats import StrippedStream, cues, render
 from .model import VoxtralRealtime
 from .realtime import (
     INSECURE_KEY_PROTOCOL,
@@ -56,7 +61,8 @@ from .realtime import (
     shorten,
     take_audio,
 )
-from .session import Session, SessionPool, streams_that_fit
+from .session import Session, SessionPool, TextDelta, Transcript, streams_that_fit
+from .words import words_with_tokens
 
 WEB_DIR = Path(__file__).parent / "web"
 JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
@@ -65,6 +71,9 @@ JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
 UPLOAD_TOKENS_BESIDE_LIVE = 12
 SHUTDOWN_SECONDS = 5  # Ctrl+C: requests in flight get this long, then are cut off
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+STREAM_FORMATS = ("json", "text")  # stream=true: text events, as OpenAI streams these
+LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")  # en, yue, pt-BR
+UNKNOWN_LANGUAGE = "und"  # ISO 639's "undetermined": Voxtral Realtime detects no language
 
 
 @dataclass
@@ -298,13 +307,19 @@ class Server:
 
 
 class Upload:
-    """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool."""
+    """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool.
 
-    def __init__(self, samples: np.ndarray, server: Server):
+    `done` gets its Transcript, the exception it failed with, or None once its client is
+    gone. With `stream`, `texts` gets the text of each TextDelta as it is decoded, then None
+    once `done` is set."""
+
+    def __init__(self, samples: np.ndarray, server: Server, stream: bool = False):
         self.server = server
         self.audio = deque([samples])
         self.session: Session | None = None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.texts: asyncio.Queue[str | None] | None = asyncio.Queue() if stream else None
+        self.decoding: asyncio.Task | None = None  # stream: _decode, beside the response
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         if self.session.decodable_positions >= MAX_ENCODED_AHEAD or self.session._ended:
@@ -318,12 +333,26 @@ class Upload:
         return samples, not self.audio
 
     async def deliver(self, events) -> None:
-        if self.session.result is not None and not self.done.done():
-            self.done.set_result(self.session.result)
+        if self.texts is not None:
+            for event in events:
+                if isinstance(event, TextDelta) and event.text:
+                    self.texts.put_nowait(event.text)
+        if self.session.result is not None:
+            self.end(self.session.result)
 
     async def failed(self, error: Exception) -> None:
-        if not self.done.done():
+        self.end(error=error)
+
+    def end(self, result: Transcript | None = None, error: Exception | None = None) -> None:
+        """Set `done` (once): the transcript, None (the client is gone), or the error."""
+        if self.done.done():
+            return
+        if error is not None:
             self.done.set_exception(error)
+        else:
+            self.done.set_result(result)
+        if self.texts is not None:
+            self.texts.put_nowait(None)
 
 
 # --- HTTP and WebSocket handlers: module level, sharing `request.app.state.server` ---
@@ -355,9 +384,12 @@ ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_l
 
 def _error(message: str, status: int, code: str | None = None) -> JSONResponse:
     """Every error reply has OpenAI's shape, so its clients show the message."""
+    return JSONResponse(_error_body(message, status, code), status_code=status)
+
+
+def _error_body(message: str, status: int, code: str | None = None) -> dict:
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status)
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -425,9 +457,9 @@ async def _body(request: Request, limit: int, timeout: float):
 
 
 class UploadRefused(Exception):
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, code: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.code = status, code
 
 
 def _too_large(limit: int) -> str:
@@ -443,75 +475,212 @@ async def _read_upload(request: Request, config: ServerConfig):
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UploadRefused("send the file as multipart/form-data (field `file`)", 400)
     body = _body(request, config.max_upload_bytes, config.read_timeout)
-    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=16)
+    # OpenAI's clients send a field per list item and per chunking_strategy key
+    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=32)
     try:
         return await parser.parse()
     except MultiPartException as e:
         raise UploadRefused(f"bad multipart form: {e.message}", 400) from None
 
 
+@dataclass(frozen=True)
+class UploadForm:
+    """What an upload's form asks of this server, checked. OpenAI's other fields (prompt,
+    temperature, timestamp_granularities[], chunking_strategy) are accepted and change
+    nothing: README, "Uploads"."""
+
+    response_format: str
+    stream: bool
+    delay_ms: int
+    language: str | None
+
+    @classmethod
+    def read(cls, form: FormData, server: Server) -> UploadForm:
+        """UploadRefused for a field this server cannot honour."""
+        # absent or empty: the served model, as vLLM does; the same check as the WebSocket's
+        if (message := server.check_model(form.get("model"))) is not None:
+            raise UploadRefused(message, 404, "model_not_found")
+        response_format = form.get("response_format") or "json"
+        if response_format not in RESPONSE_FORMATS:
+            raise UploadRefused(
+                f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", 400
+            )
+        stream = (form.get("stream") or "false").lower()
+        if stream not in ("true", "false"):
+            raise UploadRefused("stream must be true or false", 400)
+        if stream == "true" and response_format not in STREAM_FORMATS:
+            message = (
+                f"stream=true streams text: response_format json or text, not {response_format}"
+            )
+            raise UploadRefused(message, 400, "unsupported_value")
+        try:  # our extension: the delay of this upload
+            delay = form.get("delay_ms")
+            delay_ms = check_delay(_integer(delay)) if delay else server.delay_ms
+        except VoxtralError as e:
+            raise UploadRefused(str(e), 400, "invalid_delay") from None
+        language = form.get("language") or None
+        if language is not None and not LANGUAGE_CODE.fullmatch(language):
+            message = "language must be a language code such as en (ISO-639-1)"
+            raise UploadRefused(message, 400, "invalid_language")
+        if "logprobs" in form.getlist("include[]") + form.getlist("include"):
+            message = "include[]=logprobs is not available: this server keeps no log probabilities"
+            raise UploadRefused(message, 400, "unsupported_value")
+        return cls(response_format, stream == "true", delay_ms, language)
+
+
+def _integer(text: str) -> int | str:
+    """`text` as an int, or else shortened, for the error that quotes it."""
+    try:
+        return int(text)
+    except ValueError:
+        return shorten(text)
+
+
+async def _audio_file(form: FormData) -> tuple[str, bytes]:
+    """The name the file was sent with, and its bytes."""
+    file = form.get("file")
+    if not isinstance(file, StarletteUploadFile):
+        raise UploadRefused(
+            "the form needs the audio file as the field `file`", 400, "missing_file"
+        )
+    return Path(file.filename or "").name or "the upload", await file.read()
+
+
 async def transcriptions(request: Request):
     server = _server(request)  # the key first, before a byte of the body is read
     try:
         form = await _read_upload(request, server.config)
+        try:
+            name, data = await _audio_file(form)
+            asked = UploadForm.read(form, server)
+        finally:
+            await form.close()
     except UploadRefused as e:
-        return _error(str(e), e.status)
-    try:
-        file = form.get("file")
-        response_format = form.get("response_format") or "json"
-        if not isinstance(file, StarletteUploadFile):
-            return _error("the form needs the audio file as the field `file`", 400, "missing_file")
-        if response_format not in RESPONSE_FORMATS:
-            return _error(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", 400)
-        name = Path(file.filename or "").name or "the upload"
-        data = await file.read()
-    finally:
-        await form.close()
+        return _error(str(e), e.status, e.code)
     try:
         # decoded beside the model's thread, not on it: a long file takes seconds to decode
         # and resample, and live sessions would wait for it
-        upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server)
+        upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server, asked.stream)
         del data
-        await server.open_session(upload, server.delay_ms)
-        try:
-            result = await _unless_gone(request, upload.done)
-        finally:
-            await server.close_session(upload)  # (a client gone: its decoding stops here)
+        await server.open_session(upload, asked.delay_ms)
     except VoxtralError as e:
         return _error(str(e), 400)
-    except ClientGone:
+    if asked.stream:
+        upload.decoding = asyncio.create_task(_decode(request, server, upload))
+        return StreamingResponse(_text_events(upload, server.model), media_type="text/event-stream")
+    await _decode(request, server, upload)
+    try:
+        result = upload.done.result()
+    except VoxtralError as e:
+        return _error(str(e), 400)
+    if result is None:
         return _error("the client closed the connection", 499)
-    if response_format == "text":
+    return _reply(result, asked, name, server.model)
+
+
+async def _decode(request: Request, server: Server, upload: Upload) -> None:
+    """Wait for the upload's `done`, or set it to None once its client is gone (checked
+    every half second); then close its session: a client gone stops its decoding."""
+    try:
+        while not upload.done.done():
+            await asyncio.wait({upload.done}, timeout=0.5)
+            if not upload.done.done() and await request.is_disconnected():
+                upload.end(None)
+    finally:
+        await server.close_session(upload)
+
+
+def _reply(result: Transcript, asked: UploadForm, name: str, model: VoxtralRealtime):
+    usage = {"type": "duration", "seconds": result.audio_seconds}
+    if asked.response_format == "text":
         return PlainTextResponse(result.text + "\n")
-    if response_format in ("srt", "vtt"):
-        return PlainTextResponse(render(result, response_format, name))
-    if response_format == "json":
-        return {"text": result.text}
+    if asked.response_format in ("srt", "vtt"):
+        return PlainTextResponse(render(result, asked.response_format, name))
+    if asked.response_format == "json":
+        return {"text": result.text, "usage": usage}
     return {
         "task": "transcribe",
+        "language": asked.language or UNKNOWN_LANGUAGE,
         "duration": result.audio_seconds,
         "text": result.text,
         "words": [{"word": w.text, "start": w.start, "end": w.end} for w in result.words],
-        "segments": [
-            {"id": i, "start": c.start, "end": c.end, "text": c.text}
-            for i, c in enumerate(cues(result.words))
-        ],
-        "usage": {"type": "duration", "seconds": result.audio_seconds},
+        "segments": _segments(result, model),
+        "usage": usage,
+        "delay_ms": result.delay_ms,  # our extension: the delay it was transcribed at
     }
 
 
-class ClientGone(Exception):
-    pass
+def _segments(result: Transcript, model: VoxtralRealtime) -> list[dict]:
+    """verbose_json's segments: the transcript's subtitle cues, each with the text token ids
+    of its words. Decoding is greedy (temperature 0.0); avg_logprob and no_speech_prob
+    have no value here and are 0.0, as README "Uploads" says."""
+    schedule = model.args.schedule(result.delay_ms)
+    first = schedule.prompt_length - 1  # the decoder position of the first generated token
+    words = iter(words_with_tokens(result.tokens, first, model.tokenizer, schedule))
+    segments = []
+    for i, cue in enumerate(cues(result.words)):
+        texts, tokens = [], []
+        while " ".join(texts) != cue.text:  # a cue is its words' texts, joined by spaces
+            word, ids = next(words)
+            texts.append(word.text)
+            tokens += ids
+        segments.append(
+            {
+                "id": i,
+                "seek": round(cue.start * 100),  # its start in 10 ms frames
+                "start": cue.start,
+                "end": cue.end,
+                "text": cue.text,
+                "tokens": tokens,
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": _compression_ratio(cue.text),
+                "no_speech_prob": 0.0,
+            }
+        )
+    return segments
 
 
-async def _unless_gone(request: Request, future: asyncio.Future):
-    """The future's result, unless the client disconnects first (then ClientGone)."""
-    while True:
-        done, _ = await asyncio.wait({future}, timeout=0.5)
-        if done:
-            return future.result()
-        if await request.is_disconnected():
-            raise ClientGone
+def _compression_ratio(text: str) -> float:
+    """Whisper's: the text's UTF-8 bytes over their zlib-compressed size."""
+    data = text.encode()
+    return len(data) / len(zlib.compress(data))
+
+
+async def _text_events(upload: Upload, model: VoxtralRealtime) -> AsyncIterator[str]:
+    """The upload's server-sent events as OpenAI sends them: `transcript.text.delta` for
+    each piece of text as the file is decoded, then `transcript.text.done`. The deltas add
+    up to the done text, the transcript's (StrippedStream); a failure is an error event in
+    OpenAI's shape."""
+    stripped = StrippedStream()
+    while (text := await upload.texts.get()) is not None:
+        if delta := stripped.push(text):
+            yield _event({"type": "transcript.text.delta", "delta": delta})
+    try:
+        result = upload.done.result()
+    except Exception as e:  # (sent, not raised: the response has started)
+        yield _event(_error_body(f"transcription failed: {e}", 500, "processing_error"))
+        return
+    if result is not None:  # (None: the client is gone)
+        usage = _token_usage(result, model)
+        yield _event({"type": "transcript.text.done", "text": result.text, "usage": usage})
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _token_usage(result: Transcript, model: VoxtralRealtime) -> dict:
+    """Usage in tokens, the only kind OpenAI's done event has: the decoder's prompt in,
+    every generated id out (pads included), as transcription.done counts them."""
+    prompt = model.args.schedule(result.delay_ms).prompt_length
+    out = len(result.tokens)
+    return {
+        "type": "tokens",
+        "input_tokens": prompt,
+        "output_tokens": out,
+        "total_tokens": prompt + out,
+    }
 
 
 def _decode_bytes(data: bytes, name: str) -> np.ndarray:
@@ -541,8 +710,34 @@ UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the bo
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "model": {"type": "string"},
+                        "model": {"type": "string", "description": "absent: the served model"},
                         "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
+                        "stream": {
+                            "type": "boolean",
+                            "description": "server-sent text events (json and text only)",
+                        },
+                        "delay_ms": {
+                            "type": "integer",
+                            "enum": list(VALID_DELAYS_MS),
+                            "description": "our extension: the transcription delay",
+                        },
+                        "language": {
+                            "type": "string",
+                            "description": "verbose_json's language; not detected, not used",
+                        },
+                        "prompt": {"type": "string", "description": "accepted, not used"},
+                        "temperature": {"type": "number", "description": "decoding is greedy"},
+                        "timestamp_granularities[]": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["word", "segment"]},
+                            "description": "verbose_json always has both",
+                        },
+                        "include[]": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "logprobs are not available",
+                        },
+                        "chunking_strategy": {"description": "accepted, not used"},
                     },
                 }
             }

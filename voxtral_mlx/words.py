@@ -87,7 +87,30 @@ def words_from_tokens(
     duration: float | None = None,
 ) -> list[Word]:
     """Words of a whole generation whose first token was output at `first_position`."""
+    return [
+        word for word, _ in words_with_tokens(tokens, first_position, tokenizer, schedule, duration)
+    ]
+
+
+def words_with_tokens(
+    tokens: list[int],
+    first_position: int,
+    tokenizer: Tokenizer,
+    schedule: Schedule,
+    duration: float | None = None,
+) -> list[tuple[Word, list[int]]]:
+    """`words_from_tokens`, each word with the ids of its text tokens: from the one that
+    ended the word before it up to the one that ends it (control tokens carry no text; white
+    space after the last word belongs to no word)."""
     tracker = WordTracker(tokenizer, schedule, duration)
-    words = [w for i, t in enumerate(tokens) if (w := tracker.add(first_position + i, t))]
-    last = tracker.flush()
-    return words + [last] if last else words
+    out: list[tuple[Word, list[int]]] = []
+    ids: list[int] = []
+    for i, token in enumerate(tokens):
+        if word := tracker.add(first_position + i, token):
+            out.append((word, ids))
+            ids = []
+        if not tokenizer.is_special(token):
+            ids.append(token)
+    if last := tracker.flush():
+        out.append((last, ids))
+    return out
