@@ -319,7 +319,7 @@ def test_client_vanishing_mid_stream(server, model):
     assert requests.get(f"http://127.0.0.1:{server}/health", timeout=5).json()["sessions"] == 0
 
 
-def test_backpressure_rejects_audio_beyond_the_backlog(official_dir):
+def test_backpressure_rejects_audio_beyond_the_backlog(official_dir, model):
     proc, port = start_server(official_dir, "--max-backlog", "1")
     try:
         conn = ws(port)
@@ -342,6 +342,23 @@ def test_backpressure_rejects_audio_beyond_the_backlog(official_dir):
             if event["type"] == "transcription.done":
                 break
         assert codes and set(codes) == {"buffer_full"}
+        conn.close()
+        # backpressure "wait" (our extension): the same 6 s, nothing dropped, the server
+        # stops reading the connection until there is room
+        conn = ws(port)
+        receive(conn)
+        update = {"type": "session.update", "model": None, "backpressure": "wait"}
+        conn.send(json.dumps(update))
+        conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        for lo in range(0, 16000 * 6, 8000):
+            chunk = b64(samples[lo : lo + 8000])
+            conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        conn.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
+        while (event := receive(conn))["type"] == "transcription.delta":
+            pass
+        assert event["type"] == "transcription.done", event
+        want = voxtral_mlx.transcribe(model, samples[: 16000 * 6] / 32768.0).text
+        assert event["text"].strip() == want
         conn.close()
     finally:
         proc.terminate()

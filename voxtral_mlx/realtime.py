@@ -349,7 +349,9 @@ class VllmDialect:
             return await self.error(str(e), "invalid_audio")
         seconds = len(samples) / SAMPLE_RATE
         limit = self.server.config.max_backlog_seconds
-        if self.waiting_seconds + seconds > limit and not self.wait_when_full:
+        # backpressure "wait" holds the reading only while an utterance drains the backlog
+        wait = self.wait_when_full and self.session is not None
+        if self.waiting_seconds + seconds > limit and not wait:
             return await self.error(
                 f"Audio arrives faster than it is transcribed: more than {limit:g} s are "
                 "waiting; this chunk was dropped",
@@ -359,7 +361,7 @@ class VllmDialect:
         utterance = self._open_utterance()
         utterance.audio.append(samples)
         utterance.seconds += seconds
-        if self.waiting_seconds > limit:  # (backpressure "wait": read no more for now)
+        if wait and self.waiting_seconds > limit:  # read no more until there is room
             self.room.clear()
         if utterance.committed:
             self.server.live_audio()
@@ -432,6 +434,8 @@ class VllmDialect:
         self.utterances.popleft()
         await self.server.close_session(self, session)
         await self._start_next()
+        if self.session is None:  # nothing drains the backlog: never hold the reading
+            self.room.set()
 
     async def failed(self, error: Exception) -> None:
         """This connection's utterance ends; the next one (if committed) and the server

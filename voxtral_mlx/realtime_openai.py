@@ -53,6 +53,9 @@ MIN_COMMIT_SECONDS = 0.1
 # after a commit, audio that stops for this long is taken as the end of the turn: silence is
 # appended so its last words come out
 PAD_AFTER_SECONDS = 0.2
+# how far back a time of the stream may be turned into the client's (VAD reports times the
+# delay after the audio)
+SHIFTS_KEPT_SECONDS = 60.0
 
 
 def event_id() -> str:
@@ -333,11 +336,19 @@ class OpenAIDialect:
         self.audio.clear()
         if dropped:
             self.received -= dropped
-            self.shifts.append((self.received, self._shift(self.received) + dropped))
+            self._shift_from(self.received, dropped)
         self.turns[-1] = Turn(start=self.received)
         if self.detector is not None:
             self.detector = self._detector()
         await self.send("input_audio_buffer.cleared")
+
+    def _shift_from(self, seconds: float, change: float) -> None:
+        """The client's time runs `change` s ahead of the stream's from `seconds` on (audio it
+        sent was dropped, or silence it did not send was added). Times more than a minute
+        old are no longer asked for: their entries go, so the list stays short."""
+        self.shifts.append((seconds, self._shift(seconds) + change))
+        while len(self.shifts) > 1 and self.shifts[1][0] < seconds - SHIFTS_KEPT_SECONDS:
+            self.shifts.pop(0)
 
     def _shift(self, seconds: float) -> float:
         shift = 0.0
@@ -386,7 +397,7 @@ class OpenAIDialect:
         silence = np.zeros(round(seconds * SAMPLE_RATE), np.float32)
         self.received += len(tail) / SAMPLE_RATE
         if len(silence):
-            self.shifts.append((self.received, self._shift(self.received) - seconds))
+            self._shift_from(self.received, -seconds)
             self.received += len(silence) / SAMPLE_RATE
         self.last_audio = time.monotonic()
         return np.concatenate([tail, silence])
