@@ -333,3 +333,23 @@ def test_grouped_attention_equals_the_fused_kernel(model, shape):
     grouped = attention.attend(q, k, v, mask, grouped=True)
     fused = attention.attend(q, k, v, mask, grouped=False)
     np.testing.assert_allclose(np.array(grouped), np.array(fused), rtol=1e-5, atol=1e-5)
+
+
+def test_forget_keeps_a_live_stream_bounded_and_its_outputs_the_same(model, jfk):
+    """A stream that never ends drops its history (forget) after every chunk: the same
+    outputs at the same times as a session that keeps everything, and nothing piles up."""
+    audio = jfk[: 16000 * 6]
+    kept, forgetting = Session(model), Session(model)
+    seen, outputs, most = 0, [], 0
+    for lo in range(0, len(audio), 3200):
+        kept.feed(audio[lo : lo + 3200])
+        forgetting.feed(audio[lo : lo + 3200])
+        new = forgetting.outputs(seen)
+        seen += len(new)
+        outputs += new
+        forgetting.forget(seen)
+        most = max(most, len(forgetting.tokens))
+        assert forgetting.transcribed_seconds == kept.transcribed_seconds
+    assert outputs == kept.outputs() and len(outputs) > 50
+    assert most <= 3 and forgetting.text == ""  # nothing kept beyond the last chunk's outputs
+    assert forgetting.outputs(0) == []  # what was forgotten is gone

@@ -409,9 +409,9 @@ class OpenAIDialect:
         if session is None:
             return
         timeline: list[tuple[float, int, object]] = []
+        outputs = session.outputs(self.seen)
+        self.seen += len(outputs)
         if self.detector is not None:
-            outputs = session.outputs(self.seen)
-            self.seen += len(outputs)
             for found in self.detector.update(outputs):
                 order = 0 if isinstance(found, SpeechStarted) else 2
                 timeline.append((found.seconds, order, found))
@@ -437,6 +437,7 @@ class OpenAIDialect:
                 )
                 await self._commit(item.seconds)
         await self._complete(session.transcribed_seconds)
+        session.forget(self.seen)  # the connection may last for days: keep no history
 
     async def _delta(self, delta: TextDelta) -> None:
         turn = next(t for t in self.turns if t.end is None or delta.start < t.end)

@@ -156,6 +156,7 @@ class Session:
         self._words = WordTracker(self.tokenizer, schedule)
         self._all_words: list[Word] = []
         self._tokens: list[int] = []
+        self._forgotten = 0  # outputs dropped from the front of _tokens (forget())
         self._text: list[str] = []
         self._samples_in = 0  # at the model's rate
         self._elapsed = 0.0
@@ -186,13 +187,26 @@ class Session:
 
     @property
     def _position(self) -> int:  # the decoder position of the next output
-        return self.schedule.prompt_length - 1 + len(self._tokens)
+        return self.schedule.prompt_length - 1 + self._forgotten + len(self._tokens)
 
     def outputs(self, start: int = 0) -> list[tuple[int, float]]:
-        """(token id, the audio time it speaks about) of every output from index `start`."""
+        """(token id, the audio time it speaks about) of every output from index `start`
+        (counted from the first output; not before what `forget` dropped)."""
         first = self.schedule.prompt_length - 1  # the prompt's last position gives the first
         step_time = self.schedule.step_time
-        return [(t, step_time(first + i)) for i, t in enumerate(self._tokens[start:], start)]
+        kept = self._tokens[max(start - self._forgotten, 0) :]
+        return [(t, step_time(first + i)) for i, t in enumerate(kept, max(start, self._forgotten))]
+
+    def forget(self, outputs: int) -> None:
+        """Drop what only `result` needs: the outputs before index `outputs` and the text and
+        words so far (`text`, `tokens` and `result` then start after them). A stream that
+        never ends (a realtime connection's) calls it so its memory stays bounded."""
+        drop = min(outputs - self._forgotten, len(self._tokens))
+        if drop > 0:
+            del self._tokens[:drop]
+            self._forgotten += drop
+        self._text.clear()
+        self._all_words.clear()
 
     @property
     def elapsed_seconds(self) -> float:
