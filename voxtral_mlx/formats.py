@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # annotations only: the CLI checks formats before loading the model
-    from .session import Transcript
+    from .events import Transcript
     from .words import Word
 
 FORMATS = ("txt", "srt", "vtt", "json")
