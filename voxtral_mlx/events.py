@@ -10,12 +10,13 @@ from .words import Word
 
 @dataclass(frozen=True)
 class TextDelta:
-    """New text, append-only. `start`/`end`: the audio time (s) the tokens speak about."""
+    """New text, append-only. `start`/`end`: the audio time (s) the tokens speak about
+    (None from a remote server that sends no times, as vLLM's)."""
 
     text: str
     token_ids: tuple[int, ...]
-    start: float
-    end: float
+    start: float | None
+    end: float | None
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Transcript:
     text: str
     tokens: list[int]  # every generated id in order, pads (and EOS) included
     words: list[Word]
-    delay_ms: int
+    delay_ms: int | None  # None: not known (a remote server that does not say which it used)
     stats: Stats
 
     @property

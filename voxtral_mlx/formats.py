@@ -143,7 +143,8 @@ class LiveWriter:
         if self.format == "vtt":
             self._file.write("WEBVTT\n\n")
 
-    def text(self, delta: str, start: float, end: float) -> None:
+    def text(self, delta: str, start: float | None, end: float | None) -> None:
+        """New text; `start`/`end` None (null in jsonl) when they are not known."""
         if self.format == "txt":
             self._file.write(delta)
         elif self.format == "jsonl":
@@ -163,7 +164,8 @@ class LiveWriter:
         if self.format == "txt":
             self._file.write("\n")
         elif self.format == "jsonl" and final is not None:
-            self._line({"type": "done", "text": final.text, "stats": asdict(final.stats)})
+            done = {"type": "done", "text": final.text, "delay_ms": final.delay_ms}
+            self._line(done | {"stats": asdict(final.stats)})
         self._file.close()
 
     def _cue(self, cue: Cue) -> None:
