@@ -86,8 +86,7 @@ DelayOpt = Annotated[
         metavar="DELAY",
         show_default=False,
         help="Transcription delay: a multiple of 80 ms up to 1200, or 2400 (480, 480ms, "
-        f"0.48s). Default: the model's own ({DEFAULT_DELAY_MS} ms for {DEFAULT_MODEL}); "
-        "with --server, the server's.",
+        f"0.48s). Default: the model's own ({DEFAULT_DELAY_MS} ms for {DEFAULT_MODEL}).",
     ),
 ]
 OfflineOpt = Annotated[
@@ -98,8 +97,9 @@ ServerOpt = Annotated[
     typer.Option(
         "--server",
         metavar="URL",
-        help="Use a remote server speaking the realtime protocol (ours or vLLM). --delay is "
-        "sent to it; a vLLM server ignores it and sends no times (no srt or vtt).",
+        help="Use a remote server speaking the realtime protocol (ours or vLLM), at its own "
+        "delay unless --delay is given; a vLLM server ignores --delay and sends no times (no "
+        "srt or vtt).",
     ),
 ]
 ApiKeyOpt = Annotated[
