@@ -97,7 +97,9 @@ ServerOpt = Annotated[
     typer.Option(
         "--server",
         metavar="URL",
-        help="Use a remote server speaking the realtime protocol (ours or vLLM).",
+        help="Use a remote server speaking the realtime protocol (ours or vLLM), at its own "
+        "delay unless --delay is given; a vLLM server ignores --delay and sends no times (no "
+        "srt or vtt).",
     ),
 ]
 ApiKeyOpt = Annotated[
@@ -190,7 +192,13 @@ def transcribe(
 
             def engine(name, audio, progress):
                 label = "stdin.wav" if name == "-" else Path(name).name
-                return transcribe_remote(server, audio, label, api_key, delay)
+                result = transcribe_remote(server, audio, label, api_key, delay)
+                if result.text and not result.words and {"srt", "vtt"} & set(formats or ()):
+                    raise VoxtralError(
+                        "the server sent no word times (as vLLM's, for this model): srt and "
+                        "vtt cannot be written; use -f txt or json"
+                    )
+                return result
 
             work.run(engine, remote=True)
         else:
@@ -281,6 +289,14 @@ def live(
             session = RemoteSession(
                 server, None if model == DEFAULT_MODEL else model, api_key, delay, source.rate
             )
+            subtitles = output is not None and output.suffix.lower() in (".srt", ".vtt")
+            if subtitles and not session.timed:
+                session.close()
+                source.close()
+                raise VoxtralError(
+                    f"cannot write {output.name}: the server sends no times (it speaks only "
+                    "vLLM's protocol); write .txt or .jsonl"
+                )
         else:
             from voxtral_mlx import Session
 

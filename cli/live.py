@@ -52,12 +52,16 @@ class LiveStatus:
 
     @property
     def backlog(self) -> float:
-        # less one token: the session always waits for the rest of the token being heard
-        token = self.session.schedule.seconds_per_token
-        return self.source.backlog_seconds() + max(self.session.backlog_seconds - token, 0.0)
+        waiting = self.session.backlog_seconds  # (a remote session's is the server's: 0)
+        if waiting:  # less one token: the session always waits for the rest of the token
+            waiting = max(waiting - self.session.schedule.seconds_per_token, 0.0)
+        return self.source.backlog_seconds() + waiting
 
     @property
-    def latency_ms(self) -> float:
+    def latency_ms(self) -> float | None:
+        """None while the delay is not known (a server that does not say which it uses)."""
+        if self.session.delay_ms is None:
+            return None
         token = self.session.schedule.seconds_per_token
         return self.session.delay_ms + 1000 * (self.backlog + token * self.rtf)
 
@@ -67,12 +71,12 @@ def render(status: LiveStatus, text: str, width: int) -> Group:
     shown = text[-lines * 6 :]  # the rolling transcript: the last few lines
     level = int(max(min((status.level_db + 60) / 60, 1.0), 0.0) * 20)
     meter = "█" * level + "░" * (20 - level)
+    latency = "?" if status.latency_ms is None else f"{status.latency_ms:.0f}"
     info = Text.assemble(
         ("● ", "red"),
         (f"{status.source.name} @ {status.source.rate} Hz  ", "bold"),
         (f"{meter} {status.level_db:5.0f} dB  ", "green" if status.level_db > -50 else "dim"),
-        f"latency {status.latency_ms:5.0f} ms  RTF {status.rtf:4.2f}  "
-        f"backlog {status.backlog:4.1f} s",
+        f"latency {latency:>5} ms  RTF {status.rtf:4.2f}  backlog {status.backlog:4.1f} s",
     )
     return Group(
         Panel(Text(shown or "listening…", style="" if shown else "dim"), title="voxtral live"), info
@@ -120,9 +124,9 @@ def run_live(
         if live:
             live.start()
         else:
+            delay = "unknown" if session.delay_ms is None else f"{session.delay_ms} ms"
             err.print(
-                f"listening: {source.name} @ {source.rate} Hz, delay {session.delay_ms} ms "
-                "(Ctrl+C to stop)",
+                f"listening: {source.name} @ {source.rate} Hz, delay {delay} (Ctrl+C to stop)",
                 highlight=False,
             )
         last_draw = 0.0

@@ -1,21 +1,32 @@
 """Clients of a server that speaks the realtime protocol (ours or vLLM's): a drop-in for
-`Session` in `voxtral live --server`, and the upload endpoint for `voxtral transcribe --server`."""
+`Session` in `voxtral live --server`, and the upload endpoint for `voxtral transcribe --server`.
+
+Our server extends vLLM's protocol with what a client needs to do what the user asked: the
+delay (`delay_ms` in session.update sets it; session.created and transcription.done say
+which is used), the audio time of every delta (`start`, `end`: words and subtitles are made
+from them) and `backpressure: "wait"` (audio is never dropped). A vLLM server has none of
+these: with it, the delay is not known (--delay is ignored) and there are no times.
+"""
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import queue
 import threading
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
-from voxtral_mlx import SAMPLE_RATE, Stats, TextDelta, Transcript, VoxtralError, Word
+from voxtral_mlx import SAMPLE_RATE, Stats, TextDelta, Transcript, VoxtralError, Word, WordDone
 from voxtral_mlx.audio import StreamResampler, as_samples
-from voxtral_mlx.config import DEFAULT_DELAY_MS, AudioArgs, Schedule
+from voxtral_mlx.config import AudioArgs, Schedule
+from voxtral_mlx.errors import VoxtralWarning
+from voxtral_mlx.words import WordBuilder
 
 DONE_TIMEOUT_SECONDS = 120.0
 
@@ -53,9 +64,14 @@ def served_model(url: str, api_key: str | None) -> str | None:
 
 
 class RemoteSession:
-    """The Session interface (feed, finish, result, backlog_seconds) over a WebSocket. With
-    no `model`, it uses the one the server announces. Audio at `sample_rate` is sent as
-    16 kHz PCM16, resampled as Session does."""
+    """The Session interface (feed, finish, result, delay_ms, backlog_seconds) over a
+    WebSocket. With no `model`, it uses the one the server announces. Audio at `sample_rate`
+    is sent as 16 kHz PCM16, resampled as Session does.
+
+    `delay_ms` is sent when given. `self.delay_ms` is the delay the server uses (from
+    transcription.done once it comes), None when it does not say. `timed`: the server speaks
+    our extensions (its session.created says its delay), so the deltas carry times and the
+    events words; with a vLLM server, TextDelta times are None and there are no words."""
 
     def __init__(
         self,
@@ -68,8 +84,6 @@ class RemoteSession:
         from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
 
-        self.schedule = Schedule(AudioArgs(), delay_ms or DEFAULT_DELAY_MS)
-        self.delay_ms = self.schedule.delay_ms
         self._resampler = StreamResampler(sample_rate)
         self.result: Transcript | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
@@ -86,14 +100,43 @@ class RemoteSession:
         self._events: queue.Queue[dict] = queue.Queue()
         self._receiver = threading.Thread(target=self._receive, daemon=True)
         self._receiver.start()
-        first = self._next_event(10.0)
-        if first.get("type") != "session.created":
-            raise VoxtralError(f"{target} does not speak the realtime protocol (got {first})")
-        self._send({"type": "session.update", "model": model or served_model(url, api_key)})
+        created = self._next_event(10.0)
+        if created.get("type") != "session.created":
+            self.close()
+            if created.get("type") == "error":  # (the server is full, say)
+                raise VoxtralError(f"server error: {created.get('error')} ({created.get('code')})")
+            raise VoxtralError(f"{target} does not speak the realtime protocol (got {created})")
+        # our server states its delay at once (and sends times); vLLM's has no delay setting
+        self.timed = isinstance(created.get("delay_ms"), int)
+        self.delay_ms = (delay_ms or created["delay_ms"]) if self.timed else None
+        if delay_ms is not None and not self.timed:
+            message = (
+                "the server speaks only vLLM's protocol, which has no delay setting: --delay "
+                "is ignored, and the delay it uses is not known"
+            )
+            warnings.warn(message, VoxtralWarning, stacklevel=2)
+        update = {"type": "session.update", "model": model or served_model(url, api_key)}
+        if delay_ms is not None:
+            update["delay_ms"] = delay_ms
+        if self.timed:  # audio faster than the server transcribes waits; none is dropped
+            update["backpressure"] = "wait"
+        self._send(update)
         self._send({"type": "input_audio_buffer.commit"})
         self._samples = 0
         self._text: list[str] = []
+        self._words = WordBuilder()
+        self._all_words: list[Word] = []
+        self._paced_since: tuple[float, int] | None = None  # (wall clock, samples sent then)
         self._tic = time.perf_counter()
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The server's schedule, once its delay is known."""
+        return None if self.delay_ms is None else Schedule(AudioArgs(), self.delay_ms)
+
+    @property
+    def backlog_seconds(self) -> float:
+        return 0.0  # the server's own backlog: a client cannot see it
 
     def _receive(self) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -111,6 +154,7 @@ class RemoteSession:
         try:
             return self._events.get(timeout=timeout)
         except queue.Empty as e:
+            self.close()
             raise VoxtralError("the server did not answer in time") from e
 
     def _send(self, event: dict) -> None:
@@ -138,37 +182,69 @@ class RemoteSession:
                 return events, done
             kind = event.get("type")
             if kind == "transcription.delta":
-                self._text.append(event["delta"])
-                events.append(TextDelta(event["delta"], (), 0.0, 0.0))
+                events += self._delta(event)
             elif kind == "transcription.done":
                 return events, event
+            elif kind == "error" and event.get("code") == "buffer_full":
+                self._slow_down()
             elif kind == "error":
                 raise VoxtralError(f"server error: {event.get('error')} ({event.get('code')})")
             elif kind == "closed":
                 raise VoxtralError(f"the server closed the connection (code {event['code']})")
 
-    @property
-    def backlog_seconds(self) -> float:
-        return 0.0
+    def _delta(self, event: dict) -> list:
+        """A delta's events: the word its text completed, if any, then the text."""
+        text = str(event.get("delta", ""))
+        self._text.append(text)
+        start, end = event.get("start"), event.get("end")  # our extension
+        if not all(isinstance(t, (int, float)) for t in (start, end)):
+            return [TextDelta(text, (), None, None)]
+        events = []
+        if word := self._words.add(text.encode(), start, end):
+            self._all_words.append(word)
+            events.append(WordDone(word))
+        return events + [TextDelta(text, (), start, end)]
+
+    def _slow_down(self) -> None:
+        """A server that drops audio sent faster than it transcribes (`buffer_full`: one
+        without backpressure "wait") lost a chunk: say so once, and send the rest at
+        real-time pace, which a server that keeps up takes whole."""
+        if self._paced_since is None:
+            self._paced_since = (time.monotonic(), self._samples)
+            warnings.warn(
+                "the server dropped audio sent faster than it transcribes (buffer_full): the "
+                "transcript misses some; the rest goes at real-time pace",
+                VoxtralWarning,
+                stacklevel=2,
+            )
 
     def feed(self, samples: np.ndarray) -> list:
         self._append(self._resampler(as_samples(samples)))
         return self._drain()[0]
 
     def _append(self, samples: np.ndarray) -> None:
-        if len(samples):
-            pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
-            self._send(
-                {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
-            )
-            self._samples += len(samples)
+        if not len(samples):
+            return
+        if self._paced_since is not None:
+            since, sent = self._paced_since
+            ahead = (self._samples - sent) / SAMPLE_RATE - (time.monotonic() - since)
+            time.sleep(max(ahead, 0.0))
+        pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
+        self._send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+        self._samples += len(samples)
 
     def finish(self) -> list:
         self._append(self._resampler(np.zeros(0, np.float32), last=True))
         self._send({"type": "input_audio_buffer.commit", "final": True})
         events, done = self._drain(until_done=True)
-        self._ws.close()
+        self.close()
         seconds = self._samples / SAMPLE_RATE
+        self._words.duration = seconds
+        if word := self._words.flush():
+            self._all_words.append(word)
+            events.append(WordDone(word))
+        if isinstance(done.get("delay_ms"), int):  # our extension: the delay it used
+            self.delay_ms = done["delay_ms"]
         elapsed = time.perf_counter() - self._tic
         usage = done.get("usage") or {}
         stats = Stats(
@@ -180,43 +256,80 @@ class RemoteSession:
             peak_memory_bytes=0,
         )
         text = done.get("text", "".join(self._text))
-        self.result = Transcript(text.strip(), [], [], self.delay_ms, stats)
+        self.result = Transcript(text.strip(), [], self._all_words, self.delay_ms, stats)
         return events
+
+    def close(self) -> None:
+        self._ws.close()
 
 
 def transcribe_remote(
     url: str, path_or_bytes: Path | bytes, name: str, api_key: str | None, delay_ms: int | None
 ) -> Transcript:
-    """One file through POST /v1/audio/transcriptions (verbose_json, for the word times)."""
+    """One file through POST /v1/audio/transcriptions: verbose_json for the word times, or
+    json where the server has none (vLLM answers 400 to verbose_json for this model).
+    `delay_ms` is sent when given; the Transcript's is the delay the server says it used,
+    else the default its /health states, else None."""
     import requests
 
     data = path_or_bytes if isinstance(path_or_bytes, bytes) else _read(Path(path_or_bytes))
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     target = http_url(url, "/v1/audio/transcriptions")
-    try:
-        response = requests.post(
-            target,
-            headers=headers,
-            files={"file": (name, data)},
-            data={"response_format": "verbose_json"},
-            timeout=3600,
-        )
-    except requests.RequestException as e:
-        raise VoxtralError(f"cannot reach {target}: {e}") from e
-    if response.status_code != 200:
+    form = {"response_format": "verbose_json"}
+    if delay_ms is not None:
+        form["delay_ms"] = str(delay_ms)  # our extension
+
+    def post(form: dict) -> requests.Response:
         try:
-            detail = response.json()
-            message = (
-                detail.get("error", {}).get("message") or detail.get("detail") or response.text
-            )
-        except ValueError:
-            message = response.text
-        raise VoxtralError(f"server answered {response.status_code}: {message}")
-    body = response.json()
-    words = [Word(w["word"], w["start"], w["end"]) for w in body.get("words", [])]
-    seconds = float(body.get("duration", 0.0))
+            files = {"file": (name, data)}
+            return requests.post(target, headers=headers, files=files, data=form, timeout=3600)
+        except requests.RequestException as e:
+            raise VoxtralError(f"cannot reach {target}: {e}") from e
+
+    response = post(form)
+    if response.status_code == 400 and "verbose_json" in _message(response):
+        response = post(form | {"response_format": "json"})
+    if response.status_code != 200:
+        raise VoxtralError(f"server answered {response.status_code}: {_message(response)}")
+    try:
+        body = response.json()
+        words = [Word(w["word"], w["start"], w["end"]) for w in body.get("words", [])]
+        text, seconds = body["text"], float(body.get("duration", 0.0))
+    except (ValueError, TypeError, KeyError) as e:
+        raise VoxtralError(f"{target} did not answer with a transcription ({e})") from None
+    used = body.get("delay_ms")  # our extension: the delay it used
+    if not isinstance(used, int):
+        used = server_delay(url, api_key)
+        if delay_ms is not None:
+            said = "unknown" if used is None else f"its default, {used} ms"
+            message = f"the server does not take --delay: the delay it used is {said}"
+            warnings.warn(message, VoxtralWarning, stacklevel=2)
     stats = Stats(seconds, 0, 0.0, 0.0, 0.0, 0)
-    return Transcript(body["text"], [], words, delay_ms or DEFAULT_DELAY_MS, stats)
+    return Transcript(text, [], words, used, stats)
+
+
+@functools.lru_cache
+def server_delay(url: str, api_key: str | None) -> int | None:
+    """The default delay a server states at /health (ours does; vLLM's answers nothing)."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        value = requests.get(http_url(url, "/health"), headers=headers, timeout=10).json()
+        return value["delay_ms"] if isinstance(value.get("delay_ms"), int) else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+
+
+def _message(response) -> str:
+    """The error message of a response: OpenAI's shape, FastAPI's, or the text."""
+    try:
+        detail = response.json()
+        error = detail.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        return str(message or detail.get("message") or detail.get("detail") or response.text)
+    except (ValueError, AttributeError):
+        return response.text
 
 
 def _read(path: Path) -> bytes:

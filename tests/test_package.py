@@ -82,13 +82,16 @@ def test_installed_command_runs(wheel, tmp_path):
 
 
 def test_bad_arguments_fail_before_the_model_code_is_imported(tmp_path):
-    """`import voxtral_mlx` and its constants do not import MLX, and a mistyped command says
-    so at once: the model code (MLX, mlx-lm, which imports transformers) is imported only
-    when there is a model to run. Every public name still resolves."""
+    """`import voxtral_mlx` and its constants do not import MLX, nor do the clients of a
+    server (`live --server` runs without it), and a mistyped command says so at once: the
+    model code (MLX, mlx-lm, which imports transformers) is imported only when there is a
+    model to run. Every public name still resolves."""
     probe = f"""
 import sys
 import voxtral_mlx
 import voxtral_mlx.transcribe
+import voxtral_cli.live, voxtral_cli.remote
+from voxtral_mlx import TextDelta, Transcript, WordDone
 from voxtral_mlx import DEFAULT_DELAY_MS, DEFAULT_MODEL, SAMPLE_RATE, VALID_DELAYS_MS
 assert voxtral_mlx.parse_delay("0.48s") == DEFAULT_DELAY_MS and SAMPLE_RATE == 16000
 assert "mlx.core" not in sys.modules and "mlx_lm" not in sys.modules, "MLX was imported"

@@ -28,10 +28,10 @@ _EXPORTS = {
     "VoxtralRealtime": "model",
     "Session": "session",
     "SessionPool": "session",
-    "Stats": "session",
-    "TextDelta": "session",
-    "Transcript": "session",
-    "WordDone": "session",
+    "Stats": "events",
+    "TextDelta": "events",
+    "Transcript": "events",
+    "WordDone": "events",
     "StreamingDetokenizer": "tokenizer",
     "Tokenizer": "tokenizer",
     "Word": "words",
@@ -94,9 +94,10 @@ if TYPE_CHECKING:
         parse_delay,
     )
     from .errors import VoxtralError
+    from .events import Stats, TextDelta, Transcript, WordDone
     from .loader import load
     from .mel import log_mel_spectrogram
     from .model import VoxtralRealtime
-    from .session import Session, SessionPool, Stats, TextDelta, Transcript, WordDone
+    from .session import Session, SessionPool
     from .tokenizer import StreamingDetokenizer, Tokenizer
     from .words import Word

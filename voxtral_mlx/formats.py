@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # annotations only: the CLI checks formats before loading the model
-    from .session import Transcript
+    from .events import Transcript
     from .words import Word
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -159,7 +159,8 @@ class LiveWriter:
         if self.format == "vtt":
             self._file.write("WEBVTT\n\n")
 
-    def text(self, delta: str, start: float, end: float) -> None:
+    def text(self, delta: str, start: float | None, end: float | None) -> None:
+        """New text; `start`/`end` None (null in jsonl) when they are not known."""
         if self.format == "txt":
             self._file.write(delta)
         elif self.format == "jsonl":
@@ -179,7 +180,8 @@ class LiveWriter:
         if self.format == "txt":
             self._file.write("\n")
         elif self.format == "jsonl" and final is not None:
-            self._line({"type": "done", "text": final.text, "stats": asdict(final.stats)})
+            done = {"type": "done", "text": final.text, "delay_ms": final.delay_ms}
+            self._line(done | {"stats": asdict(final.stats)})
         self._file.close()
 
     def _cue(self, cue: Cue) -> None:

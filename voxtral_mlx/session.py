@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -28,6 +27,7 @@ from .config import ENCODER_BATCH_TOKENS, MAX_DRAFT, SAMPLE_RATE
 from .decoder import MAX_PASS, DecoderBatch, Row
 from .encoder import EncoderBatch
 from .errors import VoxtralError
+from .events import Event, Stats, TextDelta, Transcript, WordDone
 from .mel import StreamingMel
 from .model import VoxtralRealtime
 from .words import Word, WordTracker
@@ -38,53 +38,6 @@ CLEAR_CACHE_EVERY = 256
 # share the weight reads, and drafted positions beyond this move a CPU pass from weight-read
 # bound to compute bound (benchmarks/RESULTS.md "Drafted pads")
 PASS_POSITIONS = 16
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    """New text, append-only. `start`/`end`: the audio time (s) the tokens speak about."""
-
-    text: str
-    token_ids: tuple[int, ...]
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class WordDone:
-    word: Word
-
-
-@dataclass(frozen=True)
-class Stats:
-    audio_seconds: float
-    decoder_steps: int
-    elapsed_seconds: float
-    tokens_per_second: float  # decoder steps per second of wall time
-    real_time_factor: float  # wall time / audio time (< 1: faster than real time)
-    # MLX's peak allocation in this process since it started: every model and session in it
-    # (MLX keeps one process-wide figure; nothing in the library resets it)
-    peak_memory_bytes: int
-    state_bytes: int = 0  # this session's own caches (encoder and decoder KV) at the end
-    decoder_passes: int = 0  # passes it took part in: fewer than steps when drafts verify
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """The final result: `Session.result`, and what `transcribe()` returns."""
-
-    text: str
-    tokens: list[int]  # every generated id in order, pads (and EOS) included
-    words: list[Word]
-    delay_ms: int
-    stats: Stats
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.stats.audio_seconds
-
-
-Event = TextDelta | WordDone
 
 
 class Session:

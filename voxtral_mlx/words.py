@@ -10,6 +10,9 @@ white space, or at a [STREAMING_WORD] marker. Without a marker, a word spans
 [t(first text position), t(last text position + 1)]. When a [STREAMING_WORD] marker comes
 before its text, the marker is taken as the word's start and the text as its end: the word
 spans [t(marker position), t(first text position)]. Times are clamped to the audio.
+
+`WordBuilder` does the grouping on pieces of text with their times, so that a client of a
+server, which sees the text deltas and their times but no token ids, makes words the same way.
 """
 
 from __future__ import annotations
@@ -29,35 +32,40 @@ class Word:
     end: float
 
 
-class WordTracker:
-    """Groups (position, token id) pairs into words as they stream in."""
+class WordBuilder:
+    """Groups pieces of text, each with the audio span it speaks about, into words as they
+    stream in: a piece that begins with white space, or a marker, starts a new word.
 
-    def __init__(self, tokenizer: Tokenizer, schedule: Schedule, duration: float | None = None):
-        self.tokenizer = tokenizer
-        self.step_time = schedule.step_time
+    Without a marker, a word spans [its first piece's start, its last piece's end]. A
+    marker before a word's text is taken as the word's start and the text as its end: the
+    word spans [the marker's time, its first piece's start]. Times are clamped to
+    [0, duration] and rounded to the millisecond."""
+
+    def __init__(self, duration: float | None = None):
         self.duration = duration
         self._bytes = b""
-        self._first = self._last = -1
-        self._marker: int | None = None  # position of a [STREAMING_WORD] awaiting its text
-        self._start: int | None = None  # the marker of the word in progress, if it had one
+        self._first = self._end = 0.0  # the first piece's start, the last piece's end
+        self._marker: float | None = None  # a marker's time, awaiting its text
+        self._start: float | None = None  # the marker of the word in progress, if it had one
 
-    def add(self, position: int, token_id: int) -> Word | None:
-        """Feed one generated token; returns the word this token completed, if any."""
-        if token_id == self.tokenizer.streaming_word_id:
-            done = self._word() if self._bytes.strip() else None
-            self._marker = position
-            return done
-        piece = self.tokenizer.byte_piece(token_id)
+    def add(self, piece: bytes, start: float, end: float) -> Word | None:
+        """Feed one piece (UTF-8 bytes) and its span; returns the word it completed, if any."""
         if not piece:
             return None
         done = None
         if piece[:1].isspace() and self._bytes.strip():
             done = self._word()
         if not self._bytes:
-            self._first = position
+            self._first = start
             self._start, self._marker = self._marker, None
         self._bytes += piece
-        self._last = position
+        self._end = end
+        return done
+
+    def mark(self, time: float) -> Word | None:
+        """A word starts at `time` (its text comes later); returns the word it completed."""
+        done = self._word() if self._bytes.strip() else None
+        self._marker = time
         return done
 
     def flush(self) -> Word | None:
@@ -67,9 +75,9 @@ class WordTracker:
     def _word(self) -> Word:
         text = self._bytes.decode("utf-8", errors="replace").strip()
         if self._start is not None:  # marked at its start, written at its end
-            start, end = self.step_time(self._start), self.step_time(self._first)
+            start, end = self._start, self._first
         else:
-            start, end = self.step_time(self._first), self.step_time(self._last + 1)
+            start, end = self._first, self._end
         self._bytes = b""
         return Word(text, *self._clamp(start, end))
 
@@ -77,6 +85,35 @@ class WordTracker:
         hi = self.duration if self.duration is not None else max(end, 0.0)
         start = min(max(start, 0.0), hi)
         return round(start, 3), round(min(max(end, start), hi), 3)
+
+
+class WordTracker:
+    """Groups (position, token id) pairs into words as they stream in: the token at
+    position p is the piece `vocab[id]` over [t(p), t(p + 1)]; [STREAMING_WORD] a marker."""
+
+    def __init__(self, tokenizer: Tokenizer, schedule: Schedule, duration: float | None = None):
+        self.tokenizer = tokenizer
+        self.step_time = schedule.step_time
+        self.words = WordBuilder(duration)
+
+    @property
+    def duration(self) -> float | None:
+        return self.words.duration
+
+    @duration.setter
+    def duration(self, seconds: float | None) -> None:
+        self.words.duration = seconds
+
+    def add(self, position: int, token_id: int) -> Word | None:
+        """Feed one generated token; returns the word this token completed, if any."""
+        if token_id == self.tokenizer.streaming_word_id:
+            return self.words.mark(self.step_time(position))
+        piece = self.tokenizer.byte_piece(token_id)
+        return self.words.add(piece, self.step_time(position), self.step_time(position + 1))
+
+    def flush(self) -> Word | None:
+        """The word in progress, if any (at the end of the audio)."""
+        return self.words.flush()
 
 
 def words_from_tokens(
