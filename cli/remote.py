@@ -199,11 +199,23 @@ class RemoteSession:
         start, end = event.get("start"), event.get("end")  # our extension
         if not all(isinstance(t, (int, float)) for t in (start, end)):
             return [TextDelta(text, (), None, None)]
-        events = []
-        if word := self._words.add(text.encode(), start, end):
-            self._all_words.append(word)
-            events.append(WordDone(word))
-        return events + [TextDelta(text, (), start, end)]
+        events = self._server_words(event)
+        if events is None and self._words is not None:  # times but no words: made here
+            events = []
+            if word := self._words.add(text.encode(), start, end):
+                self._all_words.append(word)
+                events.append(WordDone(word))
+        return (events or []) + [TextDelta(text, (), start, end)]
+
+    def _server_words(self, event: dict) -> list | None:
+        """The words the server completed (our server sends them with their times, as its
+        session made them); None if it sends none."""
+        if not isinstance(event.get("words"), list):
+            return None
+        self._words = None  # the server's words, never also ours
+        words = [Word(str(w["word"]), float(w["start"]), float(w["end"])) for w in event["words"]]
+        self._all_words += words
+        return [WordDone(w) for w in words]
 
     def _slow_down(self) -> None:
         """A server that drops audio sent faster than it transcribes (`buffer_full`: one
@@ -239,10 +251,13 @@ class RemoteSession:
         events, done = self._drain(until_done=True)
         self.close()
         seconds = self._samples / SAMPLE_RATE
-        self._words.duration = seconds
-        if word := self._words.flush():
-            self._all_words.append(word)
-            events.append(WordDone(word))
+        if (last := self._server_words(done)) is not None:
+            events += last
+        elif self._words is not None:
+            self._words.duration = seconds
+            if word := self._words.flush():
+                self._all_words.append(word)
+                events.append(WordDone(word))
         if isinstance(done.get("delay_ms"), int):  # our extension: the delay it used
             self.delay_ms = done["delay_ms"]
         elapsed = time.perf_counter() - self._tic

@@ -134,6 +134,13 @@ def test_live_through_our_server_every_format(ours, speech, trained, tmp_path):
     spoken = [e for e in events if e["type"] == "word"]
     assert [w["text"] for w in spoken] == at_960.split()
     assert_sane([(w["start"], w["end"]) for w in spoken], duration)
+    # the words as the server's session made them (our extension), times and all
+    session = Session(trained, 960)
+    session.feed(audio)
+    session.finish()
+    assert [(w["text"], w["start"], w["end"]) for w in spoken] == [
+        (w.text, w.start, w.end) for w in session.result.words
+    ]
     assert events[-1]["type"] == "done" and events[-1]["text"] == at_960
     assert events[-1]["delay_ms"] == 960  # what transcription.done says was used
 

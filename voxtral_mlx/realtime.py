@@ -6,11 +6,12 @@ vLLM's dialect (`VllmDialect`, the default; vLLM's own clients work unchanged):
   client -> session.update {model, delay_ms?, backpressure?}  start the session
   client -> input_audio_buffer.append {audio}  base64 PCM16 little-endian, mono, 16 kHz
   client -> input_audio_buffer.commit          start an utterance (audio appended so far too)
-  server -> transcription.delta {delta, start, end, rtf}   text, append-only, once decided
+  server -> transcription.delta {delta, start, end, rtf, words}  text, append-only, once decided
   client -> input_audio_buffer.commit {final: true}   end of the utterance: flush its words
-  server -> transcription.done {text, usage, delay_ms}  text: exactly the deltas, concatenated
+  server -> transcription.done {text, usage, delay_ms, words}  text: the deltas, concatenated
   server -> error {error, code}                the connection stays usable
-`delay_ms`, `backpressure`, `start`/`end`/`rtf` and the `delay_ms` of created/done are our
+`delay_ms`, `backpressure`, `start`/`end`/`rtf`/`words` (the words completed since the last
+delta, with their times, as the library's WordDone) and the `delay_ms` of created/done are our
 extensions (vLLM's clients ignore them). A commit sent while the previous utterance is still
 flushing starts the next one after it: every utterance gets its own done, in order.
 
@@ -38,7 +39,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from .config import SAMPLE_RATE, check_delay
 from .errors import VoxtralError
-from .session import Session, TextDelta
+from .session import Session, TextDelta, WordDone
 
 if TYPE_CHECKING:  # (realtime_openai imports this module)
     from .realtime_openai import OpenAIDialect
@@ -267,6 +268,7 @@ class VllmDialect:
         self.delay_ms = self.server.delay_ms  # of the next utterance (session.update may change it)
         self.session: Session | None = None  # the first utterance's, once it is transcribed
         self.utterances: deque[Utterance] = deque()
+        self.words: list[dict] = []  # words of the utterance completed since the last delta
         self.wait_when_full = False  # backpressure "wait": stop reading instead of dropping
         self.room = asyncio.Event()
         self.room.set()
@@ -414,12 +416,18 @@ class VllmDialect:
         (its text is the concatenation of the deltas), and the next utterance starts."""
         session = self.session
         for event in events:
-            if isinstance(event, TextDelta) and event.text:
-                # start/end (audio seconds the text speaks about) and rtf are our extension
+            if isinstance(event, WordDone):  # sent with the next delta (or the done)
+                word = event.word
+                self.words.append({"word": word.text, "start": word.start, "end": word.end})
+            elif isinstance(event, TextDelta) and event.text:
+                # start/end (audio seconds the text speaks about), rtf and the words
+                # completed since the last delta are our extension
                 rtf = session.elapsed_seconds / max(session.audio_seconds, 1e-9)
                 delta = {"type": "transcription.delta", "delta": event.text}
                 delta |= {"start": round(event.start, 3), "end": round(event.end, 3)}
-                await self.conn.send(delta | {"rtf": round(rtf, 3)}, activity=True)
+                delta |= {"rtf": round(rtf, 3), "words": self.words}
+                self.words = []
+                await self.conn.send(delta, activity=True)
         if session is None or session.result is None:
             return
         # the session's own schedule: a delay changed meanwhile is the next utterance's
@@ -427,7 +435,9 @@ class VllmDialect:
         usage = {"prompt_tokens": prompt, "total_tokens": prompt + completion}
         usage |= {"completion_tokens": completion, "prompt_tokens_details": None}
         done = {"type": "transcription.done", "text": session.text, "usage": usage}
-        await self.conn.send(done | {"delay_ms": session.delay_ms}, activity=True)
+        done |= {"delay_ms": session.delay_ms, "words": self.words}
+        self.words = []
+        await self.conn.send(done, activity=True)
         await self._next_utterance(session)
 
     async def _next_utterance(self, session: Session) -> None:
