@@ -332,3 +332,113 @@ def test_errors_have_openai_shape_and_the_session_goes_on(port, speech):
 
 def validated_raw(event: dict, model):
     return model.model_validate(event)
+
+
+def manual(port):
+    """A raw transcription connection, client commits (turn_detection null)."""
+    conn = raw(port)
+    assert receive(conn)["type"] == "session.created"
+    conn.send(json.dumps({"type": "session.update", "session": session(None)}))
+    assert receive(conn)["type"] == "session.updated"
+    return conn
+
+
+def append(conn, audio16: np.ndarray) -> None:
+    for piece in chunks(b64_24k(audio16)):
+        conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
+
+
+def until_completed(conn, n: int, timeout: float = 60) -> list[dict]:
+    events = []
+    while sum(e["type"].endswith("transcription.completed") for e in events) < n:
+        events.append(receive(conn, timeout))
+        assert events[-1]["type"] != "error", events[-1]
+    return events
+
+
+def test_words_stay_in_their_turn_and_late_audio_still_completes(port, speech):
+    """A commit at the very end of the last word keeps that word in its turn (its text
+    comes at the word's end); a chunk that arrives just after a commit (a microphone's last
+    buffer) does not stop the turn from completing; usage counts the client's audio."""
+    a, b = speech[0], speech[1]
+    conn = manual(port)
+    cut = a.audio[: round(a.spans[-1][1] * 16000)]  # up to the end of its last word
+    append(conn, cut)
+    conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    append(conn, b.audio)
+    conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    time.sleep(0.05)
+    append(conn, np.zeros(1600, np.float32))  # 100 ms more, after the last commit
+    done = completed_events(until_completed(conn, 2))
+    assert same_words(done[0]["transcript"], a.text), (done[0]["transcript"], a.text)
+    assert same_words(done[1]["transcript"], b.text), (done[1]["transcript"], b.text)
+    assert abs(done[0]["usage"]["seconds"] - len(cut) / 16000) < 0.01
+    assert abs(done[1]["usage"]["seconds"] - len(b.audio) / 16000) < 0.01
+    conn.close()
+
+
+def completed_events(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["type"].endswith("transcription.completed")]
+
+
+def test_clear_drops_only_the_open_turn(port, speech):
+    """clear right after a commit leaves the committed turn whole; clear in the middle of a
+    turn drops it: no completed for it, and none of its words in the next turn, even those
+    the model writes after the clear (its last words are still behind the delay)."""
+    a, b, c = speech
+    assert "back" in b.text.split() and "back" not in a.text.split() + c.text.split()
+    conn = manual(port)
+    append(conn, a.audio)
+    conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    conn.send(json.dumps({"type": "input_audio_buffer.clear"}))
+    first = completed_events(until_completed(conn, 1))[0]
+    assert same_words(first["transcript"], a.text), (first["transcript"], a.text)
+    # "go back" and a little more, then cleared: "go" is written by then, "back" (its text
+    # comes the delay after the audio) likely not yet
+    cut = max(b.spans[1][1] + 0.1, b.spans[0][1] + 0.8)
+    append(conn, b.audio[: round(cut * 16000)])
+    cleared = None
+    while cleared is None:  # the model has written some of it: it heard it
+        event = receive(conn)
+        assert event["type"] != "error", event
+        if event["type"].endswith("transcription.delta") and event["item_id"] != first["item_id"]:
+            cleared = event["item_id"]
+    conn.send(json.dumps({"type": "input_audio_buffer.clear"}))
+    append(conn, c.audio)
+    conn.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    events = until_completed(conn, 1)
+    done = completed_events(events)[0]
+    assert done["item_id"] != cleared
+    assert "back" not in done["transcript"].split(), done["transcript"]
+    assert not any(e.get("item_id") == cleared for e in events if "completed" in e["type"])
+    conn.close()
+
+
+def test_bad_values_are_errors_not_crashes(port):
+    conn = raw(port)
+    receive(conn)
+    input_ = lambda audio_in: {"type": "session.update", "session": {"audio": {"input": audio_in}}}  # noqa: E731
+    bad = [
+        input_({"transcription": {"delay": ["low"]}}),
+        input_({"format": {"type": ["audio/pcm"]}}),
+        input_({"format": {"type": "audio/pcm", "rate": 0}}),
+        input_({"format": {"type": "audio/pcmu", "rate": 16000}}),
+        input_(7),
+        {"type": "session.update", "session": {"audio": "x"}},
+        {"type": "transcription_session.update", "session": {"input_audio_format": ["pcm16"]}},
+        {"type": ["a list"], "event_id": {"not": "a string"}},
+    ]
+    for event in bad:
+        conn.send(json.dumps(event))
+        reply = receive(conn)
+        error = validated_raw(reply, RealtimeErrorEvent)  # event_id null, not echoed
+        assert error.error.code in ("invalid_value", "unknown_event"), reply
+    conn.send(json.dumps(input_({"format": {"type": "audio/pcm", "rate": 24000}})))
+    assert receive(conn)["type"] == "session.updated"  # (not the beta's: that one failed)
+    conn.close()
+    vllm = raw(port, "")
+    receive(vllm)
+    vllm.send(json.dumps({"type": "session.update", "model": None, "delay_ms": 10**400}))
+    reply = receive(vllm)
+    assert reply["code"] == "invalid_delay" and len(reply["error"]) < 200
+    vllm.close()

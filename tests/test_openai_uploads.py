@@ -230,7 +230,14 @@ def test_refusals_in_openai_shape(client, model_name, port, speech):
         create(include=["logprobs"])
     assert "logprobs" in caught.value.body["message"]
     url = f"http://127.0.0.1:{port}/v1/audio/transcriptions"
-    for fields in ({"response_format": "xml"}, {"stream": "maybe"}):
+    for fields in (
+        {"response_format": "xml"},
+        {"stream": "maybe"},
+        {"temperature": "abc"},
+        {"temperature": "7"},
+        {"timestamp_granularities[]": "bogus"},
+        {"include[]": "bogus"},
+    ):
         reply = requests.post(url, files={"file": (NAME, speech)}, data=fields, timeout=30)
         assert reply.status_code == 400 and reply.json()["error"]["message"]
     assert uploads(port) == 0

@@ -254,7 +254,7 @@ def _audio_args(audio_encoding_args: dict[str, Any], section: dict[str, Any] | N
 def check_delay(delay_ms: Any) -> int:
     """Return `delay_ms` as an int if the model supports it, else raise a VoxtralError."""
     number = isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool)
-    if not number or float(delay_ms) not in VALID_DELAYS_MS:
+    if not number or not -1e6 < delay_ms < 1e6 or float(delay_ms) not in VALID_DELAYS_MS:
         raise _invalid_delay(delay_ms)
     return int(delay_ms)
 
@@ -270,7 +270,8 @@ def parse_delay(text: str | int | float) -> int:
 
 def _invalid_delay(value: Any) -> VoxtralError:
     valid = ", ".join(str(d) for d in VALID_DELAYS_MS)
-    return VoxtralError(f"invalid delay {value!r}: valid delays are {valid} ms")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    return VoxtralError(f"invalid delay {shown}: valid delays are {valid} ms")
 
 
 @dataclass(frozen=True)

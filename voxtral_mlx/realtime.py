@@ -27,6 +27,7 @@ import base64
 import binascii
 import enum
 import json
+import logging
 import time
 import uuid
 from collections import deque
@@ -52,6 +53,8 @@ MAX_ENCODED_AHEAD = 25
 MAX_UNSENT_EVENTS = 1000
 TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
+
+log = logging.getLogger("voxtral_mlx.server")
 
 
 def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
@@ -181,7 +184,19 @@ class Connection:
                 return await self.error("Invalid JSON", "invalid_json")
             if not isinstance(event, dict):
                 return await self.error("An event is a JSON object", "invalid_event")
-            await self.dialect.handle(event)
+            try:
+                await self.dialect.handle(event)
+            except Exception as e:  # a bug of ours: the client is told, the connection goes on
+                log.error(
+                    "realtime event %s: %s: %s",
+                    shorten(str(event.get("type"))),
+                    type(e).__name__,
+                    e,
+                )
+                await self.error(
+                    f"the server could not handle this event ({type(e).__name__})",
+                    "processing_error",
+                )
         finally:
             self.handling = False
             if self.last_activity != activity:  # audio or a commit: idle from its end

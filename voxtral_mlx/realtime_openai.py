@@ -37,7 +37,7 @@ from .audio import StreamResampler
 from .config import SAMPLE_RATE
 from .realtime import MAX_ENCODED_AHEAD, SLICE_SECONDS, Connection, shorten, take_audio
 from .session import Session, TextDelta
-from .turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector
+from .turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
 
 log = logging.getLogger("voxtral_mlx.server")
 
@@ -87,6 +87,7 @@ class Turn:
     item_id: str = field(default_factory=lambda: f"item_{uuid.uuid4().hex[:20]}")
     start: float = 0.0
     end: float | None = None  # set when it is committed
+    client_start: float = 0.0  # the client's audio (s) before it, for the smallest commit
     text: list[str] = field(default_factory=list)
 
     @property
@@ -96,7 +97,11 @@ class Turn:
 
 class OpenAIDialect:
     """OpenAI's Realtime transcription session (the module's docstring). As a stream of the
-    Server's scheduler: `session`, `intake`, `deliver`, `failed`."""
+    Server's scheduler: `session`, `intake`, `deliver`, `failed`.
+
+    Times: the model's stream (`received`, turn starts and ends, in seconds) holds the
+    client's audio resampled to 16 kHz, less what `clear` dropped, plus the silence padded
+    after a push-to-talk turn; `shifts` turn its times back into the client's."""
 
     def __init__(self, conn: Connection):
         self.conn, self.server = conn, conn.server
@@ -104,7 +109,6 @@ class OpenAIDialect:
         self.legacy = False  # the client spoke the beta's transcription_session.update
         self.format = "audio/pcm"
         self.rate = FORMATS[self.format]
-        self.resampler = StreamResampler(self.rate)
         self.delay_ms = self.server.delay_ms
         self.delay_level: str | None = None
         self.model = self.server.config.model_id
@@ -117,22 +121,37 @@ class OpenAIDialect:
         self.session: Session | None = None
         self.audio: deque[np.ndarray] = deque()  # 16 kHz samples not yet given to the model
         self.received = 0.0  # seconds of the model's stream: given to it, or waiting
+        self.client_seconds = 0.0  # the client's audio so far, at its rate
+        self._new_resampler()
         self.shifts: list[tuple[float, float]] = []  # (stream s, client s - stream s) from there
         self.last_audio = time.monotonic()
+        self.pad_timer: asyncio.TimerHandle | None = None
         self.turns: deque[Turn] = deque([Turn()])  # committed ones waiting, then the open one
         self.previous_item: str | None = None
-        self.seen = 0  # outputs of the session read by the turn detector
+        self.seen = 0  # outputs of the session read so far
+        self.word_starts = WordStarts(self.server.model.tokenizer)
+        self.started: dict[float, float] = {}  # text output time -> its word's start
         self.energy = SlotEnergy()
         self.detector = self._detector()
         self.early: list[np.ndarray] = []  # audio that came before the dialect was known
         self.room = asyncio.Event()  # (buffer_full drops audio: reading never waits)
         self.room.set()
 
+    def _new_resampler(self) -> None:
+        self.resampler = StreamResampler(self.rate)
+        self.fed = self.released = 0.0  # seconds into and out of this resampler
+
+    @property
+    def held_seconds(self) -> float:
+        """Audio the resampler holds back (its filter's look-ahead)."""
+        return max(self.fed - self.released, 0.0)
+
     # --- events out ---
     async def send(self, kind: str, activity: bool = False, **fields) -> None:
         await self.conn.send({"type": kind, "event_id": event_id(), **fields}, activity)
 
     async def error(self, message: str, code: str, param: str | None = None, client_event=None):
+        client_event = client_event if isinstance(client_event, str) else None
         detail = {"type": "invalid_request_error", "code": code, "message": message}
         detail |= {"param": param, "event_id": client_event}
         await self.send("error", error=detail)
@@ -155,7 +174,7 @@ class OpenAIDialect:
             else None
         )
         if handler is None:
-            kind = shorten(kind) if isinstance(kind, str) else repr(kind)
+            kind = shorten(kind) if isinstance(kind, str) else shorten(repr(kind))
             message = f"Unknown event type: {kind} (a transcription session takes session."
             message += "update and input_audio_buffer.append / commit / clear)"
             return await self.error(message, "unknown_event", "type", client_event)
@@ -165,25 +184,24 @@ class OpenAIDialect:
             await self.error(str(e), e.code, e.param, client_event)
 
     async def session_update(self, event: dict) -> None:
-        self.legacy = event["type"] == "transcription_session.update"
+        legacy = event["type"] == "transcription_session.update"
         session = event.get("session")
         if not isinstance(session, dict):
             raise SettingError("session.update needs a `session` object", "session")
-        settings = _legacy(session) if self.legacy else session
+        settings = _legacy(session) if legacy else session
         if settings.get("type", "transcription") != "transcription":
             raise SettingError(
                 "this server transcribes: the session's type must be `transcription`",
                 "session.type",
             )
-        audio = settings.get("audio") or {}
-        audio_in = audio.get("input") if isinstance(audio, dict) else None
-        audio_in = audio_in if isinstance(audio_in, dict) else {}
-        self._apply(audio_in)
+        audio = _object(settings.get("audio"), "audio")
+        self._apply(_object(audio.get("input"), "audio.input"))
+        self.legacy = legacy
         kind = "transcription_session.updated" if self.legacy else "session.updated"
         await self.send(kind, session=self._session_object())
         early, self.early = self.early, []
         for samples in early:  # audio sent before this first session.update, at its rate
-            await self._add_audio(self.resampler(samples))
+            await self._add_audio(samples)
 
     def adopt(self, early: list[np.ndarray]) -> None:
         """Audio the connection received before it knew its dialect (PCM16 samples): it is
@@ -195,19 +213,17 @@ class OpenAIDialect:
         rate, fmt = self.rate, self.format
         if (given := audio_in.get("format")) is not None:
             fmt, rate = _format(given)
-        started = self.session is not None or self.received > 0
+        started = self.session is not None or self.client_seconds > 0
         if started and (fmt, rate) != (self.format, self.rate):
             raise SettingError("the audio format cannot change once audio came", "format")
-        transcription = audio_in.get("transcription") or {}
-        if not isinstance(transcription, dict):
-            raise SettingError("transcription must be an object", "transcription")
+        transcription = _object(audio_in.get("transcription"), "transcription")
         model, delay_ms, level = self.model, self.delay_ms, self.delay_level
         if "model" in transcription:
             if (message := self.server.check_model(transcription["model"])) is not None:
                 raise SettingError(message, "transcription.model", "model_not_found")
             model = transcription["model"] or self.server.config.model_id
         if (level := transcription.get("delay", level)) is not None:
-            if level not in DELAY_LEVELS:
+            if not isinstance(level, str) or level not in DELAY_LEVELS:
                 raise SettingError(
                     f"delay must be one of {', '.join(DELAY_LEVELS)}", "transcription.delay"
                 )
@@ -223,7 +239,7 @@ class OpenAIDialect:
         self.format, self.rate, self.model = fmt, rate, model
         self.delay_ms, self.delay_level = delay_ms, level
         if not started:
-            self.resampler = StreamResampler(rate)
+            self._new_resampler()
         if vad != self.vad:
             self.vad = vad
             self.detector = self._detector()
@@ -275,10 +291,11 @@ class OpenAIDialect:
                 samples = g711_to_float(_b64(audio), self.format)
         except ValueError as e:
             raise SettingError(str(e), "audio", "invalid_audio") from None
-        await self._add_audio(self.resampler(samples))
+        await self._add_audio(samples)
 
     async def _add_audio(self, samples: np.ndarray) -> None:
-        seconds = len(samples) / SAMPLE_RATE
+        """The client's samples (at its rate) into the stream."""
+        seconds = len(samples) / self.rate
         limit = self.server.config.max_backlog_seconds
         if self.waiting_seconds + seconds > limit:
             raise SettingError(
@@ -288,34 +305,46 @@ class OpenAIDialect:
                 "buffer_full",
             )
         self.conn.last_activity = self.last_audio = time.monotonic()
-        if len(samples):
-            self.audio.append(samples)
-            self.received += seconds
+        self.client_seconds += seconds
+        self.fed += seconds
+        self._queue(self.resampler(samples))
         if self.session is None:
             await self.server.open_session(self, self.delay_ms)
         self.server.live_audio()
+
+    def _queue(self, samples: np.ndarray) -> None:
+        """16 kHz samples for the model, after those waiting."""
+        if len(samples):
+            self.audio.append(samples)
+            self.received += len(samples) / SAMPLE_RATE
+            self.released += len(samples) / SAMPLE_RATE
 
     @property
     def waiting_seconds(self) -> float:
         return sum(len(a) for a in self.audio) / SAMPLE_RATE
 
+    @property
+    def stream_end(self) -> float:
+        """Where the client's audio so far ends in the stream (the resampler's held-back
+        samples counted)."""
+        return self.received + self.held_seconds
+
     async def commit(self, event: dict) -> None:
         turn = self.turns[-1]
-        if self.received - turn.start < MIN_COMMIT_SECONDS:
-            have = max(self.received - turn.start, 0.0) * 1000
+        have = self.client_seconds - turn.client_start
+        if have < MIN_COMMIT_SECONDS - 1e-9:
             raise SettingError(
                 f"Error committing input audio buffer: buffer too small. Expected at least "
-                f"{MIN_COMMIT_SECONDS * 1000:g}ms of audio, but buffer only has {have:.2f}ms "
-                "of audio.",
+                f"{MIN_COMMIT_SECONDS * 1000:g}ms of audio, but buffer only has "
+                f"{max(have, 0.0) * 1000:.2f}ms of audio.",
                 None,
                 "input_audio_buffer_commit_empty",
             )
         self.conn.last_activity = time.monotonic()
-        await self._commit(self.received)
+        await self._commit(self.stream_end)
         if self.detector is not None:  # the client's commit ends the turn VAD was in
             self.detector = self._detector()
-        loop = asyncio.get_running_loop()
-        loop.call_later(PAD_AFTER_SECONDS + 0.01, self.server.wake)  # (intake may pad)
+        self._wake_for_pad(PAD_AFTER_SECONDS)
         self.server.live_audio()
 
     async def _commit(self, end: float) -> None:
@@ -327,17 +356,22 @@ class OpenAIDialect:
             item_id=turn.item_id,
         )
         self.previous_item = turn.item_id
-        self.turns.append(Turn(start=end))
+        self.turns.append(Turn(start=end, client_start=self.client_seconds))
 
     async def clear(self, event: dict) -> None:
-        """The open turn's audio not yet heard is dropped, and its text so far: it starts
-        again (the model has heard what it heard: the decoder's state goes on)."""
-        dropped = self.waiting_seconds
-        self.audio.clear()
-        if dropped:
-            self.received -= dropped
-            self._shift_from(self.received, dropped)
-        self.turns[-1] = Turn(start=self.received)
+        """The open turn's audio not yet heard is dropped, and its text (what the model
+        heard of it is in its state, and the words it writes about it are dropped too)."""
+        turn = self.turns[-1]
+        open_seconds = max(self.received - turn.start, 0.0)
+        dropped = drop_tail(
+            self.audio, round(min(open_seconds, self.waiting_seconds) * SAMPLE_RATE)
+        )
+        dropped_seconds = dropped / SAMPLE_RATE + self.held_seconds
+        self.received -= dropped / SAMPLE_RATE
+        self._new_resampler()  # (its held-back samples are the open turn's too)
+        if dropped_seconds:
+            self._shift_from(self.received, dropped_seconds)
+        self.turns[-1] = Turn(start=self.received, client_start=self.client_seconds)
         if self.detector is not None:
             self.detector = self._detector()
         await self.send("input_audio_buffer.cleared")
@@ -380,47 +414,57 @@ class OpenAIDialect:
         self.energy.push(samples)
         return samples, False
 
+    def _wake_for_pad(self, after: float) -> None:
+        """Have the scheduler look again (intake may pad) once `after` s have passed."""
+        if self.pad_timer is not None:
+            self.pad_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.pad_timer = loop.call_later(after + 0.01, self.server.wake)
+
     def _pad(self) -> np.ndarray | None:
-        """Silence after a committed turn once its audio stopped: enough for the decoder to
-        speak for all of it (its delay, one position, the mel window's half)."""
-        if time.monotonic() - self.last_audio < PAD_AFTER_SECONDS:
+        """Silence after a committed turn once its audio stopped for PAD_AFTER_SECONDS: as
+        much as a file's end gets (the delay, and the longest word), so its last words come
+        out."""
+        quiet = time.monotonic() - self.last_audio
+        if quiet < PAD_AFTER_SECONDS:
+            self._wake_for_pad(PAD_AFTER_SECONDS - quiet)  # (more audio may still come)
             return None
         schedule = self.session.schedule
         end = self.turns[-2].end  # the last committed turn
-        need = end + (schedule.n_delay_tokens + 2) * schedule.seconds_per_token
+        need = end + schedule.n_right_pad_tokens * schedule.seconds_per_token
         need += schedule.audio.window_size / 2 / SAMPLE_RATE
         if self.received >= need:
             return None
         tail = self.resampler(np.zeros(0, np.float32), last=True)  # its samples held back
-        self.resampler = StreamResampler(self.rate)
+        self._new_resampler()
         seconds = max(need - self.received - len(tail) / SAMPLE_RATE, 0.0)
         silence = np.zeros(round(seconds * SAMPLE_RATE), np.float32)
         self.received += len(tail) / SAMPLE_RATE
         if len(silence):
-            self._shift_from(self.received, -seconds)
+            self._shift_from(self.received, -len(silence) / SAMPLE_RATE)
             self.received += len(silence) / SAMPLE_RATE
-        self.last_audio = time.monotonic()
         return np.concatenate([tail, silence])
 
     async def deliver(self, events) -> None:
-        """Deltas to their turns, VAD's turns, then every turn the decoder has spoken for
-        all of is completed."""
+        """Deltas to the turns their words began in, VAD's turns, then every turn the
+        decoder has spoken for all of (no word begun in it still unwritten) is completed."""
         session = self.session
         if session is None:
             return
         timeline: list[tuple[float, int, object]] = []
         outputs = session.outputs(self.seen)
         self.seen += len(outputs)
+        self.started |= self.word_starts.update(outputs)
         if self.detector is not None:
             for found in self.detector.update(outputs):
                 order = 0 if isinstance(found, SpeechStarted) else 2
                 timeline.append((found.seconds, order, found))
         for event in events:
             if isinstance(event, TextDelta) and event.text:
-                timeline.append((event.start, 1, event))
-        for _, _, item in sorted(timeline, key=lambda x: (x[0], x[1])):
+                timeline.append((self.started.get(event.start, event.start), 1, event))
+        for at, _, item in sorted(timeline, key=lambda x: (x[0], x[1])):
             if isinstance(item, TextDelta):
-                await self._delta(item)
+                await self._delta(item, at)
             elif isinstance(item, SpeechStarted):
                 turn = self.turns[-1]
                 await self.send(
@@ -438,9 +482,15 @@ class OpenAIDialect:
                 await self._commit(item.seconds)
         await self._complete(session.transcribed_seconds)
         session.forget(self.seen)  # the connection may last for days: keep no history
+        first = self.turns[0].start
+        self.started = {t: w for t, w in self.started.items() if t >= first}
 
-    async def _delta(self, delta: TextDelta) -> None:
-        turn = next(t for t in self.turns if t.end is None or delta.start < t.end)
+    async def _delta(self, delta: TextDelta, began: float) -> None:
+        """Text whose word began at `began` (stream seconds) goes to that turn; a cleared
+        turn's is dropped."""
+        if began < self.turns[0].start:
+            return
+        turn = next(t for t in self.turns if t.end is None or began < t.end)
         text = delta.text if turn.text else delta.text.lstrip()
         if not text:
             return
@@ -455,15 +505,19 @@ class OpenAIDialect:
 
     async def _complete(self, transcribed: float) -> None:
         while len(self.turns) > 1 and self.turns[0].end <= transcribed:
-            turn = self.turns.popleft()
-            usage = {"type": "duration", "seconds": round(turn.end - turn.start, 3)}
+            turn = self.turns[0]
+            unwritten = self.word_starts.open_since
+            if unwritten is not None and unwritten < turn.end:
+                return  # a word begun in it is still being spoken: its text comes at its end
+            self.turns.popleft()
+            seconds = (self.client_ms(turn.end) - self.client_ms(turn.start)) / 1000
             await self.send(
                 "conversation.item.input_audio_transcription.completed",
                 activity=True,
                 item_id=turn.item_id,
                 content_index=0,
                 transcript=turn.transcript,
-                usage=usage,
+                usage={"type": "duration", "seconds": max(seconds, 0.0)},
             )
 
     async def failed(self, error: Exception) -> None:
@@ -475,8 +529,31 @@ class OpenAIDialect:
         self.server.streams.discard(self)
         session, self.session = self.session, None
         self.audio.clear()
+        if self.pad_timer is not None:
+            self.pad_timer.cancel()
         if session is not None:
             await self.server.close_session(self, session)
+
+
+def drop_tail(queue: deque[np.ndarray], n: int) -> int:
+    """Remove up to n samples from the end of a queue of chunks; how many were removed."""
+    removed = 0
+    while queue and removed < n:
+        tail = queue.pop()
+        if removed + len(tail) > n:
+            queue.append(tail[: len(tail) - (n - removed)])
+            return n
+        removed += len(tail)
+    return removed
+
+
+def _object(value, name: str) -> dict:
+    """A settings object (absent or null: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SettingError(f"{name} must be an object", name)
+    return value
 
 
 class SettingError(Exception):
@@ -501,15 +578,18 @@ def _b64(audio) -> bytes:
 
 def _format(given) -> tuple[str, int]:
     """(format type, sample rate) of an audio format object."""
-    if not isinstance(given, dict) or given.get("type", "audio/pcm") not in FORMATS:
+    fmt = given.get("type", "audio/pcm") if isinstance(given, dict) else None
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise SettingError(f"format type must be one of {', '.join(FORMATS)}", "format.type")
-    fmt = given.get("type", "audio/pcm")
-    rate = given.get("rate") or FORMATS[fmt]
-    if fmt == "audio/pcm" and rate != 24000:
-        # an extension: other PCM rates are resampled as well (OpenAI allows 24000 only)
-        if not isinstance(rate, int) or not 8000 <= rate <= 192000:
-            raise SettingError("format.rate: a sample rate from 8000 to 192000", "format.rate")
-    return fmt, (rate if fmt == "audio/pcm" else FORMATS[fmt])
+    rate = given.get("rate", FORMATS[fmt])
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise SettingError("format.rate must be an integer (Hz)", "format.rate")
+    if fmt != "audio/pcm" and rate != FORMATS[fmt]:
+        raise SettingError(f"{fmt} is 8000 Hz", "format.rate")
+    # other PCM rates than 24000 (OpenAI's only one) are our extension, resampled as well
+    if not 8000 <= rate <= 192000:
+        raise SettingError("format.rate: a sample rate from 8000 to 192000", "format.rate")
+    return fmt, rate
 
 
 def _turn_detection(given) -> dict | None:
@@ -547,14 +627,14 @@ def _legacy(session: dict) -> dict:
     """The beta's transcription_session.update settings, in the GA's shape."""
     audio_in = {}
     if (fmt := session.get("input_audio_format")) is not None:
-        if fmt not in LEGACY_FORMATS:
+        if not isinstance(fmt, str) or fmt not in LEGACY_FORMATS:
             raise SettingError(
                 f"input_audio_format must be one of {', '.join(LEGACY_FORMATS)}",
                 "input_audio_format",
             )
         audio_in["format"] = {"type": LEGACY_FORMATS[fmt]}
     if "input_audio_transcription" in session:
-        audio_in["transcription"] = session["input_audio_transcription"] or {}
+        audio_in["transcription"] = session["input_audio_transcription"]
     if "turn_detection" in session:
         audio_in["turn_detection"] = session["turn_detection"]
     return {"type": "transcription", "audio": {"input": audio_in}}

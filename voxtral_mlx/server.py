@@ -522,9 +522,26 @@ class UploadForm:
         if language is not None and not LANGUAGE_CODE.fullmatch(language):
             message = "language must be a language code such as en (ISO-639-1)"
             raise UploadRefused(message, 400, "invalid_language")
-        if "logprobs" in form.getlist("include[]") + form.getlist("include"):
+        include = form.getlist("include[]") + form.getlist("include")
+        if "logprobs" in include:
             message = "include[]=logprobs is not available: this server keeps no log probabilities"
             raise UploadRefused(message, 400, "unsupported_value")
+        if include:
+            raise UploadRefused(f"include[]: unknown value {shorten(str(include[0]))!r}", 400)
+        granularities = form.getlist("timestamp_granularities[]")
+        granularities += form.getlist("timestamp_granularities")
+        if unknown := [g for g in granularities if g not in ("word", "segment")]:
+            message = (
+                f"timestamp_granularities[]: word or segment, not {shorten(str(unknown[0]))!r}"
+            )
+            raise UploadRefused(message, 400)
+        if (temperature := form.get("temperature")) not in (None, ""):
+            try:
+                ok = 0.0 <= float(temperature) <= 2.0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise UploadRefused("temperature must be a number from 0 to 2", 400)
         return cls(response_format, stream == "true", delay_ms, language)
 
 

@@ -3,9 +3,11 @@
 The token output at each decoder position speaks about 80 ms of audio (`Schedule.step_time`):
 a [STREAMING_WORD] marker or a text token there means someone speaks, a [STREAMING_PAD] that
 nothing new is said. A turn starts at the first such token after a silence and ends once
-`silence_seconds` of decided audio carry none. Text tokens come once per word, so inside a
-long word the model's output looks silent: the signal's energy (`SlotEnergy`) holds a turn
-open while the audio is loud, but never starts one (noise is not speech).
+`silence_seconds` of decided audio carry none. A word's marker or its text comes once, so
+inside a long word the model's output looks silent: the signal's energy (`SlotEnergy`)
+holds a turn open while the audio is loud, but never starts one (noise is not speech). The
+text of a word marked before a turn ended (it comes at the word's end) starts no new turn:
+the word is the last turn's (`WordStarts` says which turn a text belongs to).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 SLOT_SECONDS = 0.08  # the audio of one decoder position
 DIGITAL_SILENCE_DBFS = -90.0  # quieter slots (zeros, padding) do not count for the floor
+MAX_WORD_SECONDS = 1.5  # a marked word whose text has not come after this is given up
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,17 @@ class TurnDetector:
         self.speaking = False
         self.turn_start = 0.0  # the end of the last turn: the next cannot start before it
         self.last_speech = 0.0  # the end of the last slot with speech
+        self.marked: float | None = None  # the last marker's time, until its text comes
 
-    def _said_something(self, token: int) -> bool:
+    def _said_something(self, token: int, seconds: float) -> bool:
         t = self.tokenizer
-        return token == t.streaming_word_id or bool(t.byte_piece(token).strip())
+        if token == t.streaming_word_id:
+            self.marked = seconds
+            return True
+        if t.byte_piece(token).strip():  # a word's text (at its end, when it was marked)
+            began, self.marked = self.marked, None
+            return began is None or began >= self.turn_start  # one begun before: not a turn
+        return False
 
     def _loud(self, seconds: float) -> bool:
         level = self.energy.level(seconds) if self.energy is not None else None
@@ -95,9 +105,9 @@ class TurnDetector:
     def update(self, outputs: list[tuple[int, float]]) -> list[SpeechStarted | SpeechStopped]:
         events: list[SpeechStarted | SpeechStopped] = []
         for token, seconds in outputs:
-            if seconds < 0:  # the left padding: no audio of the stream
+            if seconds < max(self.turn_start, 0.0):  # the left padding, or the last turn
                 continue
-            if self._said_something(token):
+            if self._said_something(token, seconds):
                 if not self.speaking:
                     self.speaking = True
                     start = max(seconds - self.prefix_seconds, self.turn_start, 0.0)
@@ -112,3 +122,32 @@ class TurnDetector:
                 self.turn_start = self.last_speech + self.silence_seconds
                 events.append(SpeechStopped(round(self.turn_start, 3), round(self.last_speech, 3)))
         return events
+
+
+class WordStarts:
+    """When each text output's word began: at its [STREAMING_WORD] marker when one came
+    before the word's text (the text comes at the word's end), else at its first text.
+    `open_since`: the start of a marked word whose text has not come yet."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.open_since: float | None = None
+        self._word: float | None = None  # the start of the word the last text belongs to
+
+    def update(self, outputs: list[tuple[int, float]]) -> dict[float, float]:
+        """The start of the word of each text output, by the output's time."""
+        starts: dict[float, float] = {}
+        for token, seconds in outputs:
+            if token == self.tokenizer.streaming_word_id:
+                self.open_since = seconds
+                continue
+            piece = self.tokenizer.byte_piece(token)
+            if not piece:
+                if self.open_since is not None and seconds - self.open_since > MAX_WORD_SECONDS:
+                    self.open_since = None
+                continue
+            if self._word is None or piece[:1].isspace() or self.open_since is not None:
+                self._word = self.open_since if self.open_since is not None else seconds
+            self.open_since = None
+            starts[seconds] = self._word
+        return starts
