@@ -113,6 +113,26 @@ DtypeOpt = Annotated[
     str | None,
     typer.Option("--dtype", metavar="DTYPE", help="float16, bfloat16 or float32."),
 ]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        metavar="NAME|INDEX",
+        help="Input device: an index or part of its name (see `voxtral devices`).",
+    ),
+]
+InputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="Replay an audio file through the capture path instead of a microphone.",
+    ),
+]
+FastOpt = Annotated[
+    bool, flag("--fast", help="With --input: replay as fast as it can be processed.")
+]
 
 
 def load_model(model: str, offline: bool):
@@ -213,18 +233,31 @@ def transcribe(
         raise typer.Exit(1)
 
 
+def check_capture(device: str | None, input_file: Path | None, fast: bool) -> None:
+    if fast and input_file is None:
+        bad_usage("--fast only applies to --input FILE")
+    if device is not None and input_file is not None:
+        bad_usage("--device and --input exclude each other")
+
+
+def source_opener(device: str | None, input_file: Path | None, fast: bool):
+    """Checks the input now, before the model loads; returns what opens it once it has."""
+    from .capture import FileSource, MicrophoneSource, find_device
+
+    if input_file is not None:
+        from voxtral_mlx.audio import decode_audio
+
+        decoded = decode_audio(input_file)
+        return lambda: FileSource(input_file, decoded, fast)
+    found = find_device(device)
+    return lambda: MicrophoneSource(found)
+
+
 @command(cls=Command)
 def live(
     model: ModelOpt = DEFAULT_MODEL,
     delay: DelayOpt = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device",
-            metavar="NAME|INDEX",
-            help="Input device: an index or part of its name (see `voxtral devices`).",
-        ),
-    ] = None,
+    device: DeviceOpt = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -234,18 +267,8 @@ def live(
             help="Also write the transcript while listening: .txt, .srt, .vtt or .jsonl.",
         ),
     ] = None,
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="Replay an audio file through the capture path instead of a microphone.",
-        ),
-    ] = None,
-    fast: Annotated[
-        bool, flag("--fast", help="With --input: replay as fast as it can be processed.")
-    ] = False,
+    input_file: InputOpt = None,
+    fast: FastOpt = False,
     word_timestamps: WordsOpt = False,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
@@ -254,25 +277,12 @@ def live(
     """Transcribe the microphone as you speak; Ctrl+C flushes the last words and stops."""
     from voxtral_mlx.formats import LIVE_FORMATS
 
-    if fast and input_file is None:
-        bad_usage("--fast only applies to --input FILE")
+    check_capture(device, input_file, fast)
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
         bad_usage(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
-    if device is not None and input_file is not None:
-        bad_usage("--device and --input exclude each other")
-
-    from .capture import FileSource, MicrophoneSource, find_device
 
     try:
-        # the input is checked before the model loads, and opened once it has
-        if input_file is not None:
-            from voxtral_mlx.audio import decode_audio
-
-            decoded = decode_audio(input_file)
-            open_source = lambda: FileSource(input_file, decoded, fast)  # noqa: E731
-        else:
-            found = find_device(device)
-            open_source = lambda: MicrophoneSource(found)  # noqa: E731
+        open_source = source_opener(device, input_file, fast)
         if server:
             from .remote import RemoteSession
 
