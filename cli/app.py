@@ -309,6 +309,83 @@ def live(
 
 
 @command(cls=Command)
+def dictate(
+    model: ModelOpt = DEFAULT_MODEL,
+    delay: DelayOpt = None,
+    device: DeviceOpt = None,
+    hotkey: Annotated[
+        str | None,
+        typer.Option(
+            "--hotkey",
+            metavar="KEYS",
+            show_default=False,
+            help="Pauses and resumes listening, e.g. ctrl+alt+space or <cmd>+<shift>+d. "
+            "Default: ctrl+shift+space on macOS, ctrl+alt+space on Linux.",
+        ),
+    ] = None,
+    hold: Annotated[
+        bool, flag("--hold", help="Push-to-talk: listen only while the hotkey is held.")
+    ] = False,
+    paste: Annotated[
+        bool,
+        flag(
+            "--paste",
+            help="Type each phrase through the clipboard (its content is restored), for "
+            "applications that drop synthetic keystrokes.",
+        ),
+    ] = False,
+    commands: Annotated[
+        bool, flag("--commands", help='Spoken "new line" and "new paragraph" make line breaks.')
+    ] = False,
+    cue: Annotated[
+        bool,
+        typer.Option(
+            "--cue/--no-cue", help="A short sound when listening starts and when it stops."
+        ),
+    ] = True,
+    dry_run: Annotated[
+        bool, flag("--dry-run", help="Print what would be typed instead of typing it.")
+    ] = False,
+    input_file: InputOpt = None,
+    fast: FastOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Type what you say into the focused application as you speak; Ctrl+C flushes, stops."""
+    check_capture(device, input_file, fast)
+    from .keyboard import default_hotkey, open_keyboard, parse_hotkey
+
+    try:
+        key = parse_hotkey(default_hotkey() if hotkey is None else hotkey)
+    except VoxtralError as e:
+        bad_usage(str(e))
+    try:
+        keyboard = _dry_run_keyboard(key) if dry_run else open_keyboard(key, paste)
+        open_source = source_opener(device, input_file, fast)
+        loaded = load_model(model, offline)
+        from voxtral_mlx import Session
+
+        from .dictate import DictateOptions, run_dictate
+
+        source = open_source()
+        session = Session(loaded, delay, sample_rate=source.rate)
+        options = DictateOptions(key, hold, paste, commands, cue, dry_run)
+        run_dictate(session, source, keyboard, options)
+    except VoxtralError as e:
+        fail(str(e))
+
+
+def _dry_run_keyboard(hotkey):
+    """--dry-run types nothing, but listens for the hotkey where it can."""
+    from .keyboard import open_keyboard
+
+    try:
+        return open_keyboard(hotkey)
+    except VoxtralError as e:
+        print_error(f"the hotkey is off: {e}", label="warning")
+        return None
+
+
+@command(cls=Command)
 def serve(
     model: ModelOpt = DEFAULT_MODEL,
     host: Annotated[
