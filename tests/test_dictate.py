@@ -114,6 +114,16 @@ def test_hotkey_state_counts_a_repeating_key_as_held():
     assert not state.modifiers_held
 
 
+def test_cue_tones_rise_when_listening_starts_and_fall_when_it_stops():
+    from voxtral_cli.dictate import cue_tones
+
+    for start in (True, False):
+        tones = cue_tones(start, 16000)
+        first, second = (np.argmax(np.abs(np.fft.rfft(x))) for x in np.split(tones, 2))
+        assert (first < second) == start
+        assert np.abs(tones).max() <= 0.2 and abs(tones[0]) < 1e-3 and abs(tones[-1]) < 1e-3
+
+
 # --- the real command under Xvfb -------------------------------------------------------
 
 TK_WINDOW = r"""
@@ -261,6 +271,22 @@ def dictate_here(x11: dict, *args):
     return CliRunner().invoke(app, command, env=env)
 
 
+def input_at(line: str) -> int:
+    """The input's position (a sample at 16 kHz) in a state line: "paused at 4.05 s of..."."""
+    return round(16000 * float(line.split(" at ")[1].split(" s ")[0]))
+
+
+def dictate_process(env: dict, *args, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*VOXTRAL, "dictate", "--model", str(ASSET), "--no-cue", *map(str, args)],
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 class Lines:
     """A process's stderr lines as they come (read on a thread), with waits on them."""
 
@@ -350,19 +376,9 @@ def test_hotkey_own_terminal_and_ctrl_c(x11, speech, tmp_path):
     def hotkey() -> None:
         subprocess.run(["xdotool", "key", HOTKEY], env=x11, check=True)
 
-    def input_at(line: str) -> int:  # "paused at 4.05 s of input..."
-        return round(16000 * float(line.split(" at ")[1].split(" s ")[0]))
-
     terminal.focus()
     tty, tty_peer = pty.openpty()
-    proc = subprocess.Popen(
-        [*VOXTRAL, "dictate", "--model", str(ASSET), "--no-cue", "--input", str(wav)],
-        env=x11,
-        stdin=tty_peer,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = dictate_process(x11, "--input", wav, stdin=tty_peer)
     try:
         lines = Lines(proc.stderr)
         lines.wait_for("listening")
@@ -404,6 +420,35 @@ def test_hotkey_own_terminal_and_ctrl_c(x11, speech, tmp_path):
     assert any("not typed (the focus is on this terminal)" in line for line in log)
     terminal.close()
     other.close()
+
+
+def test_hold_is_push_to_talk(x11, window, speech, tmp_path):
+    """--hold with a key that is no modifier: listening from the press (typing as it goes)
+    to the release, which flushes the last word."""
+    a = speech[1]
+    parts = [silence(0.5), a.audio, silence(0.5)]
+    wav = write_wav(tmp_path / "hold.wav", *parts)
+    a_said = len(parts[0]) / 16000 + a.spans[-1][1]
+    proc = dictate_process(x11, "--hold", "--hotkey", "f8", "--input", wav)
+    lines = Lines(proc.stderr)
+    lines.wait_for("paused at 0.00 s of input")
+    start = time.monotonic()
+    subprocess.run(["xdotool", "keydown", "F8"], env=x11, check=True)
+    listening = input_at(lines.wait_for("listening"))
+    first_word = window.wait_for(a.words[0], timeout=10)
+    typed_while_held = time.monotonic() < start + a_said
+    time.sleep(max(start + a_said + 0.15 - time.monotonic(), 0))
+    subprocess.run(["xdotool", "keyup", "F8"], env=x11, check=True)
+    paused = input_at(lines.wait_for("paused"))
+    proc.wait(60)
+    log = lines.rest()
+    assert proc.returncode == 0, log
+    assert first_word == a.words[0] and typed_while_held, log
+    audio = voxtral_mlx.load_audio(wav)
+    assert window.wait_for(transcript(audio[listening:paused]), timeout=5) == transcript(
+        audio[listening:paused]
+    )
+    assert set(window.text.split()) == set(a.words), log
 
 
 def test_dictate_errors(x11, tmp_path):
