@@ -175,9 +175,9 @@ class Dictation:
         # --dry-run on a terminal shows the text in the view, above the status line
         self.view = StatusView(err, shows_text=options.dry_run and sys.stdout.isatty())
         self.hotkey = keyboard.hotkey if keyboard else None
-        # started from a terminal, that terminal has the focus now: never type into it
+        # started from a terminal, that terminal had the focus: never type into it
         typing = keyboard if not options.dry_run else None
-        own = (typing.focus() or None) if typing and sys.stdin.isatty() else None
+        own = (typing.first_focus or None) if typing and sys.stdin.isatty() else None
         self.typist = Typist(
             DictationText(options.commands),
             typing,
@@ -336,10 +336,11 @@ class StatusView:
         status = d.status
         head = ("● listening  ", "bold red") if d.listening else ("‖ paused  ", "bold")
         latency = f"latency {status.latency_ms:5.0f} ms  " if d.listening else ""
-        line = Text.assemble(head, level_meter(status.level_db), latency, (d.hint(), "dim"))
-        if waiting := d.typist.waiting:
+        line = Text.assemble(head)
+        if waiting := d.typist.waiting:  # first: a narrow terminal cuts the end of the line
             hint = " (switch to the window to type into)" if waiting == OWN_TERMINAL else ""
-            line.append(f"  waiting: {waiting}{hint}", "yellow")
+            line.append(f"waiting: {waiting}{hint}  ", "yellow")
+        line.append_text(Text.assemble(level_meter(status.level_db), latency, (d.hint(), "dim")))
         line.truncate(self.console.width, overflow="ellipsis")
         if not self.shows_text:
             return line

@@ -156,6 +156,7 @@ class Keyboard:
         self._controller = keyboard.Controller()
         self._listener = None
         self.hotkey: HotkeyState | None = None  # once listening
+        self.first_focus: Hashable | None = None  # the focus as dictate starts (see open)
         self.events: queue.Queue = queue.Queue()  # (key, pressed), from the listener's thread
 
     def focus(self) -> Hashable:
@@ -344,6 +345,8 @@ def open_keyboard(hotkey: Hotkey, paste: bool = False) -> Keyboard:
     else:
         raise VoxtralError(f"voxtral dictate types on macOS and Linux (X11), not {sys.platform}")
     keyboard.listen(hotkey)
+    # before the model loads: the user has just started dictate from the focused window
+    keyboard.first_focus = keyboard.focus()
     return keyboard
 
 
