@@ -234,6 +234,8 @@ def speech():
     of another."""
     from data import make_utterance
 
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is needed to speak the test sentences (apt install espeak-ng)")
     rng = np.random.default_rng(2026)
     found, words = [], set()
     while len(found) < 4:
