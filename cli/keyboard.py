@@ -173,7 +173,9 @@ class Keyboard:
     def paste(self, text: str) -> None:
         """Through the clipboard, which then gets its previous content back."""
         saved = self._clipboard()
-        self._set_clipboard(text)
+        if not self._set_clipboard(text):  # no clipboard to be had: typed instead
+            self.type(text)
+            return
         modifier = getattr(self._pynput.Key, self.paste_modifier)
         with self._controller.pressed(modifier):
             self._controller.tap("v")
@@ -207,11 +209,12 @@ class Keyboard:
     def close(self) -> None:
         if self._listener is not None:
             self._listener.stop()
+        self._controller = None  # its connection to the display closes now
 
     def _clipboard(self):
         raise NotImplementedError
 
-    def _set_clipboard(self, text: str) -> None:
+    def _set_clipboard(self, text: str) -> bool:
         raise NotImplementedError
 
     def _restore_clipboard(self, saved) -> None:
@@ -231,6 +234,10 @@ class X11Keyboard(Keyboard):
         super().__init__()
         self._display = display
         self._root = display.screen().root
+
+    def close(self) -> None:
+        super().close()
+        self._display.close()
 
     def focus(self) -> int:
         """The top-level window with the focus (the one under the pointer when the focus
@@ -257,8 +264,8 @@ class X11Keyboard(Keyboard):
         data = _xclip("-o", "-t", target)
         return (target, data.stdout) if data.returncode == 0 else None
 
-    def _set_clipboard(self, text: str) -> None:
-        _xclip("-i", "-t", "UTF8_STRING", data=text.encode())
+    def _set_clipboard(self, text: str) -> bool:
+        return _xclip("-i", "-t", "UTF8_STRING", data=text.encode()).returncode == 0
 
     def _restore_clipboard(self, saved: tuple[str, bytes] | None) -> None:
         if saved is not None:
@@ -279,11 +286,14 @@ def _xclip(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess
     """xclip on the clipboard selection. `-i` returns once xclip owns the selection (its
     background copy serves it), so its output must not be a pipe we wait on."""
     command = ["xclip", "-selection", "clipboard", *args]
-    if data is None:
-        return subprocess.run(command, capture_output=True, timeout=5)
-    return subprocess.run(
-        command, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5
-    )
+    try:
+        if data is None:
+            return subprocess.run(command, capture_output=True, timeout=5)
+        return subprocess.run(
+            command, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5
+        )
+    except subprocess.TimeoutExpired:  # a clipboard owner that never answers
+        return subprocess.CompletedProcess(command, 1, b"", b"")
 
 
 class MacKeyboard(Keyboard):
@@ -311,12 +321,12 @@ class MacKeyboard(Keyboard):
         items = NSPasteboard.generalPasteboard().pasteboardItems() or ()
         return [{kind: item.dataForType_(kind) for kind in item.types()} for item in items]
 
-    def _set_clipboard(self, text: str) -> None:
+    def _set_clipboard(self, text: str) -> bool:
         from AppKit import NSPasteboard, NSPasteboardTypeString
 
         board = NSPasteboard.generalPasteboard()
         board.clearContents()
-        board.setString_forType_(text, NSPasteboardTypeString)
+        return bool(board.setString_forType_(text, NSPasteboardTypeString))
 
     def _restore_clipboard(self, saved: list[dict]) -> None:
         from AppKit import NSPasteboard, NSPasteboardItem

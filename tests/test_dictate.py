@@ -2,7 +2,6 @@
 with the tiny trained model typing into a real Tk window under Xvfb (one X server for the
 module), the hotkey sent with xdotool, --paste through the real clipboard (xclip)."""
 
-import gc
 import importlib.util
 import json
 import os
@@ -215,7 +214,6 @@ def x11():
     env = {**os.environ, "DISPLAY": f":{number}"}
     env.pop("WAYLAND_DISPLAY", None)
     yield env
-    gc.collect()  # pynput's controllers from the runs in this process close their connections
     server.terminate()
     server.wait(10)
 
