@@ -115,6 +115,26 @@ DtypeOpt = Annotated[
     str | None,
     typer.Option("--dtype", metavar="DTYPE", help="float16, bfloat16 or float32."),
 ]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        metavar="NAME|INDEX",
+        help="Input device: an index or part of its name (see `voxtral devices`).",
+    ),
+]
+InputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="Replay an audio file through the capture path instead of a microphone.",
+    ),
+]
+FastOpt = Annotated[
+    bool, flag("--fast", help="With --input: replay as fast as it can be processed.")
+]
 
 
 def load_model(model: str, offline: bool):
@@ -221,18 +241,31 @@ def transcribe(
         raise typer.Exit(1)
 
 
+def check_capture(device: str | None, input_file: Path | None, fast: bool) -> None:
+    if fast and input_file is None:
+        bad_usage("--fast only applies to --input FILE")
+    if device is not None and input_file is not None:
+        bad_usage("--device and --input exclude each other")
+
+
+def source_opener(device: str | None, input_file: Path | None, fast: bool):
+    """Checks the input now, before the model loads; returns what opens it once it has."""
+    from .capture import FileSource, MicrophoneSource, find_device
+
+    if input_file is not None:
+        from voxtral_mlx.audio import decode_audio
+
+        decoded = decode_audio(input_file)
+        return lambda: FileSource(input_file, decoded, fast)
+    found = find_device(device)
+    return lambda: MicrophoneSource(found)
+
+
 @command(cls=Command)
 def live(
     model: ModelOpt = DEFAULT_MODEL,
     delay: DelayOpt = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device",
-            metavar="NAME|INDEX",
-            help="Input device: an index or part of its name (see `voxtral devices`).",
-        ),
-    ] = None,
+    device: DeviceOpt = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -242,18 +275,8 @@ def live(
             help="Also write the transcript while listening: .txt, .srt, .vtt or .jsonl.",
         ),
     ] = None,
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="Replay an audio file through the capture path instead of a microphone.",
-        ),
-    ] = None,
-    fast: Annotated[
-        bool, flag("--fast", help="With --input: replay as fast as it can be processed.")
-    ] = False,
+    input_file: InputOpt = None,
+    fast: FastOpt = False,
     word_timestamps: WordsOpt = False,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
@@ -262,25 +285,12 @@ def live(
     """Transcribe the microphone as you speak; Ctrl+C flushes the last words and stops."""
     from voxtral_mlx.formats import LIVE_FORMATS
 
-    if fast and input_file is None:
-        bad_usage("--fast only applies to --input FILE")
+    check_capture(device, input_file, fast)
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
         bad_usage(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
-    if device is not None and input_file is not None:
-        bad_usage("--device and --input exclude each other")
-
-    from .capture import FileSource, MicrophoneSource, find_device
 
     try:
-        # the input is checked before the model loads, and opened once it has
-        if input_file is not None:
-            from voxtral_mlx.audio import decode_audio
-
-            decoded = decode_audio(input_file)
-            open_source = lambda: FileSource(input_file, decoded, fast)  # noqa: E731
-        else:
-            found = find_device(device)
-            open_source = lambda: MicrophoneSource(found)  # noqa: E731
+        open_source = source_opener(device, input_file, fast)
         if server:
             from .remote import RemoteSession
 
@@ -312,6 +322,83 @@ def live(
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror}" if output else str(e))
+
+
+@command(cls=Command)
+def dictate(
+    model: ModelOpt = DEFAULT_MODEL,
+    delay: DelayOpt = None,
+    device: DeviceOpt = None,
+    hotkey: Annotated[
+        str | None,
+        typer.Option(
+            "--hotkey",
+            metavar="KEYS",
+            show_default=False,
+            help="Pauses and resumes listening, e.g. ctrl+alt+space or <cmd>+<shift>+d. "
+            "Default: ctrl+shift+space on macOS, ctrl+alt+space on Linux.",
+        ),
+    ] = None,
+    hold: Annotated[
+        bool, flag("--hold", help="Push-to-talk: listen only while the hotkey is held.")
+    ] = False,
+    paste: Annotated[
+        bool,
+        flag(
+            "--paste",
+            help="Type each phrase through the clipboard (its content is restored), for "
+            "applications that drop synthetic keystrokes.",
+        ),
+    ] = False,
+    commands: Annotated[
+        bool, flag("--commands", help='Spoken "new line" and "new paragraph" make line breaks.')
+    ] = False,
+    cue: Annotated[
+        bool,
+        typer.Option(
+            "--cue/--no-cue", help="A short sound when listening starts and when it stops."
+        ),
+    ] = True,
+    dry_run: Annotated[
+        bool, flag("--dry-run", help="Print what would be typed instead of typing it.")
+    ] = False,
+    input_file: InputOpt = None,
+    fast: FastOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Type what you say into the focused application as you speak; Ctrl+C flushes, stops."""
+    check_capture(device, input_file, fast)
+    from .keyboard import default_hotkey, open_keyboard, parse_hotkey
+
+    try:
+        key = parse_hotkey(default_hotkey() if hotkey is None else hotkey)
+    except VoxtralError as e:
+        bad_usage(str(e))
+    try:
+        keyboard = _dry_run_keyboard(key) if dry_run else open_keyboard(key, paste)
+        open_source = source_opener(device, input_file, fast)
+        loaded = load_model(model, offline)
+        from voxtral_mlx import Session
+
+        from .dictate import DictateOptions, run_dictate
+
+        source = open_source()
+        session = Session(loaded, delay, sample_rate=source.rate)
+        options = DictateOptions(key, hold, paste, commands, cue, dry_run)
+        run_dictate(session, source, keyboard, options)
+    except VoxtralError as e:
+        fail(str(e))
+
+
+def _dry_run_keyboard(hotkey):
+    """--dry-run types nothing, but listens for the hotkey where it can."""
+    from .keyboard import open_keyboard
+
+    try:
+        return open_keyboard(hotkey)
+    except VoxtralError as e:
+        print_error(f"the hotkey is off: {e}", label="warning")
+        return None
 
 
 @command(cls=Command)

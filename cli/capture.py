@@ -105,6 +105,20 @@ class Source:
                 return
             yield block
 
+    def queued(self) -> list[np.ndarray]:
+        """The blocks captured and not handed out yet, without waiting (the end of the
+        source, once reached, stays for `blocks`)."""
+        found = []
+        while True:
+            try:
+                block = self._queue.get_nowait()
+            except queue.Empty:
+                return found
+            if block is None:
+                self._queue.put(None)
+                return found
+            found.append(block)
+
     def backlog_seconds(self) -> float:
         return self._queue.qsize() * BLOCK_SECONDS
 

@@ -7,6 +7,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,16 +68,38 @@ class LiveStatus:
         return self.session.delay_ms + 1000 * (self.backlog + token * self.rtf)
 
 
+def level_meter(level_db: float) -> tuple[str, str]:
+    """The input level as a 20-cell bar, with its style: green once there is sound."""
+    level = int(max(min((level_db + 60) / 60, 1.0), 0.0) * 20)
+    bar = "█" * level + "░" * (20 - level)
+    return f"{bar} {level_db:5.0f} dB  ", "green" if level_db > -50 else "dim"
+
+
+@contextmanager
+def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl+C sets `stop` (the caller flushes the last words and ends); a second
+    one gives up at once."""
+
+    def interrupt(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def render(status: LiveStatus, text: str, width: int) -> Group:
     lines = max(width - 4, 20)
     shown = text[-lines * 6 :]  # the rolling transcript: the last few lines
-    level = int(max(min((status.level_db + 60) / 60, 1.0), 0.0) * 20)
-    meter = "█" * level + "░" * (20 - level)
     latency = "?" if status.latency_ms is None else f"{status.latency_ms:.0f}"
     info = Text.assemble(
         ("● ", "red"),
         (f"{status.source.name} @ {status.source.rate} Hz  ", "bold"),
-        (f"{meter} {status.level_db:5.0f} dB  ", "green" if status.level_db > -50 else "dim"),
+        level_meter(status.level_db),
         f"latency {latency:>5} ms  RTF {status.rtf:4.2f}  backlog {status.backlog:4.1f} s",
     )
     return Group(
@@ -112,52 +136,46 @@ def run_live(
             elif isinstance(event, WordDone) and writer:
                 writer.word(event.word)
 
-    def interrupt(signum, frame) -> None:
-        if stop.is_set():  # a second Ctrl+C: give up at once
-            raise KeyboardInterrupt
-        stop.set()
-
     final: Transcript | None = None
-    previous = signal.signal(signal.SIGINT, interrupt)
     live = Live(console=console, auto_refresh=False, transient=False) if on_terminal else None
-    try:
-        if live:
-            live.start()
-        else:
-            delay = "unknown" if session.delay_ms is None else f"{session.delay_ms} ms"
-            err.print(
-                f"listening: {source.name} @ {source.rate} Hz, delay {delay} (Ctrl+C to stop)",
-                highlight=False,
-            )
-        last_draw = 0.0
-        for block in source.blocks(stop):
-            tic = time.perf_counter()
-            handle(session.feed(block))
-            status.block(block, source.rate, time.perf_counter() - tic)
-            if status.silent_for > SILENCE_WARNING_SECONDS and not status.warned:
-                status.warned = True
-                (live.console if live else err).print(
-                    f"[yellow]warning:[/yellow] {PERMISSION_HINT.format(s=status.silent_for)}",
+    with stop_on_ctrl_c(stop):
+        try:
+            if live:
+                live.start()
+            else:
+                delay = "unknown" if session.delay_ms is None else f"{session.delay_ms} ms"
+                err.print(
+                    f"listening: {source.name} @ {source.rate} Hz, delay {delay} (Ctrl+C to stop)",
                     highlight=False,
-                    soft_wrap=True,
                 )
-            if live and time.perf_counter() - last_draw > 0.1:
-                live.update(
-                    render(status, "".join(transcript).strip(), console.width), refresh=True
-                )
-                last_draw = time.perf_counter()
-        handle(session.finish())
-        final = session.result
-        if live:
-            live.update(render(status, final.text, console.width), refresh=True)
-        elif final.text or transcript:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        return final
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        source.close()
-        if live:
-            live.stop()
-        if writer:
-            writer.close(final)
+            last_draw = 0.0
+            for block in source.blocks(stop):
+                tic = time.perf_counter()
+                handle(session.feed(block))
+                status.block(block, source.rate, time.perf_counter() - tic)
+                if status.silent_for > SILENCE_WARNING_SECONDS and not status.warned:
+                    status.warned = True
+                    (live.console if live else err).print(
+                        f"[yellow]warning:[/yellow] {PERMISSION_HINT.format(s=status.silent_for)}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                if live and time.perf_counter() - last_draw > 0.1:
+                    live.update(
+                        render(status, "".join(transcript).strip(), console.width), refresh=True
+                    )
+                    last_draw = time.perf_counter()
+            handle(session.finish())
+            final = session.result
+            if live:
+                live.update(render(status, final.text, console.width), refresh=True)
+            elif final.text or transcript:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+            return final
+        finally:
+            source.close()
+            if live:
+                live.stop()
+            if writer:
+                writer.close(final)
