@@ -375,7 +375,7 @@ def dictate(
     except VoxtralError as e:
         bad_usage(str(e))
     try:
-        keyboard = _dry_run_keyboard(key) if dry_run else open_keyboard(key, paste)
+        keyboard = _dry_run_keyboard(key, hold) if dry_run else open_keyboard(key, paste)
         open_source = source_opener(device, input_file, fast)
         loaded = load_model(model, offline)
         from voxtral_mlx import Session
@@ -390,13 +390,16 @@ def dictate(
         fail(str(e))
 
 
-def _dry_run_keyboard(hotkey):
-    """--dry-run types nothing, but listens for the hotkey where it can."""
+def _dry_run_keyboard(hotkey, hold: bool):
+    """--dry-run types nothing, but listens for the hotkey where it can (with --hold it
+    must: push to talk without the key would never listen)."""
     from .keyboard import open_keyboard
 
     try:
         return open_keyboard(hotkey)
     except VoxtralError as e:
+        if hold:
+            raise VoxtralError(f"--hold needs the hotkey: {e}") from e
         print_error(f"the hotkey is off: {e}", label="warning")
         return None
 

@@ -171,9 +171,11 @@ class Dictation:
     def __init__(self, session, source: Source, keyboard: Keyboard | None, options: DictateOptions):
         self.session, self.source, self.keyboard, self.options = session, source, keyboard, options
         self.status = LiveStatus(source, session)
+        self.wrote = False  # text went to stdout
         err = Console(stderr=True)
-        # --dry-run on a terminal shows the text in the view, above the status line
-        self.view = StatusView(err, shows_text=options.dry_run and sys.stdout.isatty())
+        # --dry-run's text above the status when both go to the one terminal, else on stdout
+        shown = options.dry_run and sys.stdout.isatty() and err.is_terminal
+        self.view = StatusView(err, shows_text=shown)
         self.hotkey = keyboard.hotkey if keyboard else None
         # started from a terminal, that terminal had the focus: never type into it
         typing = keyboard if not options.dry_run else None
@@ -183,7 +185,7 @@ class Dictation:
             typing,
             options.paste,
             own,
-            write=self.view.add_text if self.view.shows_text else _stdout,
+            write=self.view.add_text if self.view.shows_text else self._stdout,
             say=self.view.warn,
         )
         self.cue = Cue() if options.cue else None
@@ -233,7 +235,13 @@ class Dictation:
     def close(self) -> None:
         if self.keyboard is not None:
             self.keyboard.close()
+        if self.wrote:  # text on stdout ends its line before the status's last line
+            _stdout("\n")
         self.view.stop(self)
+
+    def _stdout(self, text: str) -> None:
+        self.wrote = self.wrote or bool(text)
+        _stdout(text)
 
     def _hotkey(self, now: float) -> None:
         if self.hotkey is None:

@@ -1,7 +1,9 @@
 """Typing into other applications for `voxtral dictate`: the hotkey, and the back ends.
 
-Both back ends type and listen for the hotkey through pynput (Quartz events on macOS; XTest
-and RECORD on X11), imported only here, only when needed; each finds the focused window and
+Both back ends listen for the hotkey through pynput (Quartz events on macOS, RECORD on X11)
+and type through it on macOS; on X11 they type with xdotool (XTest, as a real keyboard),
+since pynput's X11 typing sends XSendEvent, which terminals and some toolkits ignore.
+pynput is imported only here, only when needed; each finds the focused window and
 handles the clipboard its platform's way. Hotkey parsing and `HotkeyState` are pure, so
 they are tested without a display.
 """
@@ -42,6 +44,12 @@ DEFAULT_HOTKEYS = {"darwin": "ctrl+shift+space", "linux": "ctrl+alt+space"}
 REPEAT_GAP = 0.15
 # --paste: how long the application gets to read the clipboard before it is restored
 PASTE_SETTLE = 0.25
+# xdotool's pause between typed keys (its default, 12 ms, types about 80 characters a second)
+XDOTOOL_DELAY_MS = 2
+XDOTOOL_HINT = (
+    "xdotool not found: typing through pynput instead, whose X11 keystrokes (XSendEvent) "
+    "terminals and some applications ignore (sudo apt install xdotool)"
+)
 
 ACCESSIBILITY_HINT = (
     "macOS does not let this terminal control the keyboard: turn it on in System Settings > "
@@ -100,6 +108,14 @@ def parse_hotkey(spec: str) -> Hotkey:
     if len(keys) != 1:
         raise VoxtralError(
             f"--hotkey {spec!r}: give one key besides the modifiers, e.g. {default_hotkey()}"
+        )
+    typed = len(keys[0]) == 1 or keys[0] == "space"  # a key that types a character
+    if typed and not modifiers - {"shift"}:
+        # alone it would toggle dictation whenever it is typed; with shift the keyboard
+        # reports another character (shift+1 is "!"), which never matches
+        raise VoxtralError(
+            f"--hotkey {spec!r}: a key that types a character needs ctrl, alt or cmd with it "
+            f"(or use a function key such as f8), e.g. {default_hotkey()}"
         )
     return Hotkey(tuple(m for m in MODIFIERS if m in modifiers), keys[0])
 
@@ -234,6 +250,7 @@ class X11Keyboard(Keyboard):
         super().__init__()
         self._display = display
         self._root = display.screen().root
+        self._xdotool = shutil.which("xdotool")
 
     def close(self) -> None:
         super().close()
@@ -241,7 +258,16 @@ class X11Keyboard(Keyboard):
 
     def focus(self) -> int:
         """The top-level window with the focus (the one under the pointer when the focus
-        follows it); 0 when no window has it."""
+        follows it); 0 when no window has it, or it went away while asked about."""
+        from Xlib import X
+        from Xlib.error import XError
+
+        try:
+            return self._focus()
+        except XError:  # (a dialog closed meanwhile: BadWindow)
+            return X.NONE
+
+    def _focus(self) -> int:
         from Xlib import X
 
         window = self._display.get_input_focus().focus
@@ -252,6 +278,30 @@ class X11Keyboard(Keyboard):
         while (parent := window.query_tree().parent) and parent.id != self._root.id:
             window = parent
         return window.id
+
+    def type(self, text: str) -> None:
+        """Through xdotool, which types with XTest (as a real keyboard does, any character:
+        it maps a spare key code to one the keymap lacks); pynput's typing on X11 sends
+        XSendEvent, which terminals and some toolkits ignore."""
+        if self._xdotool is None:
+            return super().type(text)
+        subprocess.run(
+            [self._xdotool, "type", "--delay", str(XDOTOOL_DELAY_MS), "--", text],
+            check=False,
+            capture_output=True,
+            timeout=30 + len(text) * 0.05,
+        )
+
+    def paste(self, text: str) -> None:
+        if self._xdotool is None:
+            return super().paste(text)
+        saved = self._clipboard()
+        if not self._set_clipboard(text):
+            self.type(text)
+            return
+        subprocess.run([self._xdotool, "key", "ctrl+v"], check=False, capture_output=True)
+        time.sleep(PASTE_SETTLE)
+        self._restore_clipboard(saved)
 
     def _clipboard(self) -> tuple[str, bytes] | None:
         """The clipboard's text (else its first format), or None when it is empty."""
@@ -393,6 +443,12 @@ def _open_x11(paste: bool) -> X11Keyboard:
             raise VoxtralError(f"the X server {name!r} lacks the {extension} extension {use} needs")
     if paste and shutil.which("xclip") is None:
         raise VoxtralError("--paste needs xclip on X11: sudo apt install xclip")
+    if shutil.which("xdotool") is None:
+        import warnings
+
+        from voxtral_mlx.errors import VoxtralWarning
+
+        warnings.warn(XDOTOOL_HINT, VoxtralWarning, stacklevel=2)
     try:
         return X11Keyboard(x)
     except ImportError as e:

@@ -92,6 +92,9 @@ def test_hotkey_parsing():
         ("ctrl+alt", "one key besides the modifiers"),
         ("ctrl+a+b", "one key besides the modifiers"),
         ("", "unknown key ''"),
+        ("a", "needs ctrl, alt or cmd"),
+        ("space", "needs ctrl, alt or cmd"),
+        ("shift+1", "needs ctrl, alt or cmd"),
     ]:
         with pytest.raises(VoxtralError, match=message):
             parse_hotkey(bad)
@@ -131,10 +134,12 @@ root = tk.Tk()
 root.title(sys.argv[1])
 text = tk.Text(root, width=80, height=8)
 text.pack()
-seen = {"keys": 0, "pastes": 0}  # printable keys typed; pastes (Ctrl+V)
+# printable keys typed; of those, sent by XSendEvent (which terminals ignore); pastes
+seen = {"keys": 0, "sent": 0, "pastes": 0}
 def key(event):
     if event.char and event.char.isprintable() and not event.state & 0x4:
         seen["keys"] += 1
+        seen["sent"] += bool(event.send_event)
 def paste(event):
     seen["pastes"] += 1
 text.bind("<KeyPress>", key, add="+")
@@ -322,6 +327,8 @@ def test_types_what_transcribe_gives(x11, window, speech, tmp_path):
     want = transcript(wav)
     assert window.wait_for(want) == want and len(want.split()) >= 4
     assert done.stdout == "" and f"s of input: {len(want)} characters typed" in done.stderr
+    seen = window.ask()
+    assert seen["keys"] >= len(want.replace(" ", "")) and seen["sent"] == 0  # XTest, as keys
 
 
 def test_paste_goes_through_the_clipboard_and_restores_it(x11, window, speech, tmp_path):
@@ -345,8 +352,10 @@ def test_dry_run_needs_no_display(speech, tmp_path):
     wav = write_wav(tmp_path / "dry.wav", speech[3].audio)
     done = dictate_here({}, "--dry-run", "--input", wav, "--fast")
     assert done.exit_code == 0, done.stderr
-    assert done.stdout == transcript(wav)
+    assert done.stdout == transcript(wav) + "\n"  # the line ends before the status's
     assert "warning: the hotkey is off: no X display" in done.stderr
+    held = dictate_here({}, "--dry-run", "--hold", "--input", wav, "--fast")
+    assert held.exit_code == 1 and held.stderr.startswith("error: --hold needs the hotkey")
 
 
 def test_hotkey_own_terminal_and_ctrl_c(x11, speech, tmp_path):
@@ -396,8 +405,14 @@ def test_hotkey_own_terminal_and_ctrl_c(x11, speech, tmp_path):
         hotkey()
         resumed = input_at(lines.wait_for("listening"))
         at(c_said + 0.1)
+        # the words before C's last are typed by now, or being typed: the focus moves once
+        # the window's text holds still (a focus moved while keys are typed takes the rest)
+        shown, still = other.text, time.monotonic()
+        while time.monotonic() - still < 0.12:
+            if (now := other.text) != shown:
+                shown, still = now, time.monotonic()
         terminal.focus()
-        at(c_said + 0.2)
+        time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         stdout = proc.stdout.read()
         proc.wait(60)
