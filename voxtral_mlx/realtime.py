@@ -70,14 +70,19 @@ def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def decode_pcm16(audio, most_bytes: int | None = None) -> np.ndarray:
-    """The samples of a base64 PCM16 little-endian string, in [-1, 1) (ValueError: why not)."""
+def decode_base64(audio) -> bytes:
+    """The bytes of a client's base64 audio string (ValueError: why not)."""
     if not isinstance(audio, str):
         raise ValueError("'audio' must be a base64 string")
     try:
-        raw = base64.b64decode(audio, validate=True)
+        return base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("Invalid audio data: not base64") from None
+
+
+def decode_pcm16(audio) -> np.ndarray:
+    """The samples of a base64 PCM16 little-endian string, in [-1, 1) (ValueError: why not)."""
+    raw = decode_base64(audio)
     if len(raw) == 0 or len(raw) % 2:
         raise ValueError(
             f"Invalid audio data: PCM16 needs a positive, even number of bytes, got {len(raw)}"
@@ -165,8 +170,8 @@ class Connection:
         while self.outbox and not self.sender.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
-    async def error(self, message: str, code: str, **details) -> None:
-        await self.dialect.error(message, code, **details)
+    async def error(self, message: str, code: str) -> None:
+        await self.dialect.error(message, code)
 
     # --- events in ---
     async def handle(self, message: str | None) -> None:
@@ -298,7 +303,7 @@ class VllmDialect:
         created |= {"created": int(time.time()), "delay_ms": self.delay_ms}
         await self.conn.send(created)
 
-    async def error(self, message: str, code: str, **details) -> None:
+    async def error(self, message: str, code: str) -> None:
         await self.conn.send({"type": "error", "error": message, "code": code})
 
     async def handle(self, event: dict) -> None:

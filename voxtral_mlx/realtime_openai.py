@@ -35,7 +35,15 @@ import numpy as np
 
 from .audio import StreamResampler
 from .config import SAMPLE_RATE
-from .realtime import MAX_ENCODED_AHEAD, SLICE_SECONDS, Connection, shorten, take_audio
+from .realtime import (
+    MAX_ENCODED_AHEAD,
+    SLICE_SECONDS,
+    Connection,
+    decode_base64,
+    decode_pcm16,
+    shorten,
+    take_audio,
+)
 from .session import Session, TextDelta
 from .turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
 
@@ -281,14 +289,14 @@ class OpenAIDialect:
         return session | {"audio": {"input": audio_in}, "include": []}
 
     async def append(self, event: dict) -> None:
-        from .realtime import decode_pcm16
-
         audio = event.get("audio")
         try:
             if self.format == "audio/pcm":
                 samples = decode_pcm16(audio)
+            elif raw := decode_base64(audio):
+                samples = g711_to_float(raw, self.format)
             else:
-                samples = g711_to_float(_b64(audio), self.format)
+                raise ValueError("'audio' must be a non-empty base64 string")
         except ValueError as e:
             raise SettingError(str(e), "audio", "invalid_audio") from None
         await self._add_audio(samples)
@@ -562,18 +570,6 @@ class SettingError(Exception):
     def __init__(self, message: str, param: str | None, code: str = "invalid_value"):
         super().__init__(message)
         self.param, self.code = param, code
-
-
-def _b64(audio) -> bytes:
-    import base64
-    import binascii
-
-    if not isinstance(audio, str) or not audio:
-        raise ValueError("'audio' must be a non-empty base64 string")
-    try:
-        return base64.b64decode(audio, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("Invalid audio data: not base64") from None
 
 
 def _format(given) -> tuple[str, int]:
