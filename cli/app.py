@@ -597,12 +597,10 @@ def evaluate(
     ] = "whisper",
 ) -> None:
     """Word and character error rates (normalized text) over audio with reference transcripts."""
-    import json
-
-    from voxtral_mlx.evaluation import NORMALIZERS, check_normalizer, find_pairs
+    from voxtral_mlx.evaluation import Report, check_normalizer, find_pairs
     from voxtral_mlx.evaluation import evaluate as run
 
-    from .ui import plural
+    from .ui import INTERRUPTED_EXIT, about, plural
 
     try:
         check_normalizer(normalizer)
@@ -611,54 +609,76 @@ def evaluate(
     try:
         pairs = find_pairs(paths)
         loaded = load_model(model, offline)
-        delay = loaded.args.schedule(delay).delay_ms
-        with status_spinner(f"transcribing {plural(len(pairs), 'file')}"):
-            report = run(loaded, pairs, delay, normalizer)
     except VoxtralError as e:
         fail(str(e))
-    if as_json:
-        files = [
-            {
-                "audio": f.audio,
-                "wer": f.wer,
-                "cer": f.cer,
-                "words": f.words,
-                "reference": f.reference,
-                "hypothesis": f.hypothesis,
-            }
-            for f in report.files
-        ]
-        print(
-            json.dumps(
-                {
-                    "model": model,
-                    "delay_ms": delay,
-                    "normalizer": report.normalizer,
-                    "files": files,
-                    "wer": report.wer,
-                    "cer": report.cer,
-                    "audio_seconds": report.audio_seconds,
-                    "real_time_factor": report.elapsed_seconds / max(report.audio_seconds, 1e-9),
-                },
-                indent=2,
-            )
+    delay = loaded.args.schedule(delay).delay_ms
+    report = Report(normalizer)
+    interrupted = False
+    try:
+        with status_spinner(f"transcribing {plural(len(pairs), 'file')}"):
+            run(loaded, pairs, delay, normalizer, report)
+    except KeyboardInterrupt:  # the scores so far are still worth having
+        interrupted = True
+    for name, why in report.failed:
+        print_error(about(name, why))
+    if interrupted:
+        done = len(report.files)
+        print_error(
+            f"stopped after {done} of {plural(len(pairs), 'file')}: "
+            + ("the scores are partial" if done else "nothing to score yet"),
+            label="interrupted",
         )
+    if report.files or as_json:
+        _print_eval(report, model, delay, as_json, partial=interrupted)
+    if interrupted:
+        raise typer.Exit(INTERRUPTED_EXIT)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_eval(report, model: str, delay: int, as_json: bool, partial: bool) -> None:
+    """The scores, per file and overall: a table, or JSON."""
+    from voxtral_mlx.evaluation import NORMALIZERS
+
+    from .ui import plural
+
+    if as_json:
+        import json
+
+        keys = ("audio", "wer", "cer", "words", "reference", "hypothesis")
+        summary = {
+            "model": model,
+            "delay_ms": delay,
+            "normalizer": report.normalizer,
+            "files": [{key: getattr(f, key) for key in keys} for f in report.files],
+            "failed": [{"file": name, "error": why} for name, why in report.failed],
+            "partial": partial,
+            "wer": report.wer,
+            "cer": report.cer,
+            "audio_seconds": report.audio_seconds,
+            "real_time_factor": report.elapsed_seconds / max(report.audio_seconds, 1e-9),
+        }
+        print(json.dumps(summary, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("file", "WER", "CER", "hypothesis", box=None)
     for f in report.files:
+        name = Path(f.audio).name + ("" if f.words else " (empty reference)")
         table.add_row(
-            Path(f.audio).name, f"{100 * f.wer:.1f}%", f"{100 * f.cer:.1f}%", f.hypothesis[:60]
+            escape(name), f"{100 * f.wer:.1f}%", f"{100 * f.cer:.1f}%", escape(f.hypothesis[:60])
         )
     console = Console()
     console.print(table)
     console.print(
-        f"overall: WER {100 * report.wer:.2f}%  CER {100 * report.cer:.2f}%  over "
-        f"{plural(len(report.files), 'file')}, {report.audio_seconds:.1f} s of audio, "
-        f"delay {delay} ms, normalizer {report.normalizer} ({NORMALIZERS[report.normalizer]})",
+        f"{'partial' if partial else 'overall'}: WER {100 * report.wer:.2f}%  "
+        f"CER {100 * report.cer:.2f}%  over {plural(len(report.files), 'file')}, "
+        f"{report.audio_seconds:.1f} s of audio, delay {delay} ms, normalizer "
+        f"{report.normalizer} ({NORMALIZERS[report.normalizer]})",
         highlight=False,
+        markup=False,
     )
 
 

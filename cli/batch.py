@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from voxtral_mlx.errors import VoxtralError
 
-from .ui import INTERRUPTED_EXIT, plural, print_error
+from .ui import INTERRUPTED_EXIT, about, plural, print_error
 
 if TYPE_CHECKING:
     from voxtral_mlx import Transcript
@@ -92,7 +92,7 @@ class Batch:
 
     def fail(self, name: str, message: str) -> None:
         self.failures += 1
-        print_error(f"{name}: {message}")
+        print_error(about(name, message))
 
     def run_pooled(self, model, delay_ms: int | None, batch: int) -> None:
         """Local transcription, `batch` files at a time through one batched decoder."""

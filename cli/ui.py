@@ -25,6 +25,12 @@ def print_error(message: str, label: str = "error") -> None:
     )
 
 
+def about(name: str, message: str) -> str:
+    """`message` about the file `name`, which it names once: prefixed only if it does not
+    already ("empty.wav is empty", not "empty.wav: empty.wav is empty")."""
+    return message if name in message else f"{name}: {message}"
+
+
 def fail(message: str) -> None:
     """print_error, then exit code 1."""
     print_error(message)

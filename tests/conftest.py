@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,27 @@ def jfk():
     if not path.is_file():
         pytest.skip(f"shared audio not found at {path}")
     return voxtral_mlx.load_audio(path)
+
+
+TRAINED = Path(__file__).parent / "assets" / "tiny-voxtral"  # the tiny trained model
+HELD_OUT_SEED = 987654  # training used 1234 to 1238
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """The tiny trained model (22 spoken words), loaded once."""
+    import voxtral_mlx
+
+    return voxtral_mlx.load(TRAINED)
+
+
+@pytest.fixture(scope="session")
+def held_out(tmp_path_factory):
+    """24 held-out utterances the trained model never saw (espeak-ng, seeded): the folder
+    (NAME.wav + NAME.txt + NAME.align.json) and the utterances. Read-only for tests."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is needed to generate held-out speech")
+    from data import write_set
+
+    folder = tmp_path_factory.mktemp("held-out")
+    return folder, write_set(folder, 24, HELD_OUT_SEED)

@@ -1,12 +1,16 @@
 """Text normalization for `voxtral eval`: Whisper's English normalizer by default (so figures
 compare with published ones), the basic one on request. No model needed."""
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import TRAINED
 
 from voxtral_mlx import VoxtralError
 from voxtral_mlx.evaluation import basic_normalize, evaluate, score, text_normalizer
@@ -98,3 +102,94 @@ def test_cli_rejects_an_unknown_normalizer_before_loading_a_model(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0] == "error: unknown normalizer 'nope'; choose one of: whisper, basic"
+
+
+@pytest.fixture
+def eval_folder(held_out, tmp_path):
+    """Three held-out clips with their references, and what a new user's folder also holds:
+    a reference with a byte-order mark and Windows line ends, one that is not UTF-8, an
+    empty one, and audio that cannot be decoded."""
+    folder, utterances = held_out
+    for i in range(5):
+        for suffix in (".wav", ".txt"):
+            shutil.copy(folder / f"utt{i:04d}{suffix}", tmp_path / f"utt{i:04d}{suffix}")
+    (tmp_path / "utt0001.txt").write_bytes(b"\xef\xbb\xbf" + utterances[1].text.encode() + b"\r\n")
+    (tmp_path / "utt0002.txt").write_bytes(b"go b\xe4ck\n")  # Latin-1
+    (tmp_path / "utt0003.txt").write_text("")
+    (tmp_path / "zzz.wav").write_bytes(b"RIFF, but no audio")
+    (tmp_path / "zzz.txt").write_text("nothing\n")
+    return tmp_path, utterances
+
+
+def test_eval_skips_what_it_cannot_read_and_scores_the_rest(eval_folder):
+    """A reference that is not UTF-8 and audio that cannot be decoded are one line each and
+    skipped; the others are scored (a BOM and CRLF change nothing); exit code 1."""
+    folder, utterances = eval_folder
+    done = subprocess.run(
+        [*VOXTRAL, "eval", str(folder), "--model", str(TRAINED), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    reference, audio = done.stderr.splitlines()
+    assert reference == (
+        f"error: {folder / 'utt0002.txt'} is not UTF-8 text (byte 0xe4 at offset 4): "
+        "save it as UTF-8"
+    )
+    assert audio.startswith(f"error: cannot decode {folder / 'zzz.wav'}: ")
+    report = json.loads(done.stdout)
+    scored = {Path(f["audio"]).stem: f for f in report["files"]}
+    assert sorted(scored) == ["utt0000", "utt0001", "utt0003", "utt0004"]
+    assert [f["file"] for f in report["failed"]] == [
+        str(folder / "utt0002.txt"),
+        str(folder / "zzz.wav"),
+    ]
+    assert scored["utt0001"]["reference"] == text_normalizer("whisper")(utterances[1].text)
+    assert report["partial"] is False
+
+
+def test_an_empty_reference_counts_as_jiwer_counts_it(eval_folder, trained):
+    """Errors over reference words, at least one, for a file as for the total: the row of an
+    empty reference and a total over it alone agree (every word written is an insertion)."""
+    folder, utterances = eval_folder
+    report = evaluate(trained, [(folder / "utt0003.wav", folder / "utt0003.txt")], 480)
+    (empty,) = report.files
+    inserted = len(empty.hypothesis.split())
+    assert empty.words == 0 and inserted > 0 and empty.word_errors == inserted
+    assert empty.wer == report.wer == inserted
+    assert empty.cer == report.cer == len(empty.hypothesis)
+    import jiwer
+
+    assert empty.wer == jiwer.process_words("", empty.hypothesis).wer
+    both = evaluate(
+        trained, [(folder / f"utt000{i}.wav", folder / f"utt000{i}.txt") for i in (0, 3)], 480
+    )
+    errors = sum(f.word_errors for f in both.files)
+    assert both.wer == errors / both.files[0].words
+
+
+def test_eval_ctrl_c_prints_the_scores_so_far(eval_folder, monkeypatch, capsys):
+    """Ctrl+C (KeyboardInterrupt, as Python raises it for SIGINT) while the second file is
+    transcribed: the first file's score, marked partial, and exit code 130."""
+    from typer.testing import CliRunner
+    from voxtral_cli.app import app
+
+    import voxtral_mlx.evaluation as evaluation
+
+    folder, _ = eval_folder
+    real, calls = evaluation.transcribe, []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "transcribe", interrupted_on_the_second)
+    paths = [str(folder / "utt0000.wav"), str(folder / "utt0004.wav")]
+    done = CliRunner().invoke(app, ["eval", *paths, "--model", str(TRAINED)])
+    assert done.exit_code == 130, done.output
+    assert "utt0000.wav" in done.stdout and "utt0004.wav" not in done.stdout
+    assert "partial: WER" in done.stdout and "overall" not in done.stdout
+    assert done.stderr.strip() == "interrupted: stopped after 1 of 2 files: the scores are partial"

@@ -122,19 +122,23 @@ class FileScore:
     chars: int
     char_errors: int
 
+    # jiwer's convention, for a file as for the total: errors over the reference's words (or
+    # characters), at least one, so an empty reference counts every inserted word as an error
+
     @property
     def wer(self) -> float:
-        return self.word_errors / self.words if self.words else float(self.word_errors > 0)
+        return self.word_errors / max(self.words, 1)
 
     @property
     def cer(self) -> float:
-        return self.char_errors / self.chars if self.chars else float(self.char_errors > 0)
+        return self.char_errors / max(self.chars, 1)
 
 
 @dataclass
 class Report:
     normalizer: str = DEFAULT_NORMALIZER  # the name of the one that produced the scores
     files: list[FileScore] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, why): pairs skipped
     audio_seconds: float = 0.0
     elapsed_seconds: float = 0.0
 
@@ -185,23 +189,47 @@ def find_pairs(paths: list[Path]) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def read_reference(path: Path) -> str:
+    """A reference transcript: UTF-8 (a byte-order mark dropped; any line ends)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise VoxtralError(
+            f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+            "save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise VoxtralError(f"cannot read {path}: {e.strerror}") from None
+
+
 def evaluate(
     model: VoxtralRealtime,
     pairs: list[tuple[Path, Path]],
     delay_ms: int,
     normalizer: str = DEFAULT_NORMALIZER,
-    on_file: Callable[[FileScore], None] | None = None,
+    report: Report | None = None,
 ) -> Report:
-    """Transcribe each (audio, reference) pair and score it with the named normalizer."""
+    """Transcribe each (audio, reference) pair and score it with the named normalizer. A
+    pair whose reference or audio cannot be read is skipped, with why (`Report.failed`).
+    `report`: the Report to fill as files are done, so a caller interrupted midway keeps
+    the scores so far."""
     check_normalizer(normalizer)
-    report = Report(normalizer)
+    report = Report(normalizer) if report is None else report
+    references = {}
+    for audio, ref in pairs:  # every reference first: a bad one is known before any decoding
+        try:
+            references[audio] = read_reference(ref)
+        except VoxtralError as e:
+            report.failed.append((str(ref), str(e)))
     tic = time.perf_counter()
-    for audio, ref in pairs:
-        result = transcribe(model, audio, delay_ms=delay_ms)
-        item = score(ref.read_text(encoding="utf-8"), result.text, str(audio), normalizer)
-        report.files.append(item)
+    for audio, reference in references.items():
+        try:
+            result = transcribe(model, audio, delay_ms=delay_ms)
+        except VoxtralError as e:
+            report.failed.append((str(audio), str(e)))
+            continue
+        finally:
+            report.elapsed_seconds = time.perf_counter() - tic
+        report.files.append(score(reference, result.text, str(audio), normalizer))
         report.audio_seconds += result.audio_seconds
-        if on_file is not None:
-            on_file(item)
-    report.elapsed_seconds = time.perf_counter() - tic
     return report
