@@ -146,6 +146,13 @@ def load_model(model: str, offline: bool):
         return voxtral_mlx.load(model, offline=offline or None)
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was given (on the command line or by its environment
+    variable), rather than left at its default."""
+    source = ctx.get_parameter_source(name)  # Click's enum (typer vendors Click: by name)
+    return source is not None and source.name != "DEFAULT"
+
+
 def check_choice(value: str | None, choices: tuple, option: str) -> None:
     if value is not None and value not in choices:
         bad_usage(f"{option} {value!r}: choose {', '.join(map(str, choices))}")
@@ -722,6 +729,7 @@ def download(
 
 @command(cls=Command)
 def convert(
+    ctx: typer.Context,
     hf_path: Annotated[
         str,
         typer.Option(
@@ -735,10 +743,12 @@ def convert(
         bool, flag("--quantize", "-q", help="Quantize linear layers and the embedding.")
     ] = False,
     q_bits: Annotated[
-        int, typer.Option("--q-bits", metavar="BITS", help="Bits per weight: 4, 6 or 8.")
+        int,
+        typer.Option("--q-bits", metavar="BITS", help="Bits per weight: 4, 6 or 8 (implies -q)."),
     ] = 4,
     q_group_size: Annotated[
-        int, typer.Option("--q-group-size", metavar="N", help="Group size: 32, 64 or 128.")
+        int,
+        typer.Option("--q-group-size", metavar="N", help="Group size: 32, 64 or 128 (implies -q)."),
     ] = 64,
     dtype: DtypeOpt = None,
     offline: OfflineOpt = False,
@@ -746,11 +756,19 @@ def convert(
     """Write an MLX checkpoint (optionally quantized) that `voxtral_mlx.load` reads."""
     from voxtral_mlx.config import QUANT_BITS, QUANT_GROUP_SIZES
 
+    from .batch import writable_folder
+
     check_choice(dtype, DTYPES, "--dtype")
     check_choice(q_bits, QUANT_BITS, "--q-bits")
     check_choice(q_group_size, QUANT_GROUP_SIZES, "--q-group-size")
-    if mlx_path.exists() and not (mlx_path.is_dir() and not any(mlx_path.iterdir())):
-        fail(f"{mlx_path} exists and is not an empty folder")
+    # the quantization settings mean nothing unquantized: giving one asks for quantization
+    quantize = quantize or given(ctx, "q_bits") or given(ctx, "q_group_size")
+    if mlx_path.is_dir() and any(mlx_path.iterdir()):
+        fail(f"cannot write to {mlx_path}: it exists and is not empty")
+    if mlx_path.exists() and not mlx_path.is_dir():
+        fail(f"cannot write to {mlx_path}: it exists and is not a folder")
+    if why := writable_folder(mlx_path.parent):
+        fail(f"cannot write to {mlx_path}: {why}")
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
     import mlx.core as mx
@@ -774,6 +792,7 @@ def convert(
 
 @command(cls=Command)
 def bench(
+    ctx: typer.Context,
     model: ModelOpt = DEFAULT_MODEL,
     random_weights: Annotated[
         bool,
@@ -817,6 +836,10 @@ def bench(
 
     check_choice(dtype, DTYPES, "--dtype")
     check_choice(size, BENCH_SIZES, "--size")
+    if random_weights and given(ctx, "model"):
+        bad_usage("--model and --random-weights exclude each other")
+    if given(ctx, "size") and not random_weights:
+        bad_usage("--size applies to --random-weights (a model's size is its own)")
     check_choice(q_bits, QUANT_BITS, "--q-bits")
     check_choice(q_group_size, QUANT_GROUP_SIZES, "--q-group-size")
     import mlx.core as mx

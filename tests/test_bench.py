@@ -58,3 +58,20 @@ def test_bench_rejects_bad_options():
         timeout=120,
     )
     assert done.returncode == 2 and done.stderr == "error: --size 'huge': choose full, small\n"
+
+
+def test_bench_refuses_options_that_would_be_ignored(official_dir):
+    """--size is the size of random weights: with a model of one's own it would be ignored,
+    as --model would be with --random-weights. One line each, exit code 2."""
+    for args, message in (
+        (["--size", "small", "--model", official_dir], "--size applies to --random-weights"),
+        (["--random-weights", "--model", official_dir], "--model and --random-weights exclude"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "voxtral_cli.app", "bench", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and done.stderr.startswith(f"error: {message}"), done.stderr
+        assert len(done.stderr.splitlines()) == 1

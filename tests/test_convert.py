@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from test_cli import voxtral
 from test_loading import probe_logits
 
 import voxtral_mlx
@@ -63,3 +64,50 @@ def test_convert_refuses_a_non_empty_destination(official_dir, tmp_path):
     (tmp_path / "busy" / "file").write_text("x")
     with pytest.raises(voxtral_mlx.VoxtralError, match="not empty"):
         convert(official_dir, tmp_path / "busy")
+
+
+def test_convert_never_leaves_a_half_written_checkpoint(official_dir, tmp_path, monkeypatch):
+    """The checkpoint is written beside the destination and renamed once complete: a write
+    that fails midway (a full disk) leaves neither the destination nor the partial folder."""
+    import errno
+
+    import voxtral_mlx.convert as conversion
+
+    def full_disk(folder, *args):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(conversion, "_write", full_disk)
+    with pytest.raises(voxtral_mlx.VoxtralError, match="No space left on device"):
+        convert(official_dir, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()  # an empty folder given as the destination is kept as it was
+    with pytest.raises(voxtral_mlx.VoxtralError):
+        convert(official_dir, tmp_path / "empty")
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]
+
+
+def test_cli_convert_checks_the_destination_before_loading(tmp_path):
+    """A destination that cannot be written is one line and exit code 1 before the model is
+    looked for (the source here does not exist: its error would come first otherwise)."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    for destination, why in (
+        (tmp_path / "file" / "out", f"{tmp_path / 'file'} is not a folder"),
+        (tmp_path / "file", "it exists and is not a folder"),
+        (tmp_path / "busy", "it exists and is not empty"),
+    ):
+        done = voxtral("convert", "--hf-path", tmp_path / "nowhere", "--mlx-path", destination)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.splitlines() == [f"error: cannot write to {destination}: {why}"]
+
+
+def test_cli_convert_q_bits_implies_quantize(official_dir, tmp_path):
+    done = voxtral(
+        "convert", "--hf-path", official_dir, "--mlx-path", tmp_path / "q8", "--q-bits", 8
+    )
+    assert done.returncode == 0, done.stderr
+    params = json.loads((tmp_path / "q8" / "params.json").read_text())
+    assert params["quantization"] == {"group_size": 64, "bits": 8}
+    assert [p.name for p in tmp_path.iterdir()] == ["q8"]  # no partial folder left beside it

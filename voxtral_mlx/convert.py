@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import mlx.core as mx
@@ -55,22 +56,42 @@ def convert(
     dtype: mx.Dtype | None = None,
     offline: bool | None = None,
 ) -> Path:
-    """Read a checkpoint (local or hub, any layout), cast and/or quantize it, write ours."""
+    """Read a checkpoint (local or hub, any layout), cast and/or quantize it, write ours.
+    The checkpoint is written into a temporary folder beside `destination`, renamed to it
+    once complete: never half written."""
     if bits is not None:
         check_quantization(bits, group_size)
-    from ._mlx_lm import save_model
-
     destination = Path(destination)
-    if destination.exists() and any(destination.iterdir()):
-        raise VoxtralError(f"{destination} exists and is not empty")
+    if destination.exists() and not destination.is_dir():
+        raise VoxtralError(f"cannot write to {destination}: it exists and is not a folder")
+    if destination.is_dir() and any(destination.iterdir()):
+        raise VoxtralError(f"cannot write to {destination}: it exists and is not empty")
     source_path = resolve_model_path(source, offline=offline)
     model = load(source_path, dtype=dtype)
     params = model.args.to_params()
     if bits is not None:
         quantize(model, bits, group_size)
         params["quantization"] = {"group_size": group_size, "bits": bits}
-    destination.mkdir(parents=True, exist_ok=True)
-    save_model(destination, model)
-    (destination / "params.json").write_text(json.dumps(params, indent=2) + "\n")
-    shutil.copy(source_path / "tekken.json", destination / "tekken.json")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    except OSError as e:
+        raise VoxtralError(f"cannot write to {destination}: {e.strerror}") from None
+    try:
+        _write(partial, model, params, source_path)
+        if destination.is_dir():
+            destination.rmdir()  # empty (checked above): the checkpoint takes its place
+        partial.rename(destination)
+    except OSError as e:
+        raise VoxtralError(f"cannot write to {destination}: {e.strerror}") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return destination
+
+
+def _write(folder: Path, model: nn.Module, params: dict, source: Path) -> None:
+    from ._mlx_lm import save_model
+
+    save_model(folder, model)
+    (folder / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+    shutil.copy(source / "tekken.json", folder / "tekken.json")
