@@ -756,17 +756,17 @@ def convert(
     """Write an MLX checkpoint (optionally quantized) that `voxtral_mlx.load` reads."""
     from voxtral_mlx.config import QUANT_BITS, QUANT_GROUP_SIZES
 
-    from .batch import writable_folder
+    from .files import writable_folder
 
     check_choice(dtype, DTYPES, "--dtype")
     check_choice(q_bits, QUANT_BITS, "--q-bits")
     check_choice(q_group_size, QUANT_GROUP_SIZES, "--q-group-size")
     # the quantization settings mean nothing unquantized: giving one asks for quantization
     quantize = quantize or given(ctx, "q_bits") or given(ctx, "q_group_size")
+    if mlx_path.exists() and not mlx_path.is_dir():
+        fail(f"cannot write to {mlx_path}: it exists and is not an empty folder")
     if mlx_path.is_dir() and any(mlx_path.iterdir()):
         fail(f"cannot write to {mlx_path}: it exists and is not empty")
-    if mlx_path.exists() and not mlx_path.is_dir():
-        fail(f"cannot write to {mlx_path}: it exists and is not a folder")
     if why := writable_folder(mlx_path.parent):
         fail(f"cannot write to {mlx_path}: {why}")
     if offline:

@@ -95,7 +95,7 @@ def test_cli_convert_checks_the_destination_before_loading(tmp_path):
     (tmp_path / "busy" / "x").write_text("x")
     for destination, why in (
         (tmp_path / "file" / "out", f"{tmp_path / 'file'} is not a folder"),
-        (tmp_path / "file", "it exists and is not a folder"),
+        (tmp_path / "file", "it exists and is not an empty folder"),
         (tmp_path / "busy", "it exists and is not empty"),
     ):
         done = voxtral("convert", "--hf-path", tmp_path / "nowhere", "--mlx-path", destination)

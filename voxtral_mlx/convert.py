@@ -63,7 +63,7 @@ def convert(
         check_quantization(bits, group_size)
     destination = Path(destination)
     if destination.exists() and not destination.is_dir():
-        raise VoxtralError(f"cannot write to {destination}: it exists and is not a folder")
+        raise VoxtralError(f"cannot write to {destination}: it exists and is not an empty folder")
     if destination.is_dir() and any(destination.iterdir()):
         raise VoxtralError(f"cannot write to {destination}: it exists and is not empty")
     source_path = resolve_model_path(source, offline=offline)
