@@ -135,6 +135,9 @@ InputOpt = Annotated[
 FastOpt = Annotated[
     bool, flag("--fast", help="With --input: replay as fast as it can be processed.")
 ]
+OverwriteOpt = Annotated[
+    bool, flag("--overwrite", help="Replace output files that exist (refused otherwise).")
+]
 
 
 def load_model(model: str, offline: bool):
@@ -181,6 +184,7 @@ def transcribe(
         ),
     ] = None,
     word_timestamps: WordsOpt = False,
+    overwrite: OverwriteOpt = False,
     batch: Annotated[
         int | None,
         typer.Option(
@@ -211,7 +215,7 @@ def transcribe(
         bad_usage(f"--batch {batch}: at least 1")
     if batch is not None and server:
         bad_usage("--batch applies to local transcription (the server batches its own)")
-    work = Batch(files, formats, output_dir or Path("."), word_timestamps)
+    work = Batch(files, formats, output_dir or Path("."), word_timestamps, overwrite)
     try:
         work.check()  # inputs and the output folder, before any model is loaded
         if server:
@@ -260,9 +264,15 @@ def source_opener(device: str | None, input_file: Path | None, fast: bool):
     from .capture import FileSource, MicrophoneSource, find_device
 
     if input_file is not None:
-        from voxtral_mlx.audio import decode_audio
+        from voxtral_mlx.audio import check_finite, decode_audio
 
-        decoded = decode_audio(input_file)
+        from .ui import about
+
+        try:
+            decoded = decode_audio(input_file)
+            check_finite(*decoded)
+        except VoxtralError as e:  # named as transcribe names it
+            raise VoxtralError(about(str(input_file), str(e))) from None
         return lambda: FileSource(input_file, decoded, fast)
     found = find_device(device)
     return lambda: MicrophoneSource(found)
@@ -285,6 +295,7 @@ def live(
     input_file: InputOpt = None,
     fast: FastOpt = False,
     word_timestamps: WordsOpt = False,
+    overwrite: OverwriteOpt = False,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
@@ -292,12 +303,17 @@ def live(
     """Transcribe the microphone as you speak; Ctrl+C flushes the last words and stops."""
     from voxtral_mlx.formats import LIVE_FORMATS
 
+    from .files import check_not_replaced, check_writable
+
     check_capture(device, input_file, fast)
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
         bad_usage(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
 
     try:
         open_source = source_opener(device, input_file, fast)
+        if output is not None:
+            check_writable(output)
+            check_not_replaced([output], overwrite)
         if server:
             from .remote import RemoteSession
 
@@ -556,6 +572,7 @@ def serve(
             f"serving {model} on http://{host}:{port} (ws://{host}:{port}/v1/realtime, {auth})",
             highlight=False,
             soft_wrap=True,
+            markup=False,
         )
 
     try:
@@ -694,6 +711,7 @@ def devices() -> None:
     """List the audio input devices (index, name, channels, default rate)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from .capture import input_devices
 
@@ -706,7 +724,7 @@ def devices() -> None:
     table = Table("", "index", "name", "channels", "rate", box=None)
     for d in found:
         table.add_row(
-            "*" if d.is_default else "", str(d.index), d.name, str(d.channels), f"{d.rate} Hz"
+            "*" if d.is_default else "", str(d.index), Text(d.name), str(d.channels), f"{d.rate} Hz"
         )
     Console().print(table)
 
@@ -876,9 +894,10 @@ def bench(
 
 def _print_bench(r, label: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"voxtral bench: {label}", box=None, title_justify="left")
+    table = Table(title=f"voxtral bench: {escape(label)}", box=None, title_justify="left")
     table.add_column("stage")
     table.add_column("figure", justify="right")
     rows = [
@@ -900,6 +919,7 @@ def _print_bench(r, label: str) -> None:
         f"{r.audio_seconds:.1f} s of audio, {r.dtype}, quantization {r.quantization}; "
         f"{r.chip}, {r.os}, MLX {r.mlx_version} ({r.backend})",
         highlight=False,
+        markup=False,
     )
 
 

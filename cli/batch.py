@@ -4,7 +4,6 @@ skip-and-continue, and a clean stop on Ctrl+C."""
 from __future__ import annotations
 
 import io
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from voxtral_mlx.errors import VoxtralError
 
-from .ui import INTERRUPTED_EXIT, about, plural, print_error
+from .files import check_not_replaced, writable_folder, write_whole
+from .ui import INTERRUPTED_EXIT, about, bad_usage, plural, print_error
 
 if TYPE_CHECKING:
     from voxtral_mlx import Transcript
@@ -40,55 +40,62 @@ def read_input(name: str, remote: bool = False):
     return Path(name) if remote else load_audio(Path(name))
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write `text` to `path` so that it is never seen half written: a temporary file in the
-    same folder, renamed over the target once complete."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def writable_folder(folder: Path) -> str | None:
-    """Why files cannot be written into `folder` (created if missing), or None."""
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
-    return None
-
-
 class Batch:
     """Files in, text out: printed (one line per file, named when there are several), or
     written as NAME.FORMAT into `output_dir`. Each failure is one line on stderr."""
 
-    def __init__(self, files: list[str], formats: list[str] | None, output_dir: Path, words: bool):
+    def __init__(
+        self,
+        files: list[str],
+        formats: list[str] | None,
+        output_dir: Path,
+        words: bool,
+        overwrite: bool = False,
+    ):
         self.files, self.formats, self.output_dir, self.words = files, formats, output_dir, words
+        self.overwrite = overwrite
         self.failures = 0
         self.done = 0
         self.err = Console(stderr=True)
 
     def check(self) -> None:
-        """Report missing inputs (they are skipped) and an unwritable output folder, before
-        any model is loaded. Nothing left to do is an error."""
+        """Report missing inputs (they are skipped), two inputs that would write one output
+        file, output files that exist (unless overwrite) and an unwritable output folder,
+        before any model is loaded. Nothing left to do is an error."""
+        from voxtral_mlx.audio import check_audio_file
+
         if self.files.count("-") > 1:
             raise VoxtralError("stdin (-) can be read only once")
         if self.formats and (why := writable_folder(self.output_dir)):
             raise VoxtralError(f"cannot write to {self.output_dir}: {why}")
         present = []
         for name in self.files:
-            if name == "-" or Path(name).is_file():
+            try:
+                if name != "-":
+                    check_audio_file(Path(name))
                 present.append(name)
-            else:
-                self.fail(name, "no such audio file")
+            except VoxtralError as e:
+                self.fail(name, str(e))
         if not present:
             raise typer.Exit(1)
         self.files = present
+        if self.formats:
+            self._check_targets()
+
+    def _check_targets(self) -> None:
+        by_target: dict[Path, str] = {}
+        for name in self.files:
+            for target in self._targets(name):
+                if (other := by_target.setdefault(target, name)) != name:
+                    bad_usage(
+                        f"{other} and {name} would both be written to {target}: transcribe "
+                        "them into different folders (-o)"
+                    )
+        check_not_replaced(list(by_target), self.overwrite)
+
+    def _targets(self, name: str) -> list[Path]:
+        stem = "stdin" if name == "-" else Path(name).stem
+        return [self.output_dir / f"{stem}.{fmt}" for fmt in self.formats]
 
     def fail(self, name: str, message: str) -> None:
         self.failures += 1
@@ -173,11 +180,9 @@ class Batch:
     def _write(self, name: str, result: Transcript) -> bool:
         from voxtral_mlx.formats import render
 
-        stem = "stdin" if name == "-" else Path(name).stem
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            for fmt in self.formats:
-                target = self.output_dir / f"{stem}.{fmt}"
+            for fmt, target in zip(self.formats, self._targets(name), strict=True):
                 write_whole(target, render(result, fmt, name, self.words))
                 self.err.print(f"wrote {escape(str(target))}", highlight=False)
         except OSError as e:

@@ -20,7 +20,7 @@ from rich.text import Text
 from voxtral_mlx import TextDelta, Transcript, WordDone
 from voxtral_mlx.formats import LiveWriter, TextStream
 
-from .capture import Source
+from .capture import FileSource, Source
 
 SILENCE_WARNING_SECONDS = 4.0
 PERMISSION_HINT = (
@@ -123,6 +123,7 @@ def run_live(
     transcript: list[str] = []
     shown = TextStream()
     err = Console(stderr=True)
+    mic = not isinstance(source, FileSource)  # digital silence in a file is no permission issue
 
     def handle(events) -> None:
         for event in events:
@@ -147,13 +148,14 @@ def run_live(
                 err.print(
                     f"listening: {source.name} @ {source.rate} Hz, delay {delay} (Ctrl+C to stop)",
                     highlight=False,
+                    markup=False,
                 )
             last_draw = 0.0
             for block in source.blocks(stop):
                 tic = time.perf_counter()
                 handle(session.feed(block))
                 status.block(block, source.rate, time.perf_counter() - tic)
-                if status.silent_for > SILENCE_WARNING_SECONDS and not status.warned:
+                if status.silent_for > SILENCE_WARNING_SECONDS and not status.warned and mic:
                     status.warned = True
                     (live.console if live else err).print(
                         f"[yellow]warning:[/yellow] {PERMISSION_HINT.format(s=status.silent_for)}",

@@ -28,7 +28,10 @@ def print_error(message: str, label: str = "error") -> None:
 def about(name: str, message: str) -> str:
     """`message` about the file `name`, which it names once: prefixed only if it does not
     already ("empty.wav is empty", not "empty.wav: empty.wav is empty")."""
-    return message if name in message else f"{name}: {message}"
+    from pathlib import Path
+
+    named = name in message or str(Path(name)) in message  # as typed, or as a Path prints it
+    return message if named else f"{name}: {message}"
 
 
 def fail(message: str) -> None:

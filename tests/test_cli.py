@@ -117,7 +117,7 @@ def test_transcribe_many_files_one_failing(official_dir, wav, expected, tmp_path
     errors = [e for e in errors if e.startswith("error:")]
     # missing inputs are reported first, before the model loads; then each failing file
     assert len(errors) == 2 and "missing.flac: no such audio file" in errors[0]
-    assert "broken.wav: cannot decode" in errors[1] and "damaged audio file" in errors[1]
+    assert errors[1].startswith(f"error: cannot decode {bad}: damaged audio file")
     assert "Traceback" not in done.stderr
     assert (out / "jfk.txt").read_text().strip() == expected.text
 
@@ -175,13 +175,32 @@ def test_live_input_at_real_time_pace(official_dir, model):
     assert done.stdout.strip() == voxtral_mlx.transcribe(model, voxtral_mlx.load_audio(path)).text
 
 
-def test_digital_silence_warns_with_the_permission_hint(official_dir, tmp_path):
+def test_digital_silence_warns_with_the_permission_hint(model, official_dir, tmp_path, capsys):
+    """A microphone that gives digital silence is muted or blocked: one warning with the
+    permission hint. A file of silence is only silence: no warning."""
+    from rich.console import Console
+    from voxtral_cli.capture import Source
+    from voxtral_cli.live import run_live
+
+    class SilentMicrophone(Source):
+        name, rate = "microphone", 16000
+
+        def __init__(self):
+            super().__init__()
+            for _ in range(6 * 20):  # 6 s in 50 ms blocks, as a muted microphone gives them
+                self._queue.put(np.zeros(800, np.float32))
+            self._queue.put(None)
+
+        def close(self) -> None:
+            pass
+
+    run_live(voxtral_mlx.Session(model), SilentMicrophone(), None, Console())
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warning) == 1 and "digital silence" in warning[0] and "Microphone" in warning[0]
     silence = tmp_path / "silence.wav"
     sf.write(silence, np.zeros(16000 * 6, np.float32), 16000)
     done = voxtral("live", "--input", silence, "--fast", "--model", official_dir)
-    assert done.returncode == 0, done.stderr
-    warning = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warning) == 1 and "digital silence" in warning[0] and "Microphone" in warning[0]
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
 
 
 def test_convert_and_load_back(official_dir, model, tmp_path):
@@ -444,3 +463,72 @@ def test_devices_and_device_matching():
     ]:
         with pytest.raises(voxtral_mlx.VoxtralError, match=f"{message}.*pulse"):
             capture.find_device(spec)
+
+
+def test_outputs_are_never_replaced_silently(official_dir, wav, tmp_path):
+    """Two inputs that would write one file are refused before the model loads (exit 2); a
+    file that exists (the reference beside eval audio, yesterday's notes) is replaced only
+    with --overwrite, in transcribe as in live."""
+    nowhere = tmp_path / "no-model"  # never looked for: the checks come first
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(wav, tmp_path / "a" / "x.wav")
+    shutil.copy(wav, tmp_path / "b" / "x.wav")
+    a, b = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav"
+    done = voxtral("transcribe", a, b, "-f", "txt", "-o", tmp_path / "same", "-m", nowhere)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"error: {a} and {b} would both be written to {tmp_path / 'same' / 'x.txt'}: "
+        "transcribe them into different folders (-o)"
+    ]
+    reference = tmp_path / "a" / "x.txt"
+    reference.write_text("the reference\n")
+    done = voxtral("transcribe", a, "-f", "txt", "-o", tmp_path / "a", "-m", nowhere)
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"error: {reference} already exists: add --overwrite to replace it"
+    ]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("yesterday\n")
+    done = voxtral("live", "--input", wav, "-o", notes, "-m", nowhere)
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"error: {notes} already exists: add --overwrite to replace it"
+    ]
+    assert reference.read_text() == "the reference\n" and notes.read_text() == "yesterday\n"
+    done = voxtral(
+        "transcribe", a, "-f", "txt", "-o", tmp_path / "a", "-m", official_dir, "--overwrite"
+    )
+    assert done.returncode == 0 and reference.read_text() != "the reference\n", done.stderr
+    done = voxtral("live", "--input", wav, "--fast", "-o", notes, "-m", official_dir, "--overwrite")
+    assert done.returncode == 0 and notes.read_text() != "yesterday\n", done.stderr
+
+
+def test_live_checks_like_transcribe_before_the_model_loads(official_dir, wav, tmp_path):
+    """The same fault is the same line in live and transcribe, before any model loads; a
+    failed run leaves no empty output file; a missing output folder is made, as
+    transcribe makes it."""
+    nowhere = tmp_path / "no-model"
+    (tmp_path / "afile").write_text("x")
+    nan = tmp_path / "nan.wav"
+    samples = np.zeros(16000, np.float32)
+    samples[[100, 200]] = np.nan
+    sf.write(nan, samples, 16000, subtype="FLOAT")
+    live = voxtral("live", "--input", nan, "-o", tmp_path / "nan.jsonl", "-m", nowhere)
+    batch = voxtral("transcribe", nan, "-m", official_dir)
+    assert live.returncode == batch.returncode == 1
+    assert live.stderr == batch.stderr and len(live.stderr.splitlines()) == 1, live.stderr
+    assert "2 samples that are not numbers" in live.stderr and "listening" not in live.stderr
+    assert not (tmp_path / "nan.jsonl").exists()
+    (tmp_path / "folder").mkdir()
+    for name in ("missing.wav", "folder", "afile"):  # afile: not audio (found by decoding)
+        live = voxtral("live", "--input", tmp_path / name, "-m", nowhere)
+        batch = voxtral("transcribe", tmp_path / name, "-m", official_dir)
+        assert live.stderr == batch.stderr and len(live.stderr.splitlines()) == 1, live.stderr
+    done = voxtral("live", "--input", wav, "-o", tmp_path / "afile" / "x.srt", "-m", nowhere)
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"error: cannot write {tmp_path / 'afile' / 'x.srt'}: {tmp_path / 'afile'} is not a folder"
+    ]
+    done = voxtral(
+        "live", "--input", wav, "--fast", "-o", tmp_path / "new" / "x.srt", "-m", official_dir
+    )
+    assert done.returncode == 0 and SRT_CUE.match((tmp_path / "new" / "x.srt").read_text()), (
+        done.stderr
+    )

@@ -99,14 +99,20 @@ def check_finite(samples: np.ndarray, rate: int) -> np.ndarray:
     return samples
 
 
+def check_audio_file(path: Path) -> None:
+    """Raise VoxtralError unless `path` is a file with something in it."""
+    if path.is_dir():
+        raise VoxtralError(f"{path} is a folder, not an audio file")
+    if not path.exists():
+        raise VoxtralError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise VoxtralError(f"{path} is empty (0 bytes)")
+
+
 def decode_audio(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
     """Decode an audio file to mono float32 at its own sample rate: (samples, rate)."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise VoxtralError(f"no such audio file: {path}")
-        if path.stat().st_size == 0:
-            raise VoxtralError(f"{path} is empty (0 bytes)")
+        check_audio_file(Path(source))
     try:
         samples, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:

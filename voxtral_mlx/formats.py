@@ -143,7 +143,9 @@ class StrippedStream(TextStream):
 
 
 class LiveWriter:
-    """Writes a transcript file while listening: every line is final once written."""
+    """Writes a transcript file while listening: every line is final once written. Its
+    folder is made if missing; a run that fails before any text (`close(None)`) leaves no
+    file behind."""
 
     def __init__(self, path: Path, word_timestamps: bool = False):
         self.path = path
@@ -153,14 +155,17 @@ class LiveWriter:
                 f"cannot write {path.name}: the live output must end in "
                 + ", ".join(f".{f}" for f in LIVE_FORMATS)
             )
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = path.open("w", encoding="utf-8", buffering=1)
         self._cues = CueBuilder(word_timestamps)
         self._count = 0
+        self._written = False  # any text or word
         if self.format == "vtt":
             self._file.write("WEBVTT\n\n")
 
     def text(self, delta: str, start: float | None, end: float | None) -> None:
         """New text; `start`/`end` None (null in jsonl) when they are not known."""
+        self._written = True
         if self.format == "txt":
             self._file.write(delta)
         elif self.format == "jsonl":
@@ -168,6 +173,7 @@ class LiveWriter:
         self._file.flush()
 
     def word(self, word: Word) -> None:
+        self._written = True
         if self.format == "jsonl":
             self._line({"type": "word", **asdict(word)})
         elif cue := self._cues.add(word):
@@ -175,6 +181,11 @@ class LiveWriter:
         self._file.flush()
 
     def close(self, final: Transcript | None) -> None:
+        """The end: `final`, the whole transcript, or None when the run failed."""
+        if final is None and not self._written:
+            self._file.close()
+            self.path.unlink(missing_ok=True)
+            return
         if (cue := self._cues.flush()) is not None:
             self._cue(cue)
         if self.format == "txt":
