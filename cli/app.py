@@ -947,13 +947,14 @@ def main_options(
     """Streaming speech-to-text with Voxtral Mini 4B Realtime on MLX."""
 
 
-def _usage_error_type() -> type[Exception]:
-    """Click's UsageError: typer vendors Click from 0.23 on, earlier versions use Click."""
+def _click_exceptions():
+    """Click's exceptions module: typer vendors Click from 0.23 on, earlier versions use
+    Click."""
     try:
-        from typer._click.exceptions import UsageError
+        from typer._click import exceptions
     except ImportError:
-        from click.exceptions import UsageError
-    return UsageError
+        from click import exceptions
+    return exceptions
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -967,14 +968,41 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
+def _reopen_closed_standard_streams() -> list[int]:
+    """Descriptors 0, 1 and 2 that were closed (as some launchers and cron leave them),
+    reopened on /dev/null: otherwise the next file opened (MLX's weights file) gets one of
+    them, and reading stdin or printing goes to that file. Returns those reopened."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:  # the lowest free descriptor: fd itself unless a lower one is closed
+            os.dup2(null, fd)
+            os.close(null)
+        name = ("stdin", "stdout", "stderr")[fd]
+        if getattr(sys, name) is None:  # Python leaves it None when the descriptor is closed
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+    return closed
+
+
 def main() -> None:
     """The console script: Click's usage errors become one line too (exit code 2), the
     library's warnings one line each."""
+    if 1 in _reopen_closed_standard_streams():
+        print_error("standard output is closed: what is printed there is lost", label="warning")
     warnings.showwarning = _show_warning
-    usage_error = _usage_error_type()
+    exceptions = _click_exceptions()
+    # `voxtral` alone prints the help (Click raises this after printing it): not an error
+    no_args = getattr(exceptions, "NoArgsIsHelpError", ())
     try:
         code = typer.main.get_command(app).main(prog_name="voxtral", standalone_mode=False)
-    except usage_error as e:
+    except no_args:
+        code = 0
+    except exceptions.UsageError as e:
         name = e.ctx.command_path if e.ctx is not None else "voxtral"
         print_error(f"{e.format_message()} (see {name} --help)")
         code = USAGE_EXIT

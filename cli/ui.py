@@ -30,6 +30,7 @@ def about(name: str, message: str) -> str:
     already ("empty.wav is empty", not "empty.wav: empty.wav is empty")."""
     from pathlib import Path
 
+    name = "stdin" if name == "-" else name
     named = name in message or str(Path(name)) in message  # as typed, or as a Path prints it
     return message if named else f"{name}: {message}"
 

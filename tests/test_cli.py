@@ -532,3 +532,37 @@ def test_live_checks_like_transcribe_before_the_model_loads(official_dir, wav, t
     assert done.returncode == 0 and SRT_CUE.match((tmp_path / "new" / "x.srt").read_text()), (
         done.stderr
     )
+
+
+def test_voxtral_alone_prints_the_help():
+    done = voxtral()
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "Usage: voxtral" in done.stdout and "transcribe" in done.stdout
+
+
+@pytest.mark.parametrize("closed", [0, 1])
+def test_closed_standard_streams(official_dir, wav, expected, closed):
+    """Launchers and cron may start a command with stdin (or stdout) closed: the weights
+    file must not get descriptor 0, and nothing is blamed on a healthy file. A closed
+    stdout is said once on stderr (what would be printed there is lost)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "voxtral_cli.app", "transcribe", str(wav), "-m", str(official_dir)],
+        capture_output=closed == 0,
+        stderr=subprocess.PIPE if closed else None,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.close(closed),
+    )
+    assert done.returncode == 0, done.stderr
+    if closed == 1:
+        assert done.stderr == "warning: standard output is closed: what is printed there is lost\n"
+        return
+    assert done.stdout.strip() == expected.text and done.stderr == ""
+    empty = subprocess.run(  # stdin closed reads as empty
+        [sys.executable, "-m", "voxtral_cli.app", "transcribe", "-", "-m", str(official_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert empty.returncode == 1 and empty.stderr == "error: no audio on stdin\n"
