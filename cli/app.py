@@ -67,6 +67,19 @@ def delay_option(value: str | None) -> int | None:
         raise typer.BadParameter(str(e)) from None
 
 
+def server_option(value: str | None) -> str | None:
+    """A server's address: ws://, wss://, http:// or https:// and a host (checked once,
+    as a command-line error, not once per file)."""
+    from urllib.parse import urlparse
+
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.hostname:
+        raise typer.BadParameter(f"{value!r}: use http://HOST:PORT or ws://HOST:PORT")
+    return value
+
+
 def flag(*names: str, help: str):
     return typer.Option(*names, help=help)
 
@@ -97,6 +110,7 @@ ServerOpt = Annotated[
     typer.Option(
         "--server",
         metavar="URL",
+        parser=server_option,
         help="Use a remote server speaking the realtime protocol (ours or vLLM), at its own "
         "delay unless --delay is given; a vLLM server ignores --delay and sends no times (no "
         "srt or vtt).",
@@ -144,9 +158,13 @@ def load_model(model: str, offline: bool):
     if offline:  # before huggingface_hub reads its environment
         os.environ["HF_HUB_OFFLINE"] = "1"
     import voxtral_mlx
+    from voxtral_mlx.errors import ModelUnavailable
 
-    with status_spinner(f"loading {model}"):
-        return voxtral_mlx.load(model, offline=offline or None)
+    try:
+        with status_spinner(f"loading {model}"):
+            return voxtral_mlx.load(model, offline=offline or None)
+    except ModelUnavailable as e:  # a local directory would help: say how to give one
+        raise VoxtralError(f"{e} (--model DIR)") from e
 
 
 def given(ctx: typer.Context, name: str) -> bool:
@@ -343,6 +361,8 @@ def live(
         run_live(session, source, output, Console(), word_timestamps)
     except VoxtralError as e:
         fail(str(e))
+    except BrokenPipeError:
+        raise  # the reader of stdout left (| head): Typer ends quietly, exit code 1
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror}" if output else str(e))
 
@@ -863,10 +883,11 @@ def bench(
     import mlx.core as mx
 
     from voxtral_mlx import load_audio
-    from voxtral_mlx.bench import BUNDLED_SPEECH
+    from voxtral_mlx.bench import BUNDLED_SPEECH, check_length
 
     try:
         speech = load_audio(audio or BUNDLED_SPEECH)
+        check_length(speech)  # before the model is made
         with status_spinner("preparing the model"):
             if random_weights:
                 from voxtral_mlx.bench import random_model

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import html
 import json
 import queue
+import re
+import textwrap
 import threading
 import time
 import warnings
@@ -29,6 +32,7 @@ from voxtral_mlx.errors import VoxtralWarning
 from voxtral_mlx.words import WordBuilder
 
 DONE_TIMEOUT_SECONDS = 120.0
+MESSAGE_CHARS = 200  # of a server's error message, shown on one line
 
 
 def realtime_url(url: str) -> str:
@@ -337,14 +341,19 @@ def server_delay(url: str, api_key: str | None) -> int | None:
 
 
 def _message(response) -> str:
-    """The error message of a response: OpenAI's shape, FastAPI's, or the text."""
+    """The error message of a response, on one line: OpenAI's shape, FastAPI's, or the
+    text (an HTML error page's text without its markup), shortened."""
     try:
         detail = response.json()
         error = detail.get("error")
         message = error.get("message") if isinstance(error, dict) else error
-        return str(message or detail.get("message") or detail.get("detail") or response.text)
+        text = str(message or detail.get("message") or detail.get("detail") or response.text)
     except (ValueError, AttributeError):
-        return response.text
+        text = response.text
+        if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+            text = re.sub(r"(?is)<(head|script|style)\b.*?</\1>", " ", text)
+            text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    return textwrap.shorten(text, MESSAGE_CHARS) or response.reason or "no message"
 
 
 def _read(path: Path) -> bytes:

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
 
 pytestmark = pytest.mark.skipif(
     sync_playwright is None or not Path(CHROMIUM).exists() or shutil.which("espeak-ng") is None,
-    reason="needs playwright, Debian's chromium and espeak-ng (.ci/run installs them)",
+    reason="needs playwright, chromium and espeak-ng (apt install chromium espeak-ng)",
 )
 FLAGS = [
     "--headless=new",

@@ -1,5 +1,6 @@
 """The real `voxtral` command on a tiny checkpoint the tests write."""
 
+import http.server
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -252,6 +254,8 @@ def test_cli_errors(official_dir, wav, tmp_path):
         (["transcribe", wav, "--nosuch"], "No such option"),
         (["transcribe"], "Missing argument"),
         (["serve", "--port", "abc"], "Invalid value for '--port'"),
+        (["transcribe", "--server", "127.0.0.1:8765", wav, wav], "use http://HOST:PORT"),
+        (["live", "--server", "ftp://x"], "'ftp://x': use http://HOST:PORT or ws://HOST:PORT"),
     ]
     work = [
         (["transcribe", tmp_path / "missing.wav", "--model", official_dir], "no such audio file"),
@@ -282,7 +286,9 @@ def test_unreachable_hub_says_what_would_help(wav, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1, lines
         assert "cannot be reached" in lines[0] and "HF_ENDPOINT" in lines[0], lines
-        assert "--model DIR" in lines[0] and "voxtral download" not in lines[0]
+        assert "voxtral download" not in lines[0]
+        # a local model directory helps where there is a --model to give it to
+        assert ("--model DIR" in lines[0]) == (args[0] == "transcribe"), lines
 
 
 def test_inputs_are_checked_before_the_model_loads(tmp_path):
@@ -445,7 +451,8 @@ def live_through_virtual_mic(model_dir, wav, *extra) -> tuple[int, str, str]:
 
 
 mic = pytest.mark.skipif(
-    not have_virtual_mic(), reason="no virtual microphone (../shared/tools/virtual-mic start)"
+    not have_virtual_mic(),
+    reason="no virtual microphone: a PulseAudio null sink as the default input (see README, Tests)",
 )
 
 
@@ -566,3 +573,66 @@ def test_closed_standard_streams(official_dir, wav, expected, closed):
         preexec_fn=lambda: os.close(0),
     )
     assert empty.returncode == 1 and empty.stderr == "error: no audio on stdin\n"
+
+
+def test_messages_name_things_once_and_plainly(official_dir, wav, tmp_path):
+    """A file is named once; a folder is not 'no such file'; file names are shown as they
+    are, never read as markup; a plain web server's error page is one line of its text."""
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    done = voxtral("transcribe", empty, folder, "-m", official_dir)
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"error: {empty} is empty (0 bytes)",
+        f"error: {folder} is a folder, not an audio file",
+    ]
+    marked = tmp_path / "[b]ca fé.wav"
+    shutil.copy(wav, marked)
+    done = voxtral("live", "--input", marked, "--fast", "-m", official_dir)
+    assert done.returncode == 0 and "listening: file [b]ca fé.wav @" in done.stderr, done.stderr
+
+    class Plain(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # what http.server answers a method it does not serve
+            self.send_error(501, "Unsupported method ('POST')")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        done = voxtral("transcribe", "--server", url, wav)
+    finally:
+        server.shutdown()
+    (line,) = done.stderr.splitlines()
+    assert done.returncode == 1 and "<" not in line, line
+    assert line.startswith(f"error: {wav}: server answered 501: Error response Error code: 501")
+
+
+def test_a_reader_that_leaves_ends_live_quietly(official_dir, wav, tmp_path):
+    """`voxtral live | head -c 3`: no error line, exit code 1 (as Click ends on EPIPE)."""
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(sf.read(wav, dtype="float32")[0], 6), 16000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxtral_cli.app", "live", "--input", str(long), "--fast"]
+        + ["-m", str(official_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert len(proc.stdout.read(3)) == 3
+    proc.stdout.close()  # the reader leaves; the next write breaks the pipe
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 1
+    assert stderr.startswith("listening:") and len(stderr.splitlines()) == 1, stderr
+
+
+def test_bench_refuses_audio_shorter_than_a_token(tmp_path):
+    one = tmp_path / "one.wav"
+    sf.write(one, np.zeros(1, np.float32), 16000)
+    done = voxtral("bench", "--random-weights", "--size", "small", "--audio", one)
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        "error: the audio is 0.1 ms long: bench needs at least one token of it (80 ms)"
+    ]

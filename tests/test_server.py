@@ -610,7 +610,7 @@ def test_non_finite_samples_are_a_clear_error_everywhere(server, tmp_path, offic
     audio[16000 * 9] = np.nan  # near the end: it would have cost the last word
     path = tmp_path / "nan.wav"
     sf.write(path, audio, 16000, subtype="FLOAT")
-    message = "1 samples that are not numbers (NaN or infinite), the first at 9.00 s"
+    message = "1 sample that is not a number (NaN or infinite), the first at 9.00 s"
     with pytest.raises(VoxtralError, match=re.escape(message)):
         voxtral_mlx.load_audio(path)
     reply = requests.post(

@@ -249,7 +249,10 @@ def srt_seconds(stamp: str) -> float:
     return 3600 * int(h) + 60 * int(m) + int(s) + int(ms) / 1000
 
 
-@pytest.mark.skipif(not have_virtual_mic(), reason="no virtual microphone (virtual-mic start)")
+@pytest.mark.skipif(
+    not have_virtual_mic(),
+    reason="no virtual microphone: a PulseAudio null sink as the default input (see README, Tests)",
+)
 def test_virtual_microphone(held_out, tmp_path):
     """PulseAudio's null sink at 44.1 kHz: the speech is resampled twice and reaches us in
     device-sized blocks, and `voxtral live` stops on Ctrl+C, flushing the last word."""

@@ -93,7 +93,7 @@ def check_finite(samples: np.ndarray, rate: int) -> np.ndarray:
     if bad.any():
         first = int(np.argmax(bad)) / rate
         raise VoxtralError(
-            f"the audio has {int(bad.sum())} samples that are not numbers (NaN or infinite), "
+            f"the audio has {_samples_that_are_not_numbers(int(bad.sum()))} (NaN or infinite), "
             f"the first at {first:.2f} s: repair or re-encode it"
         )
     return samples
@@ -107,6 +107,10 @@ def check_audio_file(path: Path) -> None:
         raise VoxtralError(f"{path}: no such audio file")
     if path.stat().st_size == 0:
         raise VoxtralError(f"{path} is empty (0 bytes)")
+
+
+def _samples_that_are_not_numbers(n: int) -> str:
+    return "1 sample that is not a number" if n == 1 else f"{n} samples that are not numbers"
 
 
 def decode_audio(source: str | Path | BinaryIO) -> tuple[np.ndarray, int]:

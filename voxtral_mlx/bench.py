@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from .config import BENCH_SIZES, AudioArgs, DecoderArgs, EncoderArgs, ModelArgs
+from .errors import VoxtralError
 from .transcribe import transcribe
 
 if TYPE_CHECKING:  # the model code is imported when a model is built: `bench` checks first
@@ -152,6 +153,18 @@ def _timed(fn, repeat: int = 1) -> float:
     return (time.perf_counter() - tic) / repeat
 
 
+def check_length(audio: np.ndarray, args: AudioArgs | None = None) -> None:
+    """Raise VoxtralError for 16 kHz audio shorter than one token: there would be nothing
+    to time, and every figure would be noise."""
+    args = args or AudioArgs()
+    if len(audio) < args.samples_per_token:
+        rate, token_ms = args.sampling_rate, 1000 * args.samples_per_token / args.sampling_rate
+        raise VoxtralError(
+            f"the audio is {len(audio) / rate * 1000:.1f} ms long: bench needs at least one "
+            f"token of it ({token_ms:.0f} ms)"
+        )
+
+
 def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) -> BenchResult:
     """Time every stage on 16 kHz `audio` (delay None: the checkpoint's). It measures the
     whole process: MLX's peak-memory counter is reset before the transcription it reports."""
@@ -160,6 +173,7 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
     from .offline import encode_audio, pad_audio
     from .session import Session
 
+    check_length(audio, model.args.audio)
     schedule = model.args.schedule(delay_ms)
     padded = pad_audio(audio, schedule)
     n_tokens = len(padded) // schedule.samples_per_token

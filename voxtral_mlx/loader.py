@@ -12,7 +12,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .config import DEFAULT_MODEL, ModelArgs
-from .errors import VoxtralError
+from .errors import ModelUnavailable, VoxtralError
 
 if TYPE_CHECKING:
     from .model import VoxtralRealtime
@@ -87,15 +87,14 @@ def resolve_model_path(path_or_repo: str | Path, *, offline: bool | None = None)
             how = (
                 "it is not in the Hugging Face cache and downloads are off (--offline or "
                 f"HF_HUB_OFFLINE): fetch it once while online (`voxtral download {repo}`), "
-                "or use a local model directory (--model DIR)"
+                "or use a local model directory"
             )
         else:
             how = (
                 "the Hugging Face hub cannot be reached and it is not in the cache: check the "
-                "network (or HF_ENDPOINT for a mirror), or use a local model directory "
-                "(--model DIR)"
+                "network (or HF_ENDPOINT for a mirror), or use a local model directory"
             )
-        raise VoxtralError(f"model {repo} unavailable: {how}") from e
+        raise ModelUnavailable(f"model {repo} unavailable: {how}") from e
     except HfHubHTTPError as e:
         raise VoxtralError(f"cannot download model {repo}: {e}") from e
 
