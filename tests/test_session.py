@@ -9,6 +9,7 @@ import voxtral_mlx
 from voxtral_mlx import Session, TextDelta, Transcript, VoxtralError, WordDone
 from voxtral_mlx.mel import StreamingMel, log_mel_spectrogram
 from voxtral_mlx.offline import encode_audio, pad_audio
+from voxtral_mlx.testing import shared_audio
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,20 @@ def test_events_are_append_only_and_complete(model, jfk, file_result):
     assert stats.peak_memory_bytes > 0
     # the caches of this session: encoder ring + decoder step buffers, all layers
     assert 0 < stats.state_bytes == session.state_bytes < stats.peak_memory_bytes
+
+
+@pytest.mark.parametrize(("clip", "delay"), [("jfk", 960), ("librivox-0880", 80)])
+def test_deltas_carry_every_text_token(model, clip, delay):
+    """Every text id is in some delta, in order: those of text held back too (the first
+    bytes of a character, with random weights), in the delta that completes it or in the
+    last one. (Both clips lost one id before.)"""
+    session, events = stream(
+        model, voxtral_mlx.load_audio(shared_audio(f"{clip}.wav")), 4000, delay
+    )
+    text_ids = [t for t in session.result.tokens if not model.tokenizer.is_special(t)]
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert [t for d in deltas for t in d.token_ids] == text_ids
+    assert "".join(d.text for d in deltas) == session.text
 
 
 def test_last_words_come_out_on_finish(model, jfk, file_result):

@@ -106,6 +106,7 @@ class Session:
         self._passes = 0
         self._ended = False  # finish() has pushed the right pad
         self._detok = self.tokenizer.detokenizer()
+        self._held_ids: list[int] = []  # text ids whose text the detokenizer holds back
         self._words = WordTracker(self.tokenizer, schedule)
         self._all_words: list[Word] = []
         self._tokens: list[int] = []
@@ -311,22 +312,26 @@ class Session:
         if word := self._words.add(position, token):
             self._all_words.append(word)
             events.append(WordDone(word))
+        if not self.tokenizer.is_special(token):
+            self._held_ids.append(token)  # its text may wait for the rest of a character
         if text := self._detok.add(token):
-            events.append(self._delta(text, (token,), position))
+            events.append(self._delta(text, position))
         return events
 
     def _finalize(self) -> list[Event]:
         """Once ended and fully decoded: flush the held-back text and word; set `result`."""
         events: list[Event] = []
-        if tail := self._detok.flush():
-            events.append(self._delta(tail, (), self._row.position))
+        if (tail := self._detok.flush()) or self._held_ids:
+            events.append(self._delta(tail, self._row.position))
         if word := self._words.flush():
             self._all_words.append(word)
             events.append(WordDone(word))
         self.result = self._transcript()
         return events
 
-    def _delta(self, text: str, ids: tuple[int, ...], position: int) -> TextDelta:
+    def _delta(self, text: str, position: int) -> TextDelta:
+        """The text decoded at `position`, with the ids of every text token it holds."""
+        ids, self._held_ids = tuple(self._held_ids), []
         self._text.append(text)
         start, end = self.schedule.step_time(position), self.schedule.step_time(position + 1)
         if self._ended:  # the flush decodes the right pad: no time past the audio's end
