@@ -142,22 +142,41 @@ class StrippedStream(TextStream):
         return kept
 
 
-class LiveWriter:
-    """Writes a transcript file while listening: every line is final once written."""
+class TranscriptFile:
+    """A transcript file written while listening, in one of `formats` (read from the path's
+    suffix): what `LiveWriter` and `MeetingWriter` share. Subtitle cues are numbered as they
+    are written; every jsonl event is one line."""
 
-    def __init__(self, path: Path, word_timestamps: bool = False):
+    formats: tuple[str, ...] = LIVE_FORMATS
+
+    def __init__(self, path: Path, word_timestamps: bool = False, *, target: Path | None = None):
+        """Writes into `target` (default: `path` itself)."""
         self.path = path
         self.format = path.suffix.lstrip(".").lower()
-        if self.format not in LIVE_FORMATS:
+        if self.format not in self.formats:
             raise ValueError(
                 f"cannot write {path.name}: the live output must end in "
-                + ", ".join(f".{f}" for f in LIVE_FORMATS)
+                + ", ".join(f".{f}" for f in self.formats)
             )
-        self._file: TextIO = path.open("w", encoding="utf-8", buffering=1)
+        self._file: TextIO = (target or path).open("w", encoding="utf-8", buffering=1)
         self._cues = CueBuilder(word_timestamps)
         self._count = 0
         if self.format == "vtt":
             self._file.write("WEBVTT\n\n")
+
+    def _cue(self, cue: Cue) -> None:
+        if self.format == "srt":
+            self._count += 1
+            self._file.write(srt_cue(self._count, cue))
+        elif self.format == "vtt":
+            self._file.write(vtt_cue(cue))
+
+    def _line(self, data: dict) -> None:
+        self._file.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+class LiveWriter(TranscriptFile):
+    """Writes a transcript file while listening: every line is final once written."""
 
     def text(self, delta: str, start: float | None, end: float | None) -> None:
         """New text; `start`/`end` None (null in jsonl) when they are not known."""
@@ -183,13 +202,3 @@ class LiveWriter:
             done = {"type": "done", "text": final.text, "delay_ms": final.delay_ms}
             self._line(done | {"stats": asdict(final.stats)})
         self._file.close()
-
-    def _cue(self, cue: Cue) -> None:
-        if self.format == "srt":
-            self._count += 1
-            self._file.write(srt_cue(self._count, cue))
-        elif self.format == "vtt":
-            self._file.write(vtt_cue(cue))
-
-    def _line(self, data: dict) -> None:
-        self._file.write(json.dumps(data, ensure_ascii=False) + "\n")
