@@ -15,7 +15,15 @@ from voxtral_cli import system_audio
 
 import voxtral_mlx
 from voxtral_mlx import Session, WordDone
-from voxtral_mlx.meeting import ECHO_WINDOW, SETTLE_SECONDS, Conversation, Echo, Said, same_word
+from voxtral_mlx.meeting import (
+    ECHO_WINDOW,
+    SETTLE_SECONDS,
+    Conversation,
+    Echo,
+    Said,
+    gap,
+    same_word,
+)
 from voxtral_mlx.words import Word
 
 ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
@@ -41,13 +49,13 @@ def test_words_come_out_in_time_order_once_settled():
     assert said(talk.take()) == [("them", "hello")]
     talk.add("you", Word("hi", 0.9, 1.1))
     talk.advance("you", 1.5)
-    assert talk.take() == []  # "hi" waits for "them" settled to 0.9 + the window
+    assert talk.take() == []  # "hi" waits for "them" settled to its end + the window
     talk.advance("them", 2.0)
     assert said(talk.take()) == [("you", "hi"), ("them", "there")]
     talk.add("you", Word("bye", 2.5, 2.7))
     talk.advance("you", math.inf)  # ended: "bye" waits only for "them"
     assert talk.take() == []
-    talk.advance("them", 2.5 + ECHO_WINDOW)
+    talk.advance("them", 2.7 + ECHO_WINDOW)
     assert said(talk.take()) == [("you", "bye")]
     assert talk.text("you") == "hi bye" and talk.text("them") == "hello there"
 
@@ -56,9 +64,9 @@ def test_a_microphone_word_waits_for_the_echo_window():
     talk = Conversation("you", "them")
     talk.add("you", Word("yes", 1.0, 1.2))
     talk.advance("you", 3.0)
-    talk.advance("them", 1.0 + ECHO_WINDOW - 0.01)
+    talk.advance("them", 1.2 + ECHO_WINDOW - 0.01)
     assert talk.take() == []
-    talk.advance("them", 1.0 + ECHO_WINDOW)
+    talk.advance("them", 1.2 + ECHO_WINDOW)
     assert said(talk.take()) == [("you", "yes")]
 
 
@@ -72,17 +80,18 @@ def test_ties_go_to_you_first():
 
 
 def test_the_echo_of_the_call_is_dropped_from_you():
-    """The same word within the window, before or after (case and punctuation aside), is the
-    call's; further away, or another word, it is yours."""
+    """The same word (case and punctuation aside) within the window of the call's, before
+    or after it (the gap between the two words), is the call's; further away, or another
+    word, it is yours."""
     talk = Conversation("you", "them")
     for word in [Word("Three.", 1.0, 1.3), Word("four", 2.0, 2.3), Word("go", 5.0, 5.2)]:
         talk.add("them", word)
     mine = [
-        Word("three", 1.0 + ECHO_WINDOW, 1.6),  # the echo, as late as the window allows
+        Word("three", 1.3 + ECHO_WINDOW, 1.9 + ECHO_WINDOW),  # as late as the window allows
         Word("four", 2.0 - 0.1, 2.2),  # early: the models' timing error
         Word("five", 2.1, 2.4),  # another word, at the same time
         Word("three", 3.5, 3.8),  # the same word, later: said again
-        Word("go", 5.0 + ECHO_WINDOW + 0.08, 5.8),  # outside the window
+        Word("go", 5.2 + ECHO_WINDOW + 0.08, 6.0 + ECHO_WINDOW),  # outside the window
     ]
     for word in mine:
         talk.add("you", word)
@@ -362,7 +371,10 @@ def test_the_echo_of_the_call_and_ctrl_c(talk, tmp_path):
     assert done["Others"]["text"] == f"{first.text} {last.text}"
     echoes = [e for e in events if e["type"] == "echo"]
     assert len(echoes) >= 3 and {e["text"] for e in echoes} <= set(first.words) | set(last.words)
-    assert all(0.0 <= e["start"] - e["heard_start"] <= ECHO_WINDOW for e in echoes)
+    spans = [
+        (Word("", e["start"], e["end"]), Word("", e["heard_start"], e["heard_end"])) for e in echoes
+    ]
+    assert all(gap(mic_word, call_word) <= ECHO_WINDOW for mic_word, call_word in spans)
     assert all(e["stats"]["audio_seconds"] < 30 for e in done.values())  # stopped early
     assert (tmp_path / "notes.md").read_text().count("**") == 6  # three turns, whole
     assert not list(tmp_path.glob(".*.part"))

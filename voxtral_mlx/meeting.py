@@ -8,10 +8,11 @@ said, append-only: a word goes out once no stream can still bring an earlier one
 
 Echo: without headphones the microphone hears the call, and its stream writes the call's
 words a little later. A word of the microphone's stream is dropped when the system stream
-has the same word (compared without case and surrounding punctuation) starting within
-`echo_window` seconds of it, before or after; so a microphone word waits until the system
-stream is settled `echo_window` past it. The window is measured (benchmarks/RESULTS.md,
-"Echo window"): the echo's delay plus the models' timing error.
+has the same word (compared without case and surrounding punctuation) at most
+`echo_window` seconds away: the gap between the two words' spans, 0 where they overlap. So
+a microphone word waits until the system stream is settled `echo_window` past its end.
+The window is measured (benchmarks/RESULTS.md, "Echo window"): the echo's delay less the
+word's length, plus the models' timing error.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 
 from .words import Word
 
-# A microphone word and the system stream's same word this close in time (seconds) are one
-# word said by the call: echo delays up to 300 ms measured within 0.40 s, plus one 80 ms step
-ECHO_WINDOW = 0.48
+# A microphone word and the system stream's same word this close (seconds between their
+# spans) are one word said by the call: with echoes 0 to 400 ms late the gap measured
+# 0.32 s at most (benchmarks/RESULTS.md "Echo window"), plus one 80 ms step
+ECHO_WINDOW = 0.40
 # A word is complete after this much audio without new text (Session.settle_seconds): a
 # speaker's last word is shown before they speak again. Eight 80 ms steps: a pause inside a
 # word (between its pieces) is shorter
@@ -51,6 +53,12 @@ class Echo:
 
 def same_word(a: str, b: str) -> bool:
     return a.strip(PUNCTUATION).casefold() == b.strip(PUNCTUATION).casefold()
+
+
+def gap(a: Word, b: Word) -> float:
+    """The time between two words' spans; 0 where they overlap. To the millisecond, as
+    word times are."""
+    return round(max(a.start - b.end, b.start - a.end, 0.0), 3)
 
 
 class Conversation:
@@ -106,7 +114,8 @@ class Conversation:
         other = self.others if speaker == self.you else self.you
         if self._settled[other] < start:  # the other stream may still say something earlier
             return None
-        if speaker == self.you and self._settled[self.others] < start + self.echo_window:
+        head = self._waiting[speaker][0]
+        if speaker == self.you and self._settled[self.others] < head.end + self.echo_window:
             return None  # the call's word this one may echo can still come
         word = self._waiting[speaker].popleft()
         if speaker == self.you and (heard := self._echoed(word)) is not None:
@@ -116,9 +125,7 @@ class Conversation:
 
     def _echoed(self, word: Word) -> Word | None:
         for heard in self._heard:
-            if abs(heard.start - word.start) <= self.echo_window and same_word(
-                heard.text, word.text
-            ):
+            if gap(heard, word) <= self.echo_window and same_word(heard.text, word.text):
                 return heard
         return None
 
@@ -129,5 +136,5 @@ class Conversation:
         if math.isinf(upcoming):
             self._heard.clear()
             return
-        while self._heard and self._heard[0].start < upcoming - self.echo_window:
+        while self._heard and self._heard[0].end < upcoming - self.echo_window:
             self._heard.popleft()
