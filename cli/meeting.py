@@ -28,6 +28,9 @@ from .live import LiveStatus, source_line, stop_on_ctrl_c, view
 
 STYLES = ("cyan", "magenta")  # you, the others
 SHOWN_TURNS = 50  # the view keeps the last turns (the files keep everything)
+# A stream with a position to decode waits this long (wall time) for the other's, so that
+# one pass decodes both; past it (a source late or silent), it is decoded alone
+STALL_SECONDS = 0.1
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Stream:
     session: Session
     style: str
     status: LiveStatus = field(init=False)
+    ended: bool = False  # the source has ended: the session flushes, no more audio comes
 
     def __post_init__(self) -> None:
         self.status = LiveStatus(self.source, self.session)
@@ -57,33 +61,56 @@ def open_streams(model, delay_ms: int | None, sides: Sequence[tuple[str, Source]
 
 
 class Captures:
-    """The blocks of several sources through one queue, as they come: (source index, block),
-    and (index, None) once that source has ended (after Ctrl+C: once what it had captured
-    is out)."""
+    """The blocks of several sources as they come: (source index, block), and (index, None)
+    once that source has ended (after Ctrl+C: once what it had captured is out). Each source
+    has a queue of its own, so one that delivers fast (a file replayed with --fast) cannot
+    crowd out the other."""
 
     def __init__(self, sources: Sequence[Source], stop: threading.Event):
-        self._queue: queue.Queue[tuple[int, np.ndarray | None]] = queue.Queue(maxsize=16)
+        self._queues: list[queue.Queue[np.ndarray | None]] = [
+            queue.Queue(maxsize=16) for _ in sources
+        ]
+        self._arrived = threading.Event()
         self.running = len(sources)
+        self.last_block = [time.monotonic()] * len(sources)  # when each was last heard from
         for i, source in enumerate(sources):
             threading.Thread(target=self._forward, args=(i, source, stop), daemon=True).start()
 
     def _forward(self, index: int, source: Source, stop: threading.Event) -> None:
         try:
             for block in source.blocks(stop):
-                self._queue.put((index, block))
+                self._queues[index].put(block)
+                self._arrived.set()
         finally:
-            self._queue.put((index, None))
+            self._queues[index].put(None)
+            self._arrived.set()
 
-    def take(self) -> list[tuple[int, np.ndarray | None]]:
-        """Waits for the next item, then takes every other one already there."""
-        items = [self._queue.get()]
+    def take(self, timeout: float | None = None) -> list[tuple[int, np.ndarray | None]]:
+        """Every block there is, from every source; waits for one first (up to `timeout`
+        seconds: then none)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
+            self._arrived.clear()
+            items = [(i, block) for i, q in enumerate(self._queues) for block in _queued(q)]
+            if items:
                 break
-        self.running -= sum(block is None for _, block in items)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self._arrived.wait(left):
+                return []
+        now = time.monotonic()
+        for i, block in items:
+            self.last_block[i] = now
+            self.running -= block is None
         return items
+
+
+def _queued(q: queue.Queue) -> list:
+    found = []
+    while True:
+        try:
+            found.append(q.get_nowait())
+        except queue.Empty:
+            return found
 
 
 class MeetingView:
@@ -173,8 +200,10 @@ def run_meeting(streams: list[Stream], outputs: list[Path], console: Console) ->
                 writers.append(MeetingWriter(path))
             captures = Captures([s.source for s in streams], stop)
             meeting_view.start()
-            while captures.running:
-                events = _decode(streams, captures.take())
+            held = False  # positions wait for the other stream's
+            while captures.running or held:
+                items = captures.take(STALL_SECONDS / 2 if held else None)
+                events, held = _decode(streams, items, alone=_stalled(streams, captures))
                 if warning := you.status.silence_warning():  # the call may well be silent
                     meeting_view.warn(warning)
                 _transcribe(streams, events, conversation, meeting_view, writers)
@@ -195,28 +224,51 @@ def run_meeting(streams: list[Stream], outputs: list[Path], console: Console) ->
                     writer.discard()
 
 
-def _decode(streams: list[Stream], items: list[tuple[int, np.ndarray | None]]) -> list[list]:
-    """The blocks into their sessions, then every pass the pool can make (both streams'
-    audio in the same passes); a source that ended ends its session, whose last words
-    flush. Returns each stream's events."""
+def _stalled(streams: list[Stream], captures: Captures) -> bool:
+    """Whether the streams with nothing to decode have had no audio for STALL_SECONDS (a
+    source late or silent): the other is then decoded alone."""
+    now = time.monotonic()
+    return all(
+        now - captures.last_block[i] >= STALL_SECONDS
+        for i, s in enumerate(streams)
+        if not s.ended and not s.session.decodable_positions
+    )
+
+
+def _decode(
+    streams: list[Stream], items: list[tuple[int, np.ndarray | None]], alone: bool
+) -> tuple[list[list], bool]:
+    """The blocks into their sessions (a source that ended ends its session: its last words
+    flush), then the pool's passes while every stream still listening has a position to
+    decode, so each pass decodes both; with `alone`, every pass it can make. Returns each
+    stream's events, and whether positions are held back for the other stream's."""
     fed: dict[int, list[np.ndarray]] = {}
     for index, block in items:
+        s = streams[index]
         if block is None:
-            streams[index].session.end()
+            s.session.end()
+            s.ended = True
         else:
-            streams[index].session.push(block)
+            s.session.push(block)
             fed.setdefault(index, []).append(block)
     tic = time.perf_counter()
     pool = streams[0].session.pool
     events: list[list] = [[] for _ in streams]
-    while out := pool.step():
+    while any(
+        s.session.decodable_positions or (s.ended and s.session.result is None) for s in streams
+    ):
+        if not alone and not all(s.ended or s.session.decodable_positions for s in streams):
+            break
+        out = pool.step()
+        if not out:
+            break
         for i, s in enumerate(streams):
             events[i] += out.get(s.session, [])
     elapsed = time.perf_counter() - tic
     for index, blocks in fed.items():
         s = streams[index]
         s.status.block(np.concatenate(blocks), s.source.rate, elapsed)
-    return events
+    return events, any(s.session.decodable_positions for s in streams)
 
 
 def _transcribe(

@@ -484,14 +484,26 @@ def test_system_audio_from_the_default_outputs_monitor(pulse, talk, tmp_path):
 
 
 @espeak
-def test_the_terminal_view(trained, talk, tmp_path):
+def test_the_terminal_view(trained, talk, tmp_path, monkeypatch):
     """On a terminal: the turns in the panel, each name and text in its speaker's colour,
-    a line per source (name, rate, level, latency) under it."""
+    a line per source (name, rate, level, latency) under it. Both streams are decoded in
+    the same passes (one weight read for two), the prompts aside."""
     import io
 
     from rich.console import Console
     from voxtral_cli.capture import FileSource
     from voxtral_cli.meeting import open_streams, run_meeting
+
+    from voxtral_mlx.decoder import DecoderBatch
+
+    rows = []
+    run = DecoderBatch.run
+
+    def counted(batch, given, *args, **kwargs):
+        rows.append(len(given))
+        return run(batch, given, *args, **kwargs)
+
+    monkeypatch.setattr(DecoderBatch, "run", counted)
 
     first, mine, _ = talk
     mic, call = tracks([(1, first.audio), (0, mine.audio)])
@@ -512,6 +524,8 @@ def test_the_terminal_view(trained, talk, tmp_path):
     assert re.search(r"● Bob: file call\.wav @ 16000 Hz .* dB +latency +\d+ ms", shown)
     styled = console.export_text(styles=True)
     assert "\x1b[1;36mAnn: " in styled and "\x1b[1;35mBob: " in styled  # cyan, magenta
+    # two prompts (a pass each), at most one pass alone as one stream flushes, else both
+    assert rows.count(1) <= 3 and rows.count(2) >= 10
 
 
 def test_usage_errors(tmp_path):
