@@ -43,19 +43,6 @@ GAP = 0.3
 MODEL = Path(__file__).parents[1] / "tests" / "assets" / "tiny-voxtral"
 
 
-def conversation(turns) -> tuple[np.ndarray, np.ndarray, list[tuple[int, float, float]]]:
-    """The microphone's clean track, the call's, and each turn's (side, start, end)."""
-    sides: list[list[np.ndarray]] = [[], []]
-    pause = np.zeros(int(GAP * RATE), np.float32)
-    spans, t = [], 0.0
-    for side, speech in turns:
-        sides[side] += [speech, pause]
-        sides[1 - side] += [np.zeros_like(speech), pause]
-        spans.append((side, t, t + len(speech) / RATE))
-        t += (len(speech) + len(pause)) / RATE
-    return np.concatenate(sides[0]), np.concatenate(sides[1]), spans
-
-
 def run(model, mic: np.ndarray, call: np.ndarray, window: float):
     """Both tracks through one pool, 50 ms at a time: each stream's words, and what the
     Conversation keeps of yours and drops as echoes."""
@@ -85,7 +72,7 @@ def run(model, mic: np.ndarray, call: np.ndarray, window: float):
 
 
 def main() -> None:
-    from data import make_utterance
+    from data import conversation, make_utterance
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conversations", type=int, default=10)
@@ -101,7 +88,8 @@ def main() -> None:
     while len(talks) < args.conversations:  # under 9 s: the tiny model's clips were ~12 s
         u = [make_utterance(rng, max_words=4) for _ in range(3)]
         if sum(len(x.audio) for x in u) < 8.5 * RATE:
-            talks.append(conversation([(1, u[0].audio), (0, u[1].audio), (1, u[2].audio)]))
+            turns = [(1, u[0].audio), (0, u[1].audio), (1, u[2].audio)]
+            talks.append(conversation(turns, GAP, floor=0.0))
     print(f"{args.conversations} conversations, window {args.window:.2f} s")
     print(
         "| delay | gain | echo words | not in the call's stream | largest gaps (s) "

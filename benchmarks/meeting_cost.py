@@ -71,19 +71,14 @@ class Counter:
         self.passes, self.busy = 0, 0.0
 
 
-def conversation(seed: int) -> tuple[np.ndarray, np.ndarray]:
+def talk(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Three turns (the call, you, the call): the microphone's track and the call's."""
-    from data import make_utterance
+    from data import conversation, make_utterance
 
     rng = np.random.default_rng(seed)
     u = [make_utterance(rng, max_words=4) for _ in range(3)]
-    pause = np.zeros(int(0.3 * RATE), np.float32)
-    mic = np.concatenate(
-        [np.zeros_like(u[0].audio), pause, u[1].audio, pause, np.zeros_like(u[2].audio)]
-    )
-    call = np.concatenate([u[0].audio, pause, np.zeros_like(u[1].audio), pause, u[2].audio])
-    floor = 1e-4 * np.random.default_rng(0).standard_normal((2, len(mic))).astype(np.float32)
-    return mic + floor[0], call + floor[1]
+    mic, call, _ = conversation([(1, u[0].audio), (0, u[1].audio), (1, u[2].audio)])
+    return mic, call
 
 
 def load(name: str):
@@ -151,7 +146,7 @@ def main() -> None:
     from voxtral_mlx.bench import backend_name, chip_name
 
     counter = Counter()
-    mic, call = conversation(args.seed)
+    mic, call = talk(args.seed)
     seconds = len(mic) / RATE
     print(
         f"{chip_name()}, {os.cpu_count()} cores, MLX {backend_name()}, {blas()}; "

@@ -150,18 +150,12 @@ def test_a_pause_settles_the_last_word(trained, utterances):
 # --- the command, with the tiny trained model -----------------------------------------------
 
 
-def tracks(turns: list[tuple[int, np.ndarray]], gap: float = 0.3) -> tuple[np.ndarray, ...]:
-    """The microphone's track (side 0) and the call's (side 1) of one conversation: each
-    turn's speech on its side, silence on the other, `gap` seconds between turns; a faint
-    noise floor under both (no microphone is digital silence)."""
-    sides: list[list[np.ndarray]] = [[], []]
-    pause = np.zeros(int(gap * RATE), np.float32)
-    for side, speech in turns:
-        sides[side] += [speech, pause]
-        sides[1 - side] += [np.zeros_like(speech), pause]
-    mic, call = np.concatenate(sides[0]), np.concatenate(sides[1])
-    noise = np.random.default_rng(0).standard_normal((2, len(mic))).astype(np.float32)
-    return mic + 1e-4 * noise[0], call + 1e-4 * noise[1]
+def tracks(turns: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The microphone's track (side 0) and the call's (side 1): data.conversation's."""
+    from data import conversation
+
+    mic, call, _ = conversation(turns)
+    return mic, call
 
 
 TALK = (7, 10, 4)  # of `utterances`: the call, you, the call
