@@ -390,8 +390,7 @@ def meeting(
     ] = False,
     offline: OfflineOpt = False,
 ) -> None:
-    """Transcribe a call: your microphone and the computer's output as two speakers, one
-    transcript; Ctrl+C flushes both and stops."""
+    """You and the call (the computer's output), one transcript; Ctrl+C flushes both, stops."""
     check_capture(device, input_file, False)
     check_capture(system_device, system_input, False, ("--system-device", "--system-input"))
     if fast and (input_file is None or system_input is None):
