@@ -270,11 +270,16 @@ def transcribe(
         raise typer.Exit(1)
 
 
-def check_capture(device: str | None, input_file: Path | None, fast: bool) -> None:
+def check_capture(
+    device: str | None,
+    input_file: Path | None,
+    fast: bool,
+    options: tuple[str, str] = ("--device", "--input"),
+) -> None:
     if fast and input_file is None:
-        bad_usage("--fast only applies to --input FILE")
+        bad_usage(f"--fast only applies to {options[1]} FILE")
     if device is not None and input_file is not None:
-        bad_usage("--device and --input exclude each other")
+        bad_usage(f"{options[0]} and {options[1]} exclude each other")
 
 
 def source_opener(device: str | None, input_file: Path | None, fast: bool):
@@ -365,6 +370,142 @@ def live(
         raise  # the reader of stdout left (| head): Typer ends quietly, exit code 1
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror}" if output else str(e))
+
+
+@command(cls=Command)
+def meeting(
+    model: ModelOpt = DEFAULT_MODEL,
+    delay: DelayOpt = None,
+    device: DeviceOpt = None,
+    system_device: Annotated[
+        str | None,
+        typer.Option(
+            "--system-device",
+            metavar="NAME|INDEX",
+            help="Take the computer's output from this loopback input device (BlackHole...) "
+            "instead of the system's own capture (ScreenCaptureKit on macOS, the default "
+            "output's monitor through PulseAudio or PipeWire on Linux).",
+        ),
+    ] = None,
+    you: Annotated[
+        str, typer.Option("--you", metavar="NAME", help="The name of the microphone's speaker.")
+    ] = "You",
+    others: Annotated[
+        str,
+        typer.Option(
+            "--others", metavar="NAME", help="The name of the speakers the computer plays."
+        ),
+    ] = "Others",
+    output: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Also write the transcript while listening: .txt, .md, .srt, .vtt or .jsonl "
+            "(repeat for several). Each is written beside its name and takes it once the "
+            "meeting ends: whole, or not at all.",
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="FILE",
+            help="Replay an audio file as the microphone, through the capture path.",
+        ),
+    ] = None,
+    system_input: Annotated[
+        Path | None,
+        typer.Option(
+            "--system-input",
+            metavar="FILE",
+            help="Replay an audio file as the computer's output (the call).",
+        ),
+    ] = None,
+    fast: Annotated[
+        bool,
+        flag(
+            "--fast",
+            help="With --input and --system-input: replay both as fast as they can be processed.",
+        ),
+    ] = False,
+    overwrite: OverwriteOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """You and the call (the computer's output), one transcript; Ctrl+C flushes both, stops."""
+    check_capture(device, input_file, False)
+    check_capture(system_device, system_input, False, ("--system-device", "--system-input"))
+    if fast and (input_file is None or system_input is None):
+        bad_usage("--fast replays files: it needs --input and --system-input")
+    names = _speaker_names(you, others)
+    outputs = _meeting_outputs(output or [], overwrite)
+    try:
+        open_you = source_opener(device, input_file, fast)
+        open_others = system_source_opener(system_device, system_input, fast)
+        loaded = load_model(model, offline)
+        from rich.console import Console
+
+        from .meeting import open_streams, run_meeting
+
+        sources = [open_you()]
+        try:
+            sources.append(open_others())
+        except BaseException:
+            sources[0].close()
+            raise
+        streams = open_streams(loaded, delay, list(zip(names, sources, strict=True)))
+        run_meeting(streams, outputs, Console())
+    except VoxtralError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {e.filename}: {e.strerror}" if e.filename else str(e))
+
+
+def system_source_opener(device: str | None, input_file: Path | None, fast: bool):
+    """The computer's output (a file replayed, a loopback device or the system's own
+    capture), checked now, before the model loads; returns what opens it."""
+    if input_file is not None:
+        return source_opener(None, input_file, fast)
+    from .system_audio import system_audio
+
+    return system_audio(device)
+
+
+def _speaker_names(you: str, others: str) -> tuple[str, str]:
+    names = (you.strip(), others.strip())
+    for option, name in zip(("--you", "--others"), names, strict=True):
+        if not name or "\n" in name or "\r" in name:
+            bad_usage(f"{option}: give a name on one line")
+    if names[0].casefold() == names[1].casefold():
+        bad_usage(f"--you and --others are both {names[0]!r}: give two names")
+    return names
+
+
+def _meeting_outputs(paths: list[Path], overwrite: bool) -> list[Path]:
+    """The -o files, checked before the model loads: formats, duplicates, their folders,
+    files that would be replaced."""
+    from voxtral_mlx.formats import MEETING_FORMATS
+
+    from .files import check_not_replaced, check_writable
+
+    seen = set()
+    for path in paths:
+        if path.suffix.lstrip(".").lower() not in MEETING_FORMATS:
+            bad_usage(
+                f"cannot write {path.name}: --output must end in .txt, .md, .srt, .vtt or .jsonl"
+            )
+        if path.resolve() in seen:
+            bad_usage(f"--output {path} is given twice")
+        seen.add(path.resolve())
+    try:
+        for path in paths:
+            check_writable(path)
+        check_not_replaced(paths, overwrite)
+    except VoxtralError as e:
+        fail(str(e))
+    return paths
 
 
 @command(cls=Command)

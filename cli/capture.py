@@ -61,8 +61,9 @@ def describe(devices: list[InputDevice]) -> str:
     return "; ".join(f"{d.index}: {d.name}" for d in devices) or "none"
 
 
-def find_device(spec: str | None) -> InputDevice:
-    """An input device by index or by a case-insensitive part of its name (None: default)."""
+def find_device(spec: str | None, option: str = "--device") -> InputDevice:
+    """An input device by index or by a case-insensitive part of its name (None: default);
+    `option` names where `spec` came from in the error."""
     devices = input_devices()
     if not devices:
         raise VoxtralError("no audio input device found")
@@ -77,7 +78,7 @@ def find_device(spec: str | None) -> InputDevice:
     if len(match) == 1:
         return match[0]
     what = "matches several input devices" if match else "matches no input device"
-    raise VoxtralError(f"--device {spec!r} {what}; input devices: {describe(match or devices)}")
+    raise VoxtralError(f"{option} {spec!r} {what}; input devices: {describe(match or devices)}")
 
 
 class Source:
@@ -127,6 +128,8 @@ class Source:
 
 
 class MicrophoneSource(Source):
+    """An input device through PortAudio (a microphone, or a loopback of the output)."""
+
     def __init__(self, device: InputDevice):
         super().__init__()
         sd = sounddevice()

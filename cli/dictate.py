@@ -22,13 +22,7 @@ from voxtral_mlx.dictation import DictationText
 
 from .capture import Source, sounddevice
 from .keyboard import Hotkey, Keyboard
-from .live import (
-    PERMISSION_HINT,
-    SILENCE_WARNING_SECONDS,
-    LiveStatus,
-    level_meter,
-    stop_on_ctrl_c,
-)
+from .live import LiveStatus, level_meter, stop_on_ctrl_c
 
 PHRASE_PAUSE = 0.6  # --paste: this long without new text ends a phrase
 PHRASE_ENDS = (".", "?", "!", "\n")
@@ -201,9 +195,8 @@ class Dictation:
             self._take(block)  # heard before the hotkey events seen below
             now = time.monotonic()
             self._hotkey(now)
-            if self.status.silent_for > SILENCE_WARNING_SECONDS and not self.status.warned:
-                self.status.warned = True
-                self.view.warn(PERMISSION_HINT.format(s=self.status.silent_for))
+            if warning := self.status.silence_warning():
+                self.view.warn(warning)
             self.typist.poll(now, self._hotkey_held())
             self.view.update(self)
         if self.listening:

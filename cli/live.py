@@ -47,6 +47,16 @@ class LiveStatus:
         self.silent_for = self.silent_for + seconds if peak == 0.0 else 0.0
         self.recent.append((seconds, processing))
 
+    def silence_warning(self) -> str | None:
+        """The permission hint, once, after SILENCE_WARNING_SECONDS of digital silence from
+        a microphone (silence in a replayed file is no permission issue)."""
+        if self.warned or self.silent_for <= SILENCE_WARNING_SECONDS:
+            return None
+        if isinstance(self.source, FileSource):
+            return None
+        self.warned = True
+        return PERMISSION_HINT.format(s=self.silent_for)
+
     @property
     def rtf(self) -> float:
         audio = sum(a for a, _ in self.recent)
@@ -92,19 +102,29 @@ def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def render(status: LiveStatus, text: str, width: int) -> Group:
-    lines = max(width - 4, 20)
-    shown = text[-lines * 6 :]  # the rolling transcript: the last few lines
+def source_line(status: LiveStatus, label: str = "", style: str = "red") -> Text:
+    """A source's line under the transcript: its name and rate, level, latency, real-time
+    factor and backlog (`label`: whose source it is)."""
     latency = "?" if status.latency_ms is None else f"{status.latency_ms:.0f}"
-    info = Text.assemble(
-        ("● ", "red"),
+    return Text.assemble(
+        ("● ", style),
+        (f"{label}: " if label else "", f"bold {style}"),
         (f"{status.source.name} @ {status.source.rate} Hz  ", "bold"),
         level_meter(status.level_db),
         f"latency {latency:>5} ms  RTF {status.rtf:4.2f}  backlog {status.backlog:4.1f} s",
     )
-    return Group(
-        Panel(Text(shown or "listening…", style="" if shown else "dim"), title="voxtral live"), info
-    )
+
+
+def view(title: str, body: Text, lines: list[Text]) -> Group:
+    """The live view: the transcript in a panel, the sources' lines under it."""
+    shown = body if body.plain else Text("listening…", style="dim")
+    return Group(Panel(shown, title=title), *lines)
+
+
+def render(status: LiveStatus, text: str, width: int) -> Group:
+    lines = max(width - 4, 20)
+    shown = text[-lines * 6 :]  # the rolling transcript: the last few lines
+    return view("voxtral live", Text(shown), [source_line(status)])
 
 
 def run_live(
@@ -123,7 +143,6 @@ def run_live(
     transcript: list[str] = []
     shown = TextStream()
     err = Console(stderr=True)
-    mic = not isinstance(source, FileSource)  # digital silence in a file is no permission issue
 
     def handle(events) -> None:
         for event in events:
@@ -155,12 +174,9 @@ def run_live(
                 tic = time.perf_counter()
                 handle(session.feed(block))
                 status.block(block, source.rate, time.perf_counter() - tic)
-                if status.silent_for > SILENCE_WARNING_SECONDS and not status.warned and mic:
-                    status.warned = True
+                if warning := status.silence_warning():
                     (live.console if live else err).print(
-                        f"[yellow]warning:[/yellow] {PERMISSION_HINT.format(s=status.silent_for)}",
-                        highlight=False,
-                        soft_wrap=True,
+                        f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True
                     )
                 if live and time.perf_counter() - last_draw > 0.1:
                     live.update(

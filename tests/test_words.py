@@ -89,3 +89,27 @@ def test_words_with_their_text_token_ids(tok):
     pairs = words_with_tokens(tokens + [PAD, 2], 38, tok, AT_480)
     assert [(w.text, i) for w, i in pairs] == [("extraordinarily", extra), ("one", one)]
     assert [w for w, _ in pairs] == words_from_tokens(tokens + [PAD, 2], 38, tok, AT_480)
+
+
+def test_a_pause_settles_the_word_in_progress(tok):
+    """WordTracker.settle: a word whose text has had nothing added for the pause is complete
+    without the next word; before that, and for a marker with no text yet, it is not. Where
+    the word is open from (`open_since`) is its marker's time, else its first piece's."""
+    from voxtral_mlx.words import WordTracker
+
+    hello = ids(tok, " hello")
+    tracker = WordTracker(tok, AT_480)  # t(p) = (p - 38) * 0.08
+    assert tracker.open_since is None
+    tracker.add(39, WORD_MARK)  # the marker at 0.08 s
+    assert tracker.open_since == pytest.approx(0.08)
+    assert tracker.settle(45, 0.16) is None  # a marker alone is no word
+    assert tracker.add(42, hello[0]) is None  # its text over [0.32, 0.40]
+    assert tracker.open_since == pytest.approx(0.08)
+    assert tracker.settle(44, 0.24) is None  # 0.16 s of pads after it: not yet
+    assert tracker.settle(45, 0.24) == Word("hello", 0.08, 0.32)
+    assert tracker.open_since is None and tracker.flush() is None
+    # text that continues a settled word later starts one of its own, open from its piece
+    piece = ids(tok, "lo")[0]
+    tracker.add(50, piece)
+    assert tracker.open_since == pytest.approx(0.96)
+    assert tracker.flush().text == tok.byte_piece(piece).decode()

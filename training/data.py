@@ -133,3 +133,23 @@ def write_set(folder: Path, count: int, seed: int) -> list[Utterance]:
         ]
         (folder / f"utt{i:04d}.align.json").write_text(json.dumps({"t": u.text, "w": spans}))
     return utterances
+
+
+def conversation(
+    turns: list[tuple[int, np.ndarray]], gap: float = 0.3, floor: float = 1e-4, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, float, float]]]:
+    """Two tracks of one conversation, for `voxtral meeting`: the microphone's (side 0) and
+    the call's (side 1). Each turn's speech is on its side with silence on the other, `gap`
+    seconds between turns, a noise floor of `floor` (RMS) under both (no microphone is
+    digital silence). Returns the tracks and each turn's (side, start, end) in seconds."""
+    sides: list[list[np.ndarray]] = [[], []]
+    pause = np.zeros(int(gap * RATE), np.float32)
+    spans, t = [], 0.0
+    for side, speech in turns:
+        sides[side] += [speech, pause]
+        sides[1 - side] += [np.zeros_like(speech), pause]
+        spans.append((side, t, t + len(speech) / RATE))
+        t += (len(speech) + len(pause)) / RATE
+    mic, call = np.concatenate(sides[0]), np.concatenate(sides[1])
+    noise = floor * np.random.default_rng(seed).standard_normal((2, len(mic)))
+    return mic + noise[0].astype(np.float32), call + noise[1].astype(np.float32), spans

@@ -1,4 +1,5 @@
-"""Transcript files: txt, srt, vtt, json (whole files) and jsonl (a live event log).
+"""Transcript files: txt, srt, vtt, json (whole files) and jsonl (a live event log); a
+meeting's (two speakers) also md.
 
 Subtitle cues are built from word timings. `CueBuilder` closes a cue as soon as it is full,
 so the live mode can append cues to a file while it listens.
@@ -14,10 +15,12 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # annotations only: the CLI checks formats before loading the model
     from .events import Transcript
+    from .meeting import Echo
     from .words import Word
 
 FORMATS = ("txt", "srt", "vtt", "json")
 LIVE_FORMATS = ("txt", "srt", "vtt", "jsonl")
+MEETING_FORMATS = ("txt", "md", "srt", "vtt", "jsonl")
 MAX_CUE_CHARS = 42  # one subtitle line, the usual broadcast limit
 MAX_CUE_SECONDS = 6.0
 MAX_GAP_SECONDS = 1.2  # a pause this long starts a new cue
@@ -76,6 +79,12 @@ def timestamp(seconds: float, sep: str) -> str:
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def clock(seconds: float) -> str:
+    """hh:mm:ss, the time of a speaker's turn."""
+    s = int(max(seconds, 0.0))
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def srt_cue(index: int, cue: Cue) -> str:
@@ -142,26 +151,47 @@ class StrippedStream(TextStream):
         return kept
 
 
-class LiveWriter:
-    """Writes a transcript file while listening: every line is final once written. Its
-    folder is made if missing; a run that fails before any text (`close(None)`) leaves no
-    file behind."""
+class TranscriptFile:
+    """A transcript file written while listening, in one of `formats` (read from the path's
+    suffix): what `LiveWriter` and `MeetingWriter` share. Its folder is made if missing.
+    Subtitle cues are numbered as they are written; every jsonl event is one line."""
 
-    def __init__(self, path: Path, word_timestamps: bool = False):
+    formats: tuple[str, ...] = LIVE_FORMATS
+
+    def __init__(self, path: Path, word_timestamps: bool = False, *, target: Path | None = None):
+        """Writes into `target` (default: `path` itself)."""
         self.path = path
         self.format = path.suffix.lstrip(".").lower()
-        if self.format not in LIVE_FORMATS:
+        if self.format not in self.formats:
             raise ValueError(
                 f"cannot write {path.name}: the live output must end in "
-                + ", ".join(f".{f}" for f in LIVE_FORMATS)
+                + ", ".join(f".{f}" for f in self.formats)
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = path.open("w", encoding="utf-8", buffering=1)
+        self._file: TextIO = (target or path).open("w", encoding="utf-8", buffering=1)
         self._cues = CueBuilder(word_timestamps)
         self._count = 0
-        self._written = False  # any text or word
         if self.format == "vtt":
             self._file.write("WEBVTT\n\n")
+
+    def _cue(self, cue: Cue) -> None:
+        if self.format == "srt":
+            self._count += 1
+            self._file.write(srt_cue(self._count, cue))
+        elif self.format == "vtt":
+            self._file.write(vtt_cue(cue))
+
+    def _line(self, data: dict) -> None:
+        self._file.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+class LiveWriter(TranscriptFile):
+    """Writes a transcript file while listening: every line is final once written. A run
+    that fails before any text (`close(None)`) leaves no file behind."""
+
+    def __init__(self, path: Path, word_timestamps: bool = False):
+        super().__init__(path, word_timestamps)
+        self._written = False  # any text or word
 
     def text(self, delta: str, start: float | None, end: float | None) -> None:
         """New text; `start`/`end` None (null in jsonl) when they are not known."""
@@ -195,12 +225,72 @@ class LiveWriter:
             self._line(done | {"stats": asdict(final.stats)})
         self._file.close()
 
-    def _cue(self, cue: Cue) -> None:
-        if self.format == "srt":
-            self._count += 1
-            self._file.write(srt_cue(self._count, cue))
-        elif self.format == "vtt":
-            self._file.write(vtt_cue(cue))
 
-    def _line(self, data: dict) -> None:
-        self._file.write(json.dumps(data, ensure_ascii=False) + "\n")
+class MeetingWriter(TranscriptFile):
+    """A meeting's transcript, two speakers, written while listening into a hidden file
+    beside `path` (`.NAME.part`) and renamed to `path` by `close`: `path` is whole or not
+    there (`discard` removes the part file).
+
+    txt and md: a paragraph per turn (one speaker's words until the other speaks), with the
+    turn's start time; srt and vtt: cues of one speaker, the name before the text; jsonl: a
+    `speaker` field on every event (word, echo, done)."""
+
+    formats = MEETING_FORMATS
+
+    def __init__(self, path: Path):
+        self.part = path.with_name(f".{path.name}.part")
+        super().__init__(path, target=self.part)
+        self._speaker: str | None = None  # the speaker of the turn (or the cue) in progress
+
+    def said(self, speaker: str, word: Word) -> None:
+        turn = speaker != self._speaker
+        if self.format in ("txt", "md"):
+            if turn:
+                self._file.write(self._turn(speaker, word.start))
+            self._file.write(word.text if turn else " " + word.text)
+        elif self.format == "jsonl":
+            self._line({"type": "word", "speaker": speaker, **asdict(word)})
+        else:
+            if turn and (cue := self._cues.flush()) is not None:
+                self._cue(cue)  # the other speaker's last cue
+            self._speaker = speaker
+            if cue := self._cues.add(word):
+                self._cue(cue)
+        self._speaker = speaker
+        self._file.flush()
+
+    def echo(self, echo: Echo) -> None:
+        """A word dropped as the call's echo: jsonl keeps it, with the word it repeats."""
+        if self.format == "jsonl":
+            heard = {"heard_start": echo.heard.start, "heard_end": echo.heard.end}
+            self._line({"type": "echo", "speaker": echo.speaker, **asdict(echo.word)} | heard)
+            self._file.flush()
+
+    def done(self, speaker: str, text: str, final: Transcript) -> None:
+        """A speaker's stream is finished: `text` is what they said (echoes left out)."""
+        if self.format == "jsonl":
+            done = {"type": "done", "speaker": speaker, "text": text, "delay_ms": final.delay_ms}
+            self._line(done | {"stats": asdict(final.stats)})
+
+    def close(self) -> None:
+        """The transcript is complete: the part file becomes `path`."""
+        if (cue := self._cues.flush()) is not None:
+            self._cue(cue)
+        if self.format in ("txt", "md") and self._speaker is not None:
+            self._file.write("\n")
+        self._file.close()
+        self.part.replace(self.path)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.part.unlink(missing_ok=True)
+
+    def _turn(self, speaker: str, start: float) -> str:
+        """The start of a turn: after the last one's end, its time and the speaker's name."""
+        gap = "" if self._speaker is None else "\n\n" if self.format == "md" else "\n"
+        if self.format == "md":
+            return f"{gap}**{speaker}** ({clock(start)}): "
+        return f"{gap}[{clock(start)}] {speaker}: "
+
+    def _cue(self, cue: Cue) -> None:
+        super()._cue(Cue(cue.start, cue.end, f"{self._speaker}: {cue.text}"))

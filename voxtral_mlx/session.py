@@ -58,6 +58,11 @@ class Session:
     after the next are drafted as [STREAMING_PAD] and verified in the same pass, up to this
     many (1: one position a pass). Greedy decoding is causal, so the tokens are exactly
     those of one position a pass (MODEL.md "Drafted pads").
+
+    `settle_seconds`: a word is complete (WordDone) once this much audio has passed with no
+    text added to it, without waiting for the next word (None: only the next word or the
+    end completes it). For transcripts that must show a speaker's last word before they
+    speak again (`voxtral meeting`); the text is the same either way.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class Session:
         stop_at_eos: bool = False,
         pool: SessionPool | None = None,
         max_draft: int = MAX_DRAFT,
+        settle_seconds: float | None = None,
     ):
         if model.tokenizer is None:
             raise VoxtralError("the model has no tokenizer: load it with voxtral_mlx.load")
@@ -80,6 +86,7 @@ class Session:
         if max_draft < 1:
             raise VoxtralError(f"max_draft must be at least 1, got {max_draft}")
         self.max_draft = max_draft
+        self.settle_seconds = settle_seconds
         self.pool = pool if pool is not None else SessionPool(model)
         if self.pool.model is not model:
             raise VoxtralError("a session and its pool must share one model")
@@ -138,6 +145,16 @@ class Session:
         """The audio time every output so far speaks up to: text about the audio before it
         is out (held-back UTF-8 aside)."""
         return max(self.schedule.step_time(self._position), 0.0)
+
+    @property
+    def settled_seconds(self) -> float:
+        """Every word that starts before this audio time is out (a WordDone); infinite once
+        the session is finished. Rounded to the millisecond, as word times are."""
+        if self.result is not None:
+            return math.inf
+        since = self._words.open_since
+        now = self.transcribed_seconds
+        return round(now if since is None else min(since, now), 3)
 
     @property
     def _position(self) -> int:  # the decoder position of the next output
@@ -309,7 +326,10 @@ class Session:
             self._stopped = True
             self._pending = None
         events: list[Event] = []
-        if word := self._words.add(position, token):
+        word = self._words.add(position, token)
+        if word is None and self.settle_seconds is not None:
+            word = self._words.settle(position, self.settle_seconds)
+        if word is not None:
             self._all_words.append(word)
             events.append(WordDone(word))
         if not self.tokenizer.is_special(token):

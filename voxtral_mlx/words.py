@@ -72,6 +72,19 @@ class WordBuilder:
         """The word in progress, if any (at the end of the audio)."""
         return self._word() if self._bytes.strip() else None
 
+    def settle(self, before: float) -> Word | None:
+        """The word in progress, if its text has had nothing added since `before` (a pause
+        after it): complete without waiting for the next word. Text that continues it later
+        starts a word of its own."""
+        return self._word() if self._bytes.strip() and self._end <= before else None
+
+    @property
+    def open_since(self) -> float | None:
+        """The earliest time a word not returned yet can start (its marker's or its first
+        piece's, before clamping); None when no word is in progress."""
+        times = [self._marker] + ([self._start, self._first] if self._bytes else [])
+        return min((t for t in times if t is not None), default=None)
+
     def _word(self) -> Word:
         text = self._bytes.decode("utf-8", errors="replace").strip()
         if self._start is not None:  # marked at its start, written at its end
@@ -114,6 +127,15 @@ class WordTracker:
     def flush(self) -> Word | None:
         """The word in progress, if any (at the end of the audio)."""
         return self.words.flush()
+
+    @property
+    def open_since(self) -> float | None:
+        return self.words.open_since
+
+    def settle(self, position: int, pause: float) -> Word | None:
+        """The word in progress, if no text has been added to it for `pause` seconds of
+        audio by the output at `position` (WordBuilder.settle)."""
+        return self.words.settle(self.step_time(position + 1) - pause)
 
 
 def words_from_tokens(
