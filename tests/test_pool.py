@@ -59,7 +59,7 @@ def test_every_stream_equals_its_solo_run(model, clips, solo_run, n_streams):
             if sessions[i] is None and i not in results and tick >= 2 * i:  # staggered
                 sessions[i] = pool.add(delay)
             session = sessions[i]
-            if session is None or session._ended:
+            if session is None or session.ended:
                 continue
             n = int(rng.integers(1, 6000))
             session.push(audio[fed[i] : fed[i] + n])

@@ -46,9 +46,6 @@ if TYPE_CHECKING:  # (realtime_openai imports this module)
     from .realtime_openai import OpenAIDialect
 
 SLICE_SECONDS = 1.0  # the most audio of one stream a worker job encodes
-# A stream's audio waits in its queue (where backpressure sees it) while this many encoded
-# positions are still waiting for the decoder.
-MAX_ENCODED_AHEAD = 25
 # events queued for a client that does not read them, at most: then it is dropped
 MAX_UNSENT_EVENTS = 1000
 TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
@@ -420,10 +417,10 @@ class VllmDialect:
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         """For the scheduler: audio for the next job (while the decoder keeps up) and
         whether the utterance ends with it; None when there is nothing to do."""
-        if self.session is None or self.session._ended:
+        if self.session is None or self.session.ended:
             return None
         utterance, samples = self.utterances[0], None
-        if utterance.audio and self.session.decodable_positions < MAX_ENCODED_AHEAD:
+        if utterance.audio and self.session.wants_audio:
             samples = take_audio(utterance.audio, int(SLICE_SECONDS * SAMPLE_RATE))
             utterance.seconds = sum(len(p) for p in utterance.audio) / SAMPLE_RATE
             if self.waiting_seconds <= self.server.config.max_backlog_seconds:

@@ -36,7 +36,6 @@ import numpy as np
 from .audio import StreamResampler
 from .config import SAMPLE_RATE
 from .realtime import (
-    MAX_ENCODED_AHEAD,
     SLICE_SECONDS,
     Connection,
     decode_base64,
@@ -413,7 +412,7 @@ class OpenAIDialect:
         if self.session is None:
             return None
         samples = None
-        if self.audio and self.session.decodable_positions < MAX_ENCODED_AHEAD:
+        if self.audio and self.session.wants_audio:
             samples = take_audio(self.audio, int(SLICE_SECONDS * SAMPLE_RATE))
         elif not self.audio and len(self.turns) > 1:
             samples = self._pad()

@@ -54,7 +54,6 @@ from .formats import StrippedStream, cues, render
 from .model import VoxtralRealtime
 from .realtime import (
     INSECURE_KEY_PROTOCOL,
-    MAX_ENCODED_AHEAD,
     TRANSPORT_KEY,
     Connection,
     realtime,
@@ -322,7 +321,7 @@ class Upload:
         self.decoding: asyncio.Task | None = None  # stream: _decode, beside the response
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
-        if self.session.decodable_positions >= MAX_ENCODED_AHEAD or self.session._ended:
+        if not self.session.wants_audio:
             return None
         # alone, a whole encoder call's worth (small slices make 12-token encoder calls, 1.7x
         # the cost per token, and cap drafts below 16 positions); beside live sessions, small

@@ -38,6 +38,10 @@ CLEAR_CACHE_EVERY = 256
 # share the weight reads, and drafted positions beyond this move a CPU pass from weight-read
 # bound to compute bound (benchmarks/RESULTS.md "Drafted pads")
 PASS_POSITIONS = 16
+# A stream fed from a queue (a server's connection, transcribe_many's files) gives its session
+# more audio while fewer positions than this (2 s) wait for the decoder: the rest waits in its
+# queue, where backpressure sees it, and the decoder's backlog stays short.
+DECODABLE_AHEAD = 25
 
 
 class Session:
@@ -190,6 +194,17 @@ class Session:
         ):
             return 0
         return self.pending_positions
+
+    @property
+    def ended(self) -> bool:
+        """`end()` (or `finish()`) was called: no more audio can be added."""
+        return self._ended
+
+    @property
+    def wants_audio(self) -> bool:
+        """Whether a stream fed from a queue should give this session more audio now: it has
+        not ended, and fewer than DECODABLE_AHEAD positions wait for the decoder."""
+        return not self._ended and self.decodable_positions < DECODABLE_AHEAD
 
     @property
     def state_bytes(self) -> int:
