@@ -80,7 +80,7 @@ class ServerConfig:
     model_name: str  # what was loaded: a hub repo id or a local folder
     delay_ms: int | None = None  # None: the model's own
     api_key: str | None = None
-    max_sessions: int | None = None  # None: default_max_sessions(model)
+    max_sessions: int | None = None  # None: session.streams_that_fit(model)
     max_message_bytes: int = 4 * 2**20
     max_backlog_seconds: float = 30.0
     max_upload_bytes: int = 200 * 2**20
@@ -710,12 +710,6 @@ def _decode_bytes(data: bytes, name: str) -> np.ndarray:
     return resample(samples, rate, SAMPLE_RATE)
 
 
-def default_max_sessions(model: VoxtralRealtime) -> int:
-    """As many streams as half the memory the weights leave free holds, each at its most,
-    from 1 to 64."""
-    return streams_that_fit(model)
-
-
 UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the body itself)
     "requestBody": {
         "required": True,
@@ -767,7 +761,7 @@ def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
     app = FastAPI(title="voxtral-mlx", docs_url=None, redoc_url=None, openapi_url=None)
     delay_ms = model.args.schedule(config.delay_ms).delay_ms
     if config.max_sessions is None:
-        config = dataclasses.replace(config, max_sessions=default_max_sessions(model))
+        config = dataclasses.replace(config, max_sessions=streams_that_fit(model))
     if config.max_connections is None:
         config = dataclasses.replace(config, max_connections=default_max_connections())
     app.state.server = Server(model, config, delay_ms)
