@@ -2,12 +2,16 @@
 
 `Session.feed(samples)` takes audio in chunks of any size and returns the events it produced;
 `finish()` appends the right pad so the words still behind the delay come out, and sets
-`result`, the whole Transcript. Every stage keeps its own bounded state (MODEL.md "Streaming"):
+`result`, the whole Transcript. Every stage keeps its own bounded state (MODEL.md "Streaming",
+"Encoder rows", "Decoder passes"):
 
-    StreamingMel (samples of the frames not yet computed)
-      -> EncoderState (2 mel frames, 1 conv frame, KV ring of 750 frames)
-      -> adapter (whole tokens only: no remainder)
-      -> a row of a DecoderBatch (KV ring of the window, next position, last token)
+    StreamResampler (its filter's last samples) -> StreamingMel (the samples of the frames
+    not yet computed)
+      -> a row of the pool's EncoderBatch (2 mel frames, 1 conv1 frame, its position; its KV
+         ring, up to window + 4 x 94 - 1 frames, in the batch's rings)
+      -> adapter (whole tokens only: no remainder) -> the positions encoded, not yet decoded
+      -> a row of the pool's DecoderBatch (next position, AdaRMSNorm weights of its delay; its
+         KV ring, up to window + max_pass - 1 positions), and the last output token
 
 A `SessionPool` decodes many sessions together: one decoder pass reads the weights once
 for every stream that has audio waiting. A lone Session is a pool of one.
