@@ -329,6 +329,13 @@ class Schedule:
         align = -n_samples % self.samples_per_token
         return align + self.n_right_pad_tokens * self.samples_per_token
 
+    def end_pad_samples(self, n_samples: int) -> int:
+        """Silence a stream gets after n_samples of audio so that its last words come out:
+        `right_pad_samples`, plus half a mel window (the streaming mel's last frames then see
+        silence where the offline mel reflects the padded signal). A turn of a live stream
+        that goes on after it needs no alignment: `end_pad_samples(0)`."""
+        return self.right_pad_samples(n_samples) + self.audio.window_size // 2
+
     def step_time(self, position: int) -> float:
         """The audio time (s) that the token output at decoder position p speaks about."""
         return (position - self.n_left_pad_tokens - self.n_delay_tokens) * self.seconds_per_token

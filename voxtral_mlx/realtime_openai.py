@@ -438,8 +438,7 @@ class OpenAIDialect:
             return None
         schedule = self.session.schedule
         end = self.turns[-2].end  # the last committed turn
-        need = end + schedule.n_right_pad_tokens * schedule.seconds_per_token
-        need += schedule.audio.window_size / 2 / SAMPLE_RATE
+        need = end + schedule.end_pad_samples(0) / SAMPLE_RATE  # (the stream goes on after it)
         if self.received >= need:
             return None
         tail = self.resampler(np.zeros(0, np.float32), last=True)  # its samples held back

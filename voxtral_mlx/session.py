@@ -252,11 +252,8 @@ class Session:
         is finished once the pool has encoded and decoded every position (SessionPool)."""
         self._check_open()
         self.push(self._resampler(np.zeros(0, np.float32), last=True), resampled=True)
-        schedule = self.schedule
-        # the right pad, plus half a window of silence: the reflection of silence
-        right = schedule.right_pad_samples(self._samples_in) + schedule.audio.window_size // 2
         self._words.duration = self.audio_seconds
-        self._mel.push(np.zeros(right, np.float32))
+        self._mel.push(np.zeros(self.schedule.end_pad_samples(self._samples_in), np.float32))
         self._ended = True
 
     def _check_open(self) -> None:
