@@ -99,6 +99,10 @@ class AudioArgs:
         return int(self.sampling_rate // self.frame_rate)
 
     @property
+    def seconds_per_token(self) -> float:
+        return self.samples_per_token / self.sampling_rate  # 0.08 s
+
+    @property
     def mel_frames_per_token(self) -> int:
         return self.samples_per_token // self.hop_length
 
@@ -299,7 +303,7 @@ class Schedule:
 
     @property
     def seconds_per_token(self) -> float:
-        return self.samples_per_token / self.sample_rate  # 0.08 s
+        return self.audio.seconds_per_token
 
     @property
     def n_left_pad_tokens(self) -> int:

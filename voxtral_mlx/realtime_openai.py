@@ -138,7 +138,7 @@ class OpenAIDialect:
         self.seen = 0  # outputs of the session read so far
         self.word_starts = WordStarts(self.server.model.tokenizer)
         self.started: dict[float, float] = {}  # text output time -> its word's start
-        self.energy = SlotEnergy()
+        self.energy = SlotEnergy(self.server.model.args.audio)
         self.detector = self._detector()
         self.early: list[np.ndarray] = []  # audio that came before the dialect was known
         self.room = asyncio.Event()  # (buffer_full drops audio: reading never waits)
@@ -260,6 +260,7 @@ class OpenAIDialect:
             prefix_seconds=self.vad["prefix_padding_ms"] / 1000,
             energy=self.energy,
             loud_db=6.0 + 24.0 * self.vad["threshold"],  # 0.5: 18 dB over the noise floor
+            audio=self.server.model.args.audio,
         )
         detector.turn_start = self.turns[-1].start
         return detector
