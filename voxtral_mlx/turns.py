@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import AudioArgs
+from .words import WordBuilder
 
 DIGITAL_SILENCE_DBFS = -90.0  # quieter slots (zeros, padding) do not count for the floor
 MAX_WORD_SECONDS = 1.5  # a marked word whose text has not come after this is given up
@@ -93,17 +94,17 @@ class TurnDetector:
         self.speaking = False
         self.turn_start = 0.0  # the end of the last turn: the next cannot start before it
         self.last_speech = 0.0  # the end of the last slot with speech
-        self.marked: float | None = None  # the last marker's time, until its text comes
+        self.words = WordStarts(tokenizer, give_up_seconds=None)  # of the outputs it reads
 
     def _said_something(self, token: int, seconds: float) -> bool:
-        t = self.tokenizer
-        if token == t.streaming_word_id:
-            self.marked = seconds
+        """A marker, or a word's text (at its end, when it was marked) whose word began in
+        this turn: a word begun in the last one starts no new turn."""
+        began = self.words.update([(token, seconds)]).get(seconds)
+        if token == self.tokenizer.streaming_word_id:
             return True
-        if t.byte_piece(token).strip():  # a word's text (at its end, when it was marked)
-            began, self.marked = self.marked, None
-            return began is None or began >= self.turn_start  # one begun before: not a turn
-        return False
+        if not self.tokenizer.byte_piece(token).strip():
+            return False
+        return began >= self.turn_start
 
     def _loud(self, seconds: float) -> bool:
         level = self.energy.level(seconds) if self.energy is not None else None
@@ -131,29 +132,33 @@ class TurnDetector:
 
 
 class WordStarts:
-    """When each text output's word began: at its [STREAMING_WORD] marker when one came
-    before the word's text (the text comes at the word's end), else at its first text.
-    `open_since`: the start of a marked word whose text has not come yet."""
+    """When each text output's word began, by the rule of words.WordBuilder: at its
+    [STREAMING_WORD] marker when one came before the word's text (the text comes at the
+    word's end), else at its first text. `open_since`: the start of a marked word whose text
+    has not come yet, given up after `give_up_seconds` (None: never)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, give_up_seconds: float | None = MAX_WORD_SECONDS):
         self.tokenizer = tokenizer
-        self.open_since: float | None = None
-        self._word: float | None = None  # the start of the word the last text belongs to
+        self.give_up_seconds = give_up_seconds
+        self._words = WordBuilder()
+
+    @property
+    def open_since(self) -> float | None:
+        return self._words.marker
 
     def update(self, outputs: list[tuple[int, float]]) -> dict[float, float]:
         """The start of the word of each text output, by the output's time."""
         starts: dict[float, float] = {}
         for token, seconds in outputs:
             if token == self.tokenizer.streaming_word_id:
-                self.open_since = seconds
-                continue
-            piece = self.tokenizer.byte_piece(token)
-            if not piece:
-                if self.open_since is not None and seconds - self.open_since > MAX_WORD_SECONDS:
-                    self.open_since = None
-                continue
-            if self._word is None or piece[:1].isspace() or self.open_since is not None:
-                self._word = self.open_since if self.open_since is not None else seconds
-            self.open_since = None
-            starts[seconds] = self._word
+                self._words.mark(seconds)
+            elif piece := self.tokenizer.byte_piece(token):
+                self._words.add(piece, seconds, seconds)
+                starts[seconds] = self._words.word_start
+            elif self._given_up(seconds):
+                self._words.unmark()
         return starts
+
+    def _given_up(self, seconds: float) -> bool:
+        marked, most = self.open_since, self.give_up_seconds
+        return marked is not None and most is not None and seconds - marked > most
