@@ -160,6 +160,17 @@ def test_eos_ends_a_file_but_not_a_live_session(eos_model, jfk):
     assert live.count(2) >= 1
 
 
+def test_eos_after_the_prompt_ends_a_file_there(model, jfk, monkeypatch):
+    """EOS output by a pass after the prompt (a step or a draft) ends a file: its transcript
+    stops with it (the session used to fail there with a TypeError)."""
+    tokens = voxtral_mlx.transcribe(model, jfk, delay_ms=480).tokens
+    pad = model.tokenizer.streaming_pad_id
+    eos = next(t for t in tokens[1:] if t not in (pad, tokens[0]))  # a token of a later pass
+    monkeypatch.setattr(model.tokenizer, "eos_id", eos)
+    result = voxtral_mlx.transcribe(model, jfk, delay_ms=480)
+    assert result.tokens == tokens[: tokens.index(eos) + 1]
+
+
 def test_caches_stay_within_their_windows(model, spec):
     rng = np.random.default_rng(3)
     audio = (0.1 * rng.standard_normal(16000 * 12)).astype(np.float32)

@@ -297,6 +297,8 @@ class Session:
         return min(self.max_draft, 1 << max(0, math.ceil(math.log2(max(expected, 1)))))
 
     def _take(self, n: int) -> None:
+        if self._pending is None:  # EOS stopped the session: nothing is left to decode
+            return
         rest = self._pending[n:]
         self._pending = rest if rest.shape[0] else None
 
