@@ -516,8 +516,8 @@ def serve(
 
     from rich.console import Console
 
-    from voxtral_mlx.server import ServerConfig
-    from voxtral_mlx.server import serve as run
+    from voxtral_mlx.serve import ServerConfig
+    from voxtral_mlx.serve import serve as run
 
     try:
         loaded = load_model(model, offline)

@@ -91,7 +91,7 @@ def raw_request(port, head: bytes, body: bytes = b"", wait: float = 10.0) -> byt
 def test_live_passes_come_before_an_uploads(model):
     """In a job, the live sessions' positions are decoded first and go out before any
     upload pass; uploads, a pool of their own, get the passes the live sessions leave."""
-    from voxtral_mlx.server import Server, ServerConfig
+    from voxtral_mlx.serve.app import Server, ServerConfig
 
     server = Server(model, ServerConfig(model_name="m"), model.args.schedule().delay_ms)
     upload, live = server._add(None, upload=True), server._add(None, upload=False)

@@ -38,12 +38,12 @@ import numpy as np
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from .config import SAMPLE_RATE, check_delay
-from .errors import VoxtralError
-from .session import Session, TextDelta, WordDone
+from ..config import SAMPLE_RATE, check_delay
+from ..errors import VoxtralError
+from ..session import Session, TextDelta, WordDone
 
 if TYPE_CHECKING:  # (realtime_openai imports this module)
-    from .realtime_openai import OpenAIDialect
+    from .openai import OpenAIDialect
 
 SLICE_SECONDS = 1.0  # the most audio of one stream a worker job encodes
 # events queued for a client that does not read them, at most: then it is dropped
@@ -124,7 +124,7 @@ class Connection:
         self.dropping: asyncio.Task | None = None
         self.dialect: VllmDialect | OpenAIDialect
         if openai:
-            from .realtime_openai import OpenAIDialect
+            from .openai import OpenAIDialect
 
             self.dialect = OpenAIDialect(self)
         else:
@@ -206,7 +206,7 @@ class Connection:
 
     def switch_to_openai(self) -> OpenAIDialect:
         """The client speaks OpenAI's dialect (its first session.update said so)."""
-        from .realtime_openai import OpenAIDialect
+        from .openai import OpenAIDialect
 
         old, self.dialect = self.dialect, OpenAIDialect(self)
         self.dialect.adopt(old.early_audio())
@@ -501,7 +501,7 @@ def subprotocol(offered: list[str]) -> str | None:
 async def realtime(websocket: WebSocket) -> None:
     """The /v1/realtime handler: key, slot, then the client's events until either side
     closes."""
-    from .server import _authorized, _error
+    from .app import _authorized, _error
 
     server = websocket.app.state.server
     protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]

@@ -33,8 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import StreamResampler
-from .config import SAMPLE_RATE
+from ..audio import StreamResampler
+from ..config import SAMPLE_RATE
+from ..session import Session, TextDelta
+from ..turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
 from .realtime import (
     SLICE_SECONDS,
     Connection,
@@ -43,8 +45,6 @@ from .realtime import (
     shorten,
     take_audio,
 )
-from .session import Session, TextDelta
-from .turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
 
 log = logging.getLogger("voxtral_mlx.server")
 

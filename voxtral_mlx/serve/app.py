@@ -47,11 +47,13 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .audio import check_finite, decode_audio_bytes, resample
-from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
-from .errors import VoxtralError
-from .formats import StrippedStream, cues, render
-from .model import VoxtralRealtime
+from ..audio import check_finite, decode_audio_bytes, resample
+from ..config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
+from ..errors import VoxtralError
+from ..formats import StrippedStream, cues, render
+from ..model import VoxtralRealtime
+from ..session import Session, SessionPool, TextDelta, Transcript, streams_that_fit
+from ..words import words_with_tokens
 from .realtime import (
     INSECURE_KEY_PROTOCOL,
     TRANSPORT_KEY,
@@ -60,10 +62,8 @@ from .realtime import (
     shorten,
     take_audio,
 )
-from .session import Session, SessionPool, TextDelta, Transcript, streams_that_fit
-from .words import words_with_tokens
 
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).parent.parent / "web"
 JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
 # an upload's audio per job while live sessions run (about 1 s): its encoder call is what a
 # live session may wait for (a 94-token call took 560 ms with the test model on a 2-core CPU)
