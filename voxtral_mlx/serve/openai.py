@@ -40,11 +40,10 @@ from ..turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, Word
 from .realtime import (
     SLICE_SECONDS,
     Connection,
-    decode_base64,
-    decode_pcm16,
     shorten,
     take_audio,
 )
+from .wire import decode_audio
 
 log = logging.getLogger("voxtral_mlx.server")
 
@@ -67,23 +66,6 @@ SHIFTS_KEPT_SECONDS = 60.0
 
 def event_id() -> str:
     return f"event_{uuid.uuid4().hex[:20]}"
-
-
-def g711_to_float(raw: bytes, law: str) -> np.ndarray:
-    """G.711 bytes (mu-law or A-law) as samples in [-1, 1] (ITU-T G.711 expansion)."""
-    code = ~np.frombuffer(raw, dtype=np.uint8) if law == "audio/pcmu" else None
-    if code is not None:  # mu-law: sign, 3-bit exponent, 4-bit mantissa, bias 0x84
-        exponent, mantissa = (code >> 4) & 7, code & 15
-        magnitude = (((mantissa.astype(np.int32) << 3) + 0x84) << exponent) - 0x84
-        sign = code & 0x80
-    else:  # A-law: even bits inverted
-        code = np.frombuffer(raw, dtype=np.uint8) ^ 0x55
-        exponent, mantissa = (code >> 4) & 7, (code & 15).astype(np.int32)
-        magnitude = np.where(
-            exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << (exponent - 1)
-        )
-        sign = ~code & 0x80
-    return np.where(sign, -magnitude, magnitude).astype(np.float32) / 32768.0
 
 
 @dataclass(eq=False)
@@ -289,14 +271,8 @@ class OpenAIDialect:
         return session | {"audio": {"input": audio_in}, "include": []}
 
     async def append(self, event: dict) -> None:
-        audio = event.get("audio")
         try:
-            if self.format == "audio/pcm":
-                samples = decode_pcm16(audio)
-            elif raw := decode_base64(audio):
-                samples = g711_to_float(raw, self.format)
-            else:
-                raise ValueError("'audio' must be a non-empty base64 string")
+            samples = decode_audio(event.get("audio"), self.format)
         except ValueError as e:
             raise SettingError(str(e), "audio", "invalid_audio") from None
         await self._add_audio(samples)

@@ -23,8 +23,6 @@ in the URL, by a `session.update` whose `session` is an object, or by the beta
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import enum
 import json
 import logging
@@ -41,6 +39,7 @@ from starlette.websockets import WebSocketDisconnect
 from ..config import SAMPLE_RATE, check_delay
 from ..errors import VoxtralError
 from ..session import Session, TextDelta, WordDone
+from .wire import decode_pcm16
 
 if TYPE_CHECKING:  # (realtime_openai imports this module)
     from .openai import OpenAIDialect
@@ -65,26 +64,6 @@ def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
         parts.append(head)
         taken += len(head)
     return np.concatenate(parts)
-
-
-def decode_base64(audio) -> bytes:
-    """The bytes of a client's base64 audio string (ValueError: why not)."""
-    if not isinstance(audio, str):
-        raise ValueError("'audio' must be a base64 string")
-    try:
-        return base64.b64decode(audio, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("Invalid audio data: not base64") from None
-
-
-def decode_pcm16(audio) -> np.ndarray:
-    """The samples of a base64 PCM16 little-endian string, in [-1, 1) (ValueError: why not)."""
-    raw = decode_base64(audio)
-    if len(raw) == 0 or len(raw) % 2:
-        raise ValueError(
-            f"Invalid audio data: PCM16 needs a positive, even number of bytes, got {len(raw)}"
-        )
-    return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def lax_bool(value) -> bool:
