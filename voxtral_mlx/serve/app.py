@@ -25,7 +25,6 @@ import asyncio
 import dataclasses
 import json
 import re
-import secrets
 import threading
 import time
 import zlib
@@ -54,14 +53,8 @@ from ..formats import StrippedStream, cues, render
 from ..model import VoxtralRealtime
 from ..session import Session, SessionPool, TextDelta, Transcript, streams_that_fit
 from ..words import words_with_tokens
-from .realtime import (
-    INSECURE_KEY_PROTOCOL,
-    TRANSPORT_KEY,
-    Connection,
-    realtime,
-    shorten,
-    take_audio,
-)
+from .errors import KEY_REFUSED, authorized, error_body, error_response, shorten
+from .realtime import TRANSPORT_KEY, Connection, realtime, take_audio
 
 WEB_DIR = Path(__file__).parent.parent / "web"
 JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
@@ -357,49 +350,23 @@ class Upload:
 # --- HTTP and WebSocket handlers: module level, sharing `request.app.state.server` ---
 
 
-def _authorized(config: ServerConfig, headers, protocols: list[str] | None = None) -> bool:
-    if config.api_key is None:
-        return True
-    supplied = []
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        supplied.append(auth[7:].strip())
-    for p in protocols or []:
-        if p.startswith(INSECURE_KEY_PROTOCOL):
-            supplied.append(p[len(INSECURE_KEY_PROTOCOL) :])
-    return any(secrets.compare_digest(s.encode(), config.api_key.encode()) for s in supplied)
-
-
 def _server(request: Request) -> Server:
     """The shared state, once the request's key is checked."""
     server = request.app.state.server
-    if not _authorized(server.config, request.headers):
-        raise HTTPException(401, "missing or wrong API key (Authorization: Bearer KEY)")
+    if not authorized(server.config.api_key, request.headers):
+        raise HTTPException(401, KEY_REFUSED)
     return server
-
-
-ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
-
-
-def _error(message: str, status: int, code: str | None = None) -> JSONResponse:
-    """Every error reply has OpenAI's shape, so its clients show the message."""
-    return JSONResponse(_error_body(message, status, code), status_code=status)
-
-
-def _error_body(message: str, status: int, code: str | None = None) -> dict:
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return _error(message, exc.status_code)
+    return error_response(message, exc.status_code)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
-    return _error(f"{where or 'request'}: {first.get('msg', 'invalid')}", 400)
+    return error_response(f"{where or 'request'}: {first.get('msg', 'invalid')}", 400)
 
 
 async def page() -> FileResponse:
@@ -572,7 +539,7 @@ async def transcriptions(request: Request):
         finally:
             await form.close()
     except UploadRefused as e:
-        return _error(str(e), e.status, e.code)
+        return error_response(str(e), e.status, e.code)
     try:
         # decoded beside the model's thread, not on it: a long file takes seconds to decode
         # and resample, and live sessions would wait for it
@@ -580,7 +547,7 @@ async def transcriptions(request: Request):
         del data
         await server.open_session(upload, asked.delay_ms)
     except VoxtralError as e:
-        return _error(str(e), 400)
+        return error_response(str(e), 400)
     if asked.stream:
         upload.decoding = asyncio.create_task(_decode(request, server, upload))
         return StreamingResponse(_text_events(upload, server.model), media_type="text/event-stream")
@@ -588,9 +555,9 @@ async def transcriptions(request: Request):
     try:
         result = upload.done.result()
     except VoxtralError as e:
-        return _error(str(e), 400)
+        return error_response(str(e), 400)
     if result is None:
-        return _error("the client closed the connection", 499)
+        return error_response("the client closed the connection", 499)
     return _reply(result, asked, name, server.model)
 
 
@@ -675,7 +642,7 @@ async def _text_events(upload: Upload, model: VoxtralRealtime) -> AsyncIterator[
     try:
         result = upload.done.result()
     except Exception as e:  # (sent, not raised: the response has started)
-        yield _event(_error_body(f"transcription failed: {e}", 500, "processing_error"))
+        yield _event(error_body(f"transcription failed: {e}", 500, "processing_error"))
         return
     if result is not None:  # (None: the client is gone)
         usage = _token_usage(result, model)

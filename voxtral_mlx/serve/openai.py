@@ -37,10 +37,10 @@ from ..audio import StreamResampler
 from ..config import SAMPLE_RATE
 from ..session import Session, TextDelta
 from ..turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
+from .errors import openai_error, shorten
 from .realtime import (
     SLICE_SECONDS,
     Connection,
-    shorten,
     take_audio,
 )
 from .wire import decode_audio
@@ -141,9 +141,7 @@ class OpenAIDialect:
 
     async def error(self, message: str, code: str, param: str | None = None, client_event=None):
         client_event = client_event if isinstance(client_event, str) else None
-        detail = {"type": "invalid_request_error", "code": code, "message": message}
-        detail |= {"param": param, "event_id": client_event}
-        await self.send("error", error=detail)
+        await self.send("error", error=openai_error(message, code, param, client_event))
 
     async def start(self) -> None:
         await self.send("session.created", session=self._session_object())

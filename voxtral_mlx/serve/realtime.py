@@ -39,6 +39,15 @@ from starlette.websockets import WebSocketDisconnect
 from ..config import SAMPLE_RATE, check_delay
 from ..errors import VoxtralError
 from ..session import Session, TextDelta, WordDone
+from .errors import (
+    KEY_REFUSED,
+    authorized,
+    error_response,
+    openai_error,
+    shorten,
+    too_many_sessions,
+    vllm_error,
+)
 from .wire import decode_pcm16
 
 if TYPE_CHECKING:  # (realtime_openai imports this module)
@@ -48,7 +57,6 @@ SLICE_SECONDS = 1.0  # the most audio of one stream a worker job encodes
 # events queued for a client that does not read them, at most: then it is dropped
 MAX_UNSENT_EVENTS = 1000
 TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
-INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
 
 log = logging.getLogger("voxtral_mlx.server")
 
@@ -80,11 +88,6 @@ def lax_bool(value) -> bool:
         if text in ("0", "off", "f", "false", "n", "no"):
             return False
     raise ValueError(f"not a boolean: {shorten(json.dumps(value))}")
-
-
-def shorten(text: str, most: int = 64) -> str:
-    """Client text quoted back in an error: a short prefix, never the whole of it."""
-    return text if len(text) <= most else text[:most] + f"... ({len(text)} characters)"
 
 
 class Connection:
@@ -280,7 +283,7 @@ class VllmDialect:
         await self.conn.send(created)
 
     async def error(self, message: str, code: str) -> None:
-        await self.conn.send({"type": "error", "error": message, "code": code})
+        await self.conn.send(vllm_error(message, code))
 
     async def handle(self, event: dict) -> None:
         kind = event.get("type")
@@ -480,16 +483,13 @@ def subprotocol(offered: list[str]) -> str | None:
 async def realtime(websocket: WebSocket) -> None:
     """The /v1/realtime handler: key, slot, then the client's events until either side
     closes."""
-    from .app import _authorized, _error
-
     server = websocket.app.state.server
     protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
-    if not _authorized(server.config, websocket.headers, protocols):
+    if not authorized(server.config.api_key, websocket.headers, protocols):
         # an HTTP 401 in OpenAI's shape, as for every other endpoint (where the server
         # cannot send a response to a handshake, a plain refusal: 403)
-        message = "missing or wrong API key (Authorization: Bearer KEY)"
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(_error(message, 401))
+            await websocket.send_denial_response(error_response(KEY_REFUSED, 401))
         else:
             await websocket.close(code=1008, reason="missing or wrong API key")
         return
@@ -497,13 +497,12 @@ async def realtime(websocket: WebSocket) -> None:
     openai = websocket.query_params.get("intent") == "transcription"
     limit = server.config.max_sessions
     if len(server.connections) >= limit:
-        message = f"the server is at its limit of {limit} session{'s' if limit != 1 else ''}"
+        message = too_many_sessions(limit)
         if openai:
             error = {"type": "error", "event_id": f"event_{uuid.uuid4().hex[:20]}"}
-            error["error"] = {"type": "server_error", "code": "too_many_sessions"}
-            error["error"] |= {"message": message, "param": None, "event_id": None}
+            error["error"] = openai_error(message, "too_many_sessions", kind="server_error")
         else:
-            error = {"type": "error", "code": "too_many_sessions", "error": message}
+            error = vllm_error(message, "too_many_sessions")
         await websocket.send_text(json.dumps(error))
         await websocket.close(code=1013, reason="too many sessions")
         return
