@@ -367,6 +367,30 @@ def test_the_key_as_subprotocol_is_answered_in_the_handshake(limited):
         assert receive(conn)["type"] == "session.created"
 
 
+def test_server_config_checks_its_limits():
+    """A library user's ServerConfig refuses what the CLI refuses (a VoxtralError that names
+    the field), and takes the smallest limits that make sense."""
+    from voxtral_mlx.serve import ServerConfig
+
+    with pytest.raises(voxtral_mlx.VoxtralError, match="max_backlog_seconds -1"):
+        ServerConfig(model_name="m", max_backlog_seconds=-1)
+    for field, value in (
+        ("max_sessions", 0),
+        ("max_connections", 0),
+        ("max_message_bytes", 0),
+        ("max_upload_bytes", -1),
+        ("idle_timeout", float("inf")),
+        ("read_timeout", float("nan")),
+        ("served_model_name", " "),
+    ):
+        with pytest.raises(voxtral_mlx.VoxtralError, match=field):
+            ServerConfig(model_name="m", **{field: value})
+    with pytest.raises(voxtral_mlx.VoxtralError, match="invalid delay 500"):
+        ServerConfig(model_name="m", delay_ms=500)
+    small = ServerConfig("m", 80, max_sessions=1, max_connections=1, max_backlog_seconds=0.1)
+    assert (small.max_sessions, small.max_connections, small.delay_ms) == (1, 1, 80)
+
+
 def test_serve_rejects_bad_limits(official_dir):
     import subprocess
     import sys

@@ -53,6 +53,7 @@ from ..formats import StrippedStream, cues, render
 from ..model import VoxtralRealtime
 from ..session import Session, SessionPool, TextDelta, Transcript, streams_that_fit
 from ..words import words_with_tokens
+from .config import ServerConfig, default_max_connections
 from .errors import KEY_REFUSED, authorized, error_body, error_response, shorten
 from .realtime import TRANSPORT_KEY, Connection, realtime, take_audio
 
@@ -66,51 +67,6 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 STREAM_FORMATS = ("json", "text")  # stream=true: text events, as OpenAI streams these
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")  # en, yue, pt-BR
 UNKNOWN_LANGUAGE = "und"  # ISO 639's "undetermined": Voxtral Realtime detects no language
-
-
-@dataclass
-class ServerConfig:
-    model_name: str  # what was loaded: a hub repo id or a local folder
-    delay_ms: int | None = None  # None: the model's own
-    api_key: str | None = None
-    max_sessions: int | None = None  # None: session.streams_that_fit(model)
-    max_message_bytes: int = 4 * 2**20
-    max_backlog_seconds: float = 30.0
-    max_upload_bytes: int = 200 * 2**20
-    cors_origins: tuple[str, ...] = ()
-    served_model_name: str | None = None  # None: the repo id, or the local folder's name
-    idle_timeout: float = 60.0  # seconds a realtime connection may idle (Connection.idle_seconds)
-    read_timeout: float = 20.0  # seconds for a request's headers, and between upload reads
-    max_connections: int | None = None  # open connections, at most; None: from the file limit
-
-    @property
-    def model_id(self) -> str:
-        """The name /v1/models announces (never a path on this machine)."""
-        if self.served_model_name:
-            return self.served_model_name
-        return Path(self.model_name).name if _is_local(self.model_name) else self.model_name
-
-    @property
-    def model_names(self) -> tuple[str, ...]:
-        """The names a client may ask for: the served name (and the repo id it stands for)."""
-        names = [self.model_id]
-        if not _is_local(self.model_name) and self.model_name not in names:
-            names.append(self.model_name)
-        return tuple(names)
-
-
-def _is_local(name: str) -> bool:
-    return Path(name).expanduser().exists() or name.startswith(("/", ".", "~"))
-
-
-def default_max_connections() -> int:
-    """Open connections the process's file limit leaves room for (some files stay for the
-    model, the libraries and the sockets being closed), 16 to 1000."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    soft = 4096 if soft == resource.RLIM_INFINITY else soft
-    return max(16, min(1000, soft - 128))
 
 
 class Worker:
