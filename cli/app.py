@@ -541,7 +541,7 @@ def serve(
         fail(str(e))
     err = Console(stderr=True)
 
-    def ready(server) -> None:
+    def ready() -> None:
         if open_page:
             import webbrowser
 

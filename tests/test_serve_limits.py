@@ -91,21 +91,21 @@ def raw_request(port, head: bytes, body: bytes = b"", wait: float = 10.0) -> byt
 def test_live_passes_come_before_an_uploads(model):
     """In a job, the live sessions' positions are decoded first and go out before any
     upload pass; uploads, a pool of their own, get the passes the live sessions leave."""
-    from voxtral_mlx.serve.app import Server, ServerConfig
+    from voxtral_mlx.serve.scheduler import Scheduler
 
-    server = Server(model, ServerConfig(model_name="m"), model.args.schedule().delay_ms)
-    upload, live = server._add(None, upload=True), server._add(None, upload=False)
+    scheduler = Scheduler(model)
+    upload, live = scheduler._add(None, upload=True), scheduler._add(None, upload=False)
     assert upload.pool is not live.pool and upload.stop_at_eos and not live.stop_at_eos
     audio = voxtral_mlx.load_audio(shared_audio("jfk.wav"))
     upload.push(audio)
     live.push(audio[: 16000 * 5])
     jobs = 0
     while live.decodable_positions:  # the live session's passes, each job's events sent
-        events, more = server._job({})
+        events, more = scheduler._job({})
         assert live in events and upload not in events and more
         jobs += 1
     assert jobs and upload.decodable_positions
-    events, _ = server._job({})  # nothing live left: the upload's turn
+    events, _ = scheduler._job({})  # nothing live left: the upload's turn
     assert upload in events and live not in events
 
 

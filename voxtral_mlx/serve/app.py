@@ -1,22 +1,13 @@
-"""`voxtral serve`: the realtime WebSocket endpoint (realtime.py: vLLM's dialect, and OpenAI's
-Realtime transcription dialect), an OpenAI-style upload endpoint, /health and the browser
-page. Imported only when serving.
-
-Concurrency: every utterance is a Session of a SessionPool (one pool for the realtime
-connections, one for uploads), decoded together: each pass of the decoder advances every
-stream of its pool with audio waiting and reads the weights once for all of them. One
-worker thread does all model work, in jobs that take at most `SLICE_SECONDS` of each live
-stream's audio and decode for at most `JOB_SECONDS`, so the event loop never blocks and
-events go out after every job.
-Live first (Server): uploads get the passes live sessions leave. Backpressure: a
-connection whose unprocessed audio exceeds `max_backlog_seconds` gets an
-`error {code: "buffer_full"}` for each further append, which is dropped (or, if it asked
-for backpressure "wait", is not read until there is room).
+"""`voxtral serve`: the app (create_app) and its server (serve), and the small routes: the
+page, /health, /v1/models, the API schema. The realtime endpoint is realtime.py's, uploads
+uploads.py's; the scheduler (scheduler.py) feeds the model.
 
 Limits (ServerConfig): events a client leaves unread (MAX_UNSENT_EVENTS), idle realtime
 connections (`idle_timeout`), request headers and upload reads (`read_timeout`), open
 connections (`max_connections`), upload size (`max_upload_bytes`, checked while reading,
-after the key).
+after the key), audio waiting for the model (`max_backlog_seconds`: an append beyond it is
+dropped with an `error {code: "buffer_full"}`, or, with backpressure "wait", not read until
+there is room).
 """
 
 from __future__ import annotations
@@ -30,12 +21,10 @@ import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,14 +40,15 @@ from ..config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_d
 from ..errors import VoxtralError
 from ..formats import StrippedStream, cues, render
 from ..model import VoxtralRealtime
-from ..session import Session, SessionPool, TextDelta, Transcript, streams_that_fit
+from ..session import Session, TextDelta, Transcript, streams_that_fit
 from ..words import words_with_tokens
 from .config import ServerConfig, default_max_connections
 from .errors import KEY_REFUSED, authorized, error_body, error_response, shorten
-from .realtime import TRANSPORT_KEY, Connection, realtime, take_audio
+from .realtime import TRANSPORT_KEY, realtime, take_audio
+from .scheduler import Scheduler
+from .server import Server
 
 WEB_DIR = Path(__file__).parent.parent / "web"
-JOB_SECONDS = 0.2  # a job decodes this long at most, then the events go out
 # an upload's audio per job while live sessions run (about 1 s): its encoder call is what a
 # live session may wait for (a 94-token call took 560 ms with the test model on a 2-core CPU)
 UPLOAD_TOKENS_BESIDE_LIVE = 12
@@ -69,197 +59,14 @@ LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")  # en, yue
 UNKNOWN_LANGUAGE = "und"  # ISO 639's "undetermined": Voxtral Realtime detects no language
 
 
-class Worker:
-    """One thread for all model work, fed round-robin by the connections.
-
-    The thread's MLX state (its stream, its mx.compile cache of the decoder step, which
-    holds Python objects) must be cleared on it by `close()` before the interpreter exits:
-    otherwise a C++ thread-local destructor frees the cache at thread exit and takes the
-    GIL; racing interpreter finalization, it aborts the process ("terminate called
-    without an active exception")."""
-
-    def __init__(self):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxtral-model")
-        self._closing = False
-
-    async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._call, fn, args
-        )
-
-    def _call(self, fn, args):
-        if self._closing:  # queued before close(): nobody waits for it any more
-            raise RuntimeError("the server is shutting down")
-        return fn(*args)
-
-    def close(self) -> None:
-        """Let the job in progress finish, skip queued ones, then wait for the thread's
-        MLX work and clear its streams and compile cache on it, and join the thread."""
-        if self._closing:
-            return
-        self._closing = True
-        try:
-            self._executor.submit(_release_thread_mlx_state).result()
-        finally:
-            self._executor.shutdown(wait=True)
-
-
-def _release_thread_mlx_state() -> None:
-    mx.synchronize()
-    mx.clear_streams()
-
-
-@dataclass
-class Server:
-    """What every handler shares, kept on `app.state.server`; and the scheduler that feeds
-    every stream's audio to one SessionPool on the worker thread.
-
-    Policy: live first, uploads fill the rest. Realtime sessions and uploads are two pools
-    (each batched within itself): while any realtime session has audio waiting, passes are
-    for the live pool; uploads get the passes in between, and a job of upload passes ends
-    as soon as live audio arrives, so an upload delays a live session by at most one upload
-    pass. Apart, a long upload's decoder ring (every row of a pool has the longest row's
-    length) does not make every live pass attend over it (benchmarks/RESULTS.md, "Serving
-    soak")."""
-
-    model: VoxtralRealtime
-    config: ServerConfig
-    delay_ms: int  # the default delay of new sessions
-    worker: Worker = field(default_factory=Worker)
-    connections: set[Connection] = field(default_factory=set)
-    streams: set = field(default_factory=set)  # the dialects and Uploads with a session
-    started: float = field(default_factory=time.time)
-    # made on the worker thread, where their arrays live: realtime sessions, and uploads
-    pool: SessionPool | None = None
-    uploads: SessionPool | None = None
-    wakeup: asyncio.Event | None = None
-    scheduler: asyncio.Task | None = None
-    watcher: asyncio.Task | None = None
-    decoding: bool = False  # the pool had positions waiting after the last job
-    # set (from the event loop) when a live session gets audio or its final commit: a job of
-    # upload passes on the worker thread then ends at once
-    live_waiting: threading.Event = field(default_factory=threading.Event)
-
-    async def open_session(self, stream, delay_ms: int) -> None:
-        """Give `stream` a session (of the upload pool for an Upload); the scheduler takes
-        it from there."""
-        upload = isinstance(stream, Upload)
-        stream.session = await self.worker.run(self._add, delay_ms, upload)
-        self.streams.add(stream)
-        self.wake()
-
-    async def close_session(self, stream, session: Session | None = None) -> None:
-        """`stream` is done with its session (the given one, or its current one)."""
-        session = session or stream.session
-        if session is stream.session:
-            self.streams.discard(stream)
-            stream.session = None
-        if session is not None:
-            await self.worker.run(session.pool.remove, session)
-
-    def wake(self) -> None:
-        if self.scheduler is None:
-            self.wakeup = asyncio.Event()
-            self.scheduler = asyncio.create_task(self.schedule())
-        self.wakeup.set()
-
-    def check_model(self, name) -> str | None:
-        """Why `name` is not a model this server serves (None: it is, or names none)."""
-        if name in (None, "", *self.config.model_names):
-            return None
-        return f"The model `{shorten(str(name))}` does not exist."
-
-    def live_audio(self) -> None:
-        self.live_waiting.set()
-        self.wake()
-
-    def watch(self) -> None:
-        """Start the watch over idle connections (once, from the event loop)."""
-        if self.watcher is None:
-            self.watcher = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        """Every second: a realtime connection idle for `idle_timeout` (Connection.
-        idle_seconds) is told why and closed, and its slot is free for the next one."""
-        limit = self.config.idle_timeout
-        while True:
-            await asyncio.sleep(min(1.0, limit / 4))
-            now = time.monotonic()
-            for conn in [c for c in self.connections if c.idle_seconds(now) >= limit]:
-                reason = f"idle for {limit:g} s: no audio and no commit"
-                await conn.error(reason, "idle_timeout")
-                await conn.flush(1.0)
-                await conn.drop(reason, 1000)
-
-    def _add(self, delay_ms: int, upload: bool) -> Session:
-        if self.pool is None:
-            self.pool, self.uploads = SessionPool(self.model), SessionPool(self.model)
-        pool = self.uploads if upload else self.pool
-        return pool.add(delay_ms, stop_at_eos=upload)  # files stop at EOS, live runs on
-
-    async def schedule(self) -> None:
-        """Forever: take what each stream has ready, run a job, hand out the events."""
-        while True:
-            self.live_waiting.clear()  # what is there now goes into this job
-            work = {}
-            for stream in list(self.streams):
-                try:
-                    if (taken := stream.intake()) is not None:
-                        work[stream] = taken
-                except Exception as e:  # that stream ends; the others go on
-                    await stream.failed(e)
-            if not work and not self.decoding:
-                self.wakeup.clear()  # no await since intake(): no lost wakeup
-                await self.wakeup.wait()
-                continue
-            try:
-                events, self.decoding = await self.worker.run(self._job, work)
-            except Exception as e:  # every stream of the job is told; the server goes on
-                for stream in work:
-                    await stream.failed(e)
-                self.decoding = False
-                continue
-            owners = {stream.session: stream for stream in self.streams}
-            for session, out in events.items():
-                if session in owners:  # (a stream closed meanwhile is not told)
-                    try:
-                        await owners[session].deliver(out)
-                    except Exception:  # its client is gone: the others go on
-                        await self.close_session(owners[session])
-
-    def _job(self, work: dict) -> tuple[dict[Session, list], bool]:
-        """On the worker: encode the audio taken, end the streams that ended, then decode
-        passes for at most JOB_SECONDS: live sessions' passes first; once they have nothing
-        left, their events go out (the job ends), and only then upload passes, until live
-        audio arrives."""
-        for stream, (samples, end) in work.items():
-            if samples is not None:
-                stream.session.push(samples)
-            if end:
-                stream.session.end()
-        events: dict[Session, list] = {}
-        deadline = time.perf_counter() + JOB_SECONDS
-        while time.perf_counter() < deadline:
-            step = self.pool.step()
-            if not step:
-                if events:
-                    return events, True  # the live sessions' events go out now
-                step = self.uploads.step()
-                if not step:
-                    return events, False
-            for session, out in step.items():
-                events.setdefault(session, []).extend(out)
-            if self.live_waiting.is_set():
-                return events, True
-        return events, True
-
-
 class Upload:
     """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool.
 
     `done` gets its Transcript, the exception it failed with, or None once its client is
     gone. With `stream`, `texts` gets the text of each TextDelta as it is decoded, then None
-    once `done` is set."""
+    once `done` is set. A Stream of the scheduler."""
+
+    live = False
 
     def __init__(self, samples: np.ndarray, server: Server, stream: bool = False):
         self.server = server
@@ -275,7 +82,7 @@ class Upload:
         # alone, a whole encoder call's worth (small slices make 12-token encoder calls, 1.7x
         # the cost per token, and cap drafts below 16 positions); beside live sessions, small
         # ones: a live session waits for the upload's encoder call in progress
-        live = any(not isinstance(s, Upload) for s in self.server.streams)
+        live = self.server.scheduler.serving_live
         tokens = UPLOAD_TOKENS_BESIDE_LIVE if live else ENCODER_BATCH_TOKENS
         samples = take_audio(self.audio, tokens * self.session.schedule.samples_per_token)
         return samples, not self.audio
@@ -338,7 +145,7 @@ async def health(request: Request) -> dict:
         "valid_delays_ms": list(VALID_DELAYS_MS),
         "sessions": len(server.connections),
         "max_sessions": server.config.max_sessions,
-        "uploads": sum(isinstance(s, Upload) for s in server.streams),
+        "uploads": server.scheduler.uploads,
         "uptime_s": round(time.time() - server.started, 1),
     }
 
@@ -501,7 +308,7 @@ async def transcriptions(request: Request):
         # and resample, and live sessions would wait for it
         upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server, asked.stream)
         del data
-        await server.open_session(upload, asked.delay_ms)
+        await server.scheduler.open_session(upload, asked.delay_ms)
     except VoxtralError as e:
         return error_response(str(e), 400)
     if asked.stream:
@@ -526,7 +333,7 @@ async def _decode(request: Request, server: Server, upload: Upload) -> None:
             if not upload.done.done() and await request.is_disconnected():
                 upload.end(None)
     finally:
-        await server.close_session(upload)
+        await server.scheduler.close_session(upload)
 
 
 def _reply(result: Transcript, asked: UploadForm, name: str, model: VoxtralRealtime):
@@ -687,7 +494,7 @@ def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
         config = dataclasses.replace(config, max_sessions=streams_that_fit(model))
     if config.max_connections is None:
         config = dataclasses.replace(config, max_connections=default_max_connections())
-    app.state.server = Server(model, config, delay_ms)
+    app.state.server = Server(model, config, delay_ms, Scheduler(model))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # the browser page: public (it holds no secret); its API calls carry the key
@@ -753,13 +560,13 @@ def _protocols(config: ServerConfig) -> tuple[type, type]:
 
 
 def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, ready=None) -> None:
-    """Run until interrupted (Ctrl+C: a graceful shutdown, then return). `ready(server)` is
-    called from the server thread once it listens."""
+    """Run until interrupted (Ctrl+C: a graceful shutdown, then return). `ready()` is called
+    from another thread once the server listens."""
     import uvicorn
 
     app = create_app(model, config)
     http, ws = _protocols(app.state.server.config)
-    server = uvicorn.Server(
+    listener = uvicorn.Server(
         uvicorn.Config(
             app,
             host=host,
@@ -772,22 +579,22 @@ def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, re
         )
     )
     if ready is not None:
-        threading.Thread(target=_notify_when_started, args=(server, ready), daemon=True).start()
+        threading.Thread(target=_notify_when_started, args=(listener, ready), daemon=True).start()
     try:
-        server.run()
+        listener.run()
     except KeyboardInterrupt:
         # after its graceful shutdown uvicorn re-raises the signal it caught; the
         # interruption has been handled: return normally (exit status 0)
-        if not server.should_exit:
+        if not listener.should_exit:
             raise
     finally:
-        app.state.server.worker.close()
+        app.state.server.scheduler.close()
 
 
-def _notify_when_started(server, ready) -> None:
-    while not server.started:
+def _notify_when_started(listener, ready) -> None:
+    while not listener.started:
         time.sleep(0.02)
-    ready(server)
+    ready()
 
 
 __all__ = ["ServerConfig", "create_app", "serve"]

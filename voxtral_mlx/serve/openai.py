@@ -39,10 +39,10 @@ from ..session import Session, TextDelta
 from ..turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
 from .errors import openai_error, shorten
 from .realtime import (
-    SLICE_SECONDS,
     Connection,
     take_audio,
 )
+from .scheduler import SLICE_SECONDS
 from .wire import decode_audio
 
 log = logging.getLogger("voxtral_mlx.server")
@@ -85,12 +85,14 @@ class Turn:
 
 
 class OpenAIDialect:
-    """OpenAI's Realtime transcription session (the module's docstring). As a stream of the
-    Server's scheduler: `session`, `intake`, `deliver`, `failed`.
+    """OpenAI's Realtime transcription session (the module's docstring). A Stream of the
+    scheduler.
 
     Times: the model's stream (`received`, turn starts and ends, in seconds) holds the
     client's audio resampled to 16 kHz, less what `clear` dropped, plus the silence padded
     after a push-to-talk turn; `shifts` turn its times back into the client's."""
+
+    live = True
 
     def __init__(self, conn: Connection):
         self.conn, self.server = conn, conn.server
@@ -291,8 +293,8 @@ class OpenAIDialect:
         self.fed += seconds
         self._queue(self.resampler(samples))
         if self.session is None:
-            await self.server.open_session(self, self.delay_ms)
-        self.server.live_audio()
+            await self.server.scheduler.open_session(self, self.delay_ms)
+        self.server.scheduler.live_audio()
 
     def _queue(self, samples: np.ndarray) -> None:
         """16 kHz samples for the model, after those waiting."""
@@ -327,7 +329,7 @@ class OpenAIDialect:
         if self.detector is not None:  # the client's commit ends the turn VAD was in
             self.detector = self._detector()
         self._wake_for_pad(PAD_AFTER_SECONDS)
-        self.server.live_audio()
+        self.server.scheduler.live_audio()
 
     async def _commit(self, end: float) -> None:
         turn = self.turns[-1]
@@ -401,7 +403,7 @@ class OpenAIDialect:
         if self.pad_timer is not None:
             self.pad_timer.cancel()
         loop = asyncio.get_running_loop()
-        self.pad_timer = loop.call_later(after + 0.01, self.server.wake)
+        self.pad_timer = loop.call_later(after + 0.01, self.server.scheduler.wake)
 
     def _pad(self) -> np.ndarray | None:
         """Silence after a committed turn once its audio stopped for PAD_AFTER_SECONDS: as
@@ -507,13 +509,13 @@ class OpenAIDialect:
         await self.conn.drop("transcription failed", 1011)
 
     async def close(self) -> None:
-        self.server.streams.discard(self)
+        self.server.scheduler.streams.discard(self)
         session, self.session = self.session, None
         self.audio.clear()
         if self.pad_timer is not None:
             self.pad_timer.cancel()
         if session is not None:
-            await self.server.close_session(self, session)
+            await self.server.scheduler.close_session(self, session)
 
 
 def drop_tail(queue: deque[np.ndarray], n: int) -> int:

@@ -48,12 +48,13 @@ from .errors import (
     too_many_sessions,
     vllm_error,
 )
+from .scheduler import SLICE_SECONDS
+from .server import Server
 from .wire import decode_pcm16
 
 if TYPE_CHECKING:  # (realtime_openai imports this module)
     from .openai import OpenAIDialect
 
-SLICE_SECONDS = 1.0  # the most audio of one stream a worker job encodes
 # events queued for a client that does not read them, at most: then it is dropped
 MAX_UNSENT_EVENTS = 1000
 TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
@@ -258,8 +259,10 @@ class Utterance:
 
 
 class VllmDialect:
-    """vLLM's realtime protocol (the module's docstring), one utterance after another. As a
-    stream of the Server's scheduler: `session`, `intake`, `deliver`, `failed`."""
+    """vLLM's realtime protocol (the module's docstring), one utterance after another. A
+    Stream of the scheduler."""
+
+    live = True
 
     def __init__(self, conn: Connection):
         self.conn, self.server = conn, conn.server
@@ -365,7 +368,7 @@ class VllmDialect:
         if wait and self.waiting_seconds > limit:  # read no more until there is room
             self.room.clear()
         if utterance.committed:
-            self.server.live_audio()
+            self.server.scheduler.live_audio()
 
     async def commit(self, event: dict) -> None:
         if self.state is State.OPEN:
@@ -383,7 +386,7 @@ class VllmDialect:
             if last is None or not last.committed or last.final:
                 return  # nothing started: nothing to finish (vLLM says nothing either)
             last.final = True
-            self.server.live_audio()
+            self.server.scheduler.live_audio()
             return
         utterance = self._open_utterance()
         if not utterance.committed:  # a commit while it is transcribed changes nothing
@@ -394,7 +397,7 @@ class VllmDialect:
         """The first utterance goes to the model once it is committed (the ones behind it
         wait for its done)."""
         if self.session is None and self.utterances and self.utterances[0].committed:
-            await self.server.open_session(self, self.delay_ms)
+            await self.server.scheduler.open_session(self, self.delay_ms)
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         """For the scheduler: audio for the next job (while the decoder keeps up) and
@@ -441,7 +444,7 @@ class VllmDialect:
 
     async def _next_utterance(self, session: Session) -> None:
         self.utterances.popleft()
-        await self.server.close_session(self, session)
+        await self.server.scheduler.close_session(self, session)
         await self._start_next()
         if self.session is None:  # nothing drains the backlog: never hold the reading
             self.room.set()
@@ -455,12 +458,12 @@ class VllmDialect:
 
     async def close(self) -> None:
         self.move(State.CLOSED)
-        self.server.streams.discard(self)  # the scheduler takes nothing more from it
+        self.server.scheduler.streams.discard(self)  # the scheduler takes nothing more from it
         session, self.session = self.session, None
         self.utterances.clear()
         self.room.set()
         if session is not None:
-            await self.server.close_session(self, session)
+            await self.server.scheduler.close_session(self, session)
 
 
 def _speaks_openai(event: dict) -> bool:
@@ -508,7 +511,8 @@ async def realtime(websocket: WebSocket) -> None:
         return
     conn = Connection(websocket, server, openai)
     server.connections.add(conn)
-    server.watch()
+    if server.watcher is None:
+        server.watcher = asyncio.create_task(watch_idle(server))
     try:
         await conn.start()
         while not conn.closed:
@@ -523,3 +527,17 @@ async def realtime(websocket: WebSocket) -> None:
         pass
     finally:
         await conn.close()
+
+
+async def watch_idle(server: Server) -> None:
+    """Every second: a realtime connection idle for `idle_timeout` (Connection.
+    idle_seconds) is told why and closed, and its slot is free for the next one."""
+    limit = server.config.idle_timeout
+    while True:
+        await asyncio.sleep(min(1.0, limit / 4))
+        now = time.monotonic()
+        for conn in [c for c in server.connections if c.idle_seconds(now) >= limit]:
+            reason = f"idle for {limit:g} s: no audio and no commit"
+            await conn.error(reason, "idle_timeout")
+            await conn.flush(1.0)
+            await conn.drop(reason, 1000)

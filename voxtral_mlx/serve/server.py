@@ -1,0 +1,29 @@
+"""What every handler of the server shares: `Server`, kept on `app.state.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from ..model import VoxtralRealtime
+from .config import ServerConfig
+from .errors import shorten
+from .scheduler import Scheduler
+
+
+@dataclass
+class Server:
+    model: VoxtralRealtime
+    config: ServerConfig  # its defaults resolved (create_app)
+    delay_ms: int  # the default delay of new sessions
+    scheduler: Scheduler
+    connections: set = field(default_factory=set)  # the realtime connections open
+    started: float = field(default_factory=time.time)
+    watcher: asyncio.Task | None = None  # the watch over idle connections (realtime.py)
+
+    def check_model(self, name) -> str | None:
+        """Why `name` is not a model this server serves (None: it is, or names none)."""
+        if name in (None, "", *self.config.model_names):
+            return None
+        return f"The model `{shorten(str(name))}` does not exist."
