@@ -38,11 +38,8 @@ from ..config import SAMPLE_RATE
 from ..session import Session, TextDelta
 from ..turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
 from .errors import openai_error, shorten
-from .realtime import (
-    Connection,
-    take_audio,
-)
-from .scheduler import SLICE_SECONDS
+from .realtime import Connection
+from .scheduler import SLICE_SECONDS, take_audio
 from .wire import decode_audio
 
 log = logging.getLogger("voxtral_mlx.server")

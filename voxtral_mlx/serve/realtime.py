@@ -48,7 +48,7 @@ from .errors import (
     too_many_sessions,
     vllm_error,
 )
-from .scheduler import SLICE_SECONDS
+from .scheduler import SLICE_SECONDS, take_audio
 from .server import Server
 from .wire import decode_pcm16
 
@@ -60,19 +60,6 @@ MAX_UNSENT_EVENTS = 1000
 TRANSPORT_KEY = "voxtral.transport"  # the connection's socket, in the ASGI scope (serve())
 
 log = logging.getLogger("voxtral_mlx.server")
-
-
-def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
-    """Up to n samples from the front of a queue of chunks."""
-    parts, taken = [], 0
-    while queue and taken < n:
-        head = queue.popleft()
-        if taken + len(head) > n:
-            queue.appendleft(head[n - taken :])
-            head = head[: n - taken]
-        parts.append(head)
-        taken += len(head)
-    return np.concatenate(parts)
 
 
 def lax_bool(value) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, Protocol
 
@@ -52,6 +53,19 @@ class Stream(Protocol):
 
     async def failed(self, error: Exception) -> None:
         """Its intake or its job raised `error`: the stream ends what it was doing."""
+
+
+def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
+    """Up to n samples from the front of a queue of chunks."""
+    parts, taken = [], 0
+    while queue and taken < n:
+        head = queue.popleft()
+        if taken + len(head) > n:
+            queue.appendleft(head[n - taken :])
+            head = head[: n - taken]
+        parts.append(head)
+        taken += len(head)
+    return np.concatenate(parts)
 
 
 class Worker:

@@ -6,9 +6,11 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from fastapi import HTTPException, Request
+
 from ..model import VoxtralRealtime
 from .config import ServerConfig
-from .errors import shorten
+from .errors import KEY_REFUSED, authorized, shorten
 from .scheduler import Scheduler
 
 
@@ -27,3 +29,11 @@ class Server:
         if name in (None, "", *self.config.model_names):
             return None
         return f"The model `{shorten(str(name))}` does not exist."
+
+
+def keyed(request: Request) -> Server:
+    """The shared state, once the request's key is checked (HTTPException 401: no key)."""
+    server = request.app.state.server
+    if not authorized(server.config.api_key, request.headers):
+        raise HTTPException(401, KEY_REFUSED)
+    return server
