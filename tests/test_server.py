@@ -589,7 +589,7 @@ def test_health_offers_the_delays_and_the_default(server, model):
 
 
 def test_connection_states_allow_only_the_protocol_transitions():
-    from voxtral_mlx.serve.realtime import TRANSITIONS, State, VllmDialect
+    from voxtral_mlx.serve.vllm import TRANSITIONS, State, VllmDialect
 
     assert set(TRANSITIONS) == set(State) and TRANSITIONS[State.CLOSED] == set()
     assert all(State.CLOSED in TRANSITIONS[s] for s in State if s is not State.CLOSED)

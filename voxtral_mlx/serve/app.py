@@ -28,8 +28,9 @@ from ..config import VALID_DELAYS_MS
 from ..model import VoxtralRealtime
 from ..session import streams_that_fit
 from .config import ServerConfig, default_max_connections
+from .connection import TRANSPORT_KEY
 from .errors import error_response
-from .realtime import TRANSPORT_KEY, realtime
+from .realtime import realtime
 from .scheduler import Scheduler
 from .server import Server, keyed
 from .upload_form import UPLOAD_FORM

@@ -72,3 +72,22 @@ def openai_error(
 
 def too_many_sessions(limit: int) -> str:
     return f"the server is at its limit of {limit} session{'s' if limit != 1 else ''}"
+
+
+class ClientError(Exception):
+    """A client's realtime event refused: the client gets an error event in its dialect's
+    shape (`code`, and OpenAI's `param`), and its connection goes on."""
+
+    def __init__(self, message: str, code: str, param: str | None = None):
+        super().__init__(message)
+        self.message, self.code, self.param = message, code, param
+
+
+def buffer_full(limit: float, param: str | None = None) -> ClientError:
+    """An append refused: more than `limit` seconds of the client's audio wait for the model."""
+    return ClientError(
+        f"Audio arrives faster than it is transcribed: more than {limit:g} s are waiting; "
+        "this chunk was dropped",
+        "buffer_full",
+        param,
+    )

@@ -37,8 +37,8 @@ from ..audio import StreamResampler
 from ..config import SAMPLE_RATE
 from ..session import Session, TextDelta
 from ..turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
+from .connection import Connection
 from .errors import openai_error, shorten
-from .realtime import Connection
 from .scheduler import SLICE_SECONDS, take_audio
 from .wire import decode_audio
 
@@ -188,6 +188,23 @@ class OpenAIDialect:
         early, self.early = self.early, []
         for samples in early:  # audio sent before this first session.update, at its rate
             await self._add_audio(samples)
+
+    @staticmethod
+    def speaks(event: dict) -> bool:
+        """session.update with a `session` object, or the beta's transcription_session.update."""
+        kind = event.get("type")
+        nested = kind == "session.update" and isinstance(event.get("session"), dict)
+        return nested or kind == "transcription_session.update"
+
+    @staticmethod
+    def refusal(message: str, code: str) -> dict:
+        error = openai_error(message, code, kind="server_error")
+        return {"type": "error", "event_id": event_id(), "error": error}
+
+    undecided = False  # chosen by the URL or by its own first event
+
+    def early_audio(self) -> list[np.ndarray]:
+        return []
 
     def adopt(self, early: list[np.ndarray]) -> None:
         """Audio the connection received before it knew its dialect (PCM16 samples): it is
