@@ -39,7 +39,7 @@ from ..session import Session, TextDelta
 from ..turns import SlotEnergy, SpeechStarted, SpeechStopped, TurnDetector, WordStarts
 from .connection import Connection
 from .errors import openai_error, shorten
-from .scheduler import SLICE_SECONDS, take_audio
+from .scheduler import SLICE_SECONDS, AudioQueue
 from .wire import decode_audio
 
 log = logging.getLogger("voxtral_mlx.server")
@@ -107,7 +107,7 @@ class OpenAIDialect:
             "silence_duration_ms": SILENCE_MS,
         }
         self.session: Session | None = None
-        self.audio: deque[np.ndarray] = deque()  # 16 kHz samples not yet given to the model
+        self.audio = AudioQueue()  # not yet given to the model
         self.received = 0.0  # seconds of the model's stream: given to it, or waiting
         self.client_seconds = 0.0  # the client's audio so far, at its rate
         self._new_resampler()
@@ -319,7 +319,7 @@ class OpenAIDialect:
 
     @property
     def waiting_seconds(self) -> float:
-        return sum(len(a) for a in self.audio) / SAMPLE_RATE
+        return self.audio.seconds
 
     @property
     def stream_end(self) -> float:
@@ -361,9 +361,7 @@ class OpenAIDialect:
         heard of it is in its state, and the words it writes about it are dropped too)."""
         turn = self.turns[-1]
         open_seconds = max(self.received - turn.start, 0.0)
-        dropped = drop_tail(
-            self.audio, round(min(open_seconds, self.waiting_seconds) * SAMPLE_RATE)
-        )
+        dropped = self.audio.drop_tail(round(min(open_seconds, self.waiting_seconds) * SAMPLE_RATE))
         dropped_seconds = dropped / SAMPLE_RATE + self.held_seconds
         self.received -= dropped / SAMPLE_RATE
         self._new_resampler()  # (its held-back samples are the open turn's too)
@@ -404,7 +402,7 @@ class OpenAIDialect:
             return None
         samples = None
         if self.audio and self.session.wants_audio:
-            samples = take_audio(self.audio, int(SLICE_SECONDS * SAMPLE_RATE))
+            samples = self.audio.take(int(SLICE_SECONDS * SAMPLE_RATE))
         elif not self.audio and len(self.turns) > 1:
             samples = self._pad()
         if samples is None or not len(samples):
@@ -530,18 +528,6 @@ class OpenAIDialect:
             self.pad_timer.cancel()
         if session is not None:
             await self.server.scheduler.close_session(self, session)
-
-
-def drop_tail(queue: deque[np.ndarray], n: int) -> int:
-    """Remove up to n samples from the end of a queue of chunks; how many were removed."""
-    removed = 0
-    while queue and removed < n:
-        tail = queue.pop()
-        if removed + len(tail) > n:
-            queue.append(tail[: len(tail) - (n - removed)])
-            return n
-        removed += len(tail)
-    return removed
 
 
 def _object(value, name: str) -> dict:

@@ -22,12 +22,14 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, Protocol
 
 import mlx.core as mx
 import numpy as np
 
+from ..config import SAMPLE_RATE
 from ..events import Event
 from ..model import VoxtralRealtime
 from ..session import Session, SessionPool
@@ -55,17 +57,60 @@ class Stream(Protocol):
         """Its intake or its job raised `error`: the stream ends what it was doing."""
 
 
-def take_audio(queue: deque[np.ndarray], n: int) -> np.ndarray:
-    """Up to n samples from the front of a queue of chunks."""
-    parts, taken = [], 0
-    while queue and taken < n:
-        head = queue.popleft()
-        if taken + len(head) > n:
-            queue.appendleft(head[n - taken :])
-            head = head[: n - taken]
-        parts.append(head)
-        taken += len(head)
-    return np.concatenate(parts)
+class AudioQueue:
+    """A stream's samples (16 kHz) waiting for the model: chunks in arrival order, taken from
+    the front, dropped from the back."""
+
+    def __init__(self, chunks: Iterable[np.ndarray] = ()):
+        self._chunks: deque[np.ndarray] = deque()
+        self.samples = 0
+        for chunk in chunks:
+            self.append(chunk)
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._chunks)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def append(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._chunks.append(samples)
+            self.samples += len(samples)
+
+    def take(self, n: int) -> np.ndarray:
+        """Up to n samples from the front."""
+        parts, taken = [], 0
+        while self._chunks and taken < n:
+            head = self._chunks.popleft()
+            if taken + len(head) > n:
+                self._chunks.appendleft(head[n - taken :])
+                head = head[: n - taken]
+            parts.append(head)
+            taken += len(head)
+        self.samples -= taken
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def drop_tail(self, n: int) -> int:
+        """Remove up to n samples from the back; how many were removed."""
+        removed = 0
+        while self._chunks and removed < n:
+            tail = self._chunks.pop()
+            if removed + len(tail) > n:
+                self._chunks.append(tail[: len(tail) - (n - removed)])
+                removed = n
+                break
+            removed += len(tail)
+        self.samples -= removed
+        return removed
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.samples = 0
 
 
 class Worker:

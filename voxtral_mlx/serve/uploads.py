@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
-from collections import deque
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -21,7 +20,7 @@ from ..model import VoxtralRealtime
 from ..session import Session, TextDelta, Transcript
 from ..words import words_with_tokens
 from .errors import error_body, error_response
-from .scheduler import take_audio
+from .scheduler import AudioQueue
 from .server import Server, keyed
 from .upload_form import UploadForm, UploadRefused, audio_file, read_upload
 
@@ -42,7 +41,7 @@ class Upload:
 
     def __init__(self, samples: np.ndarray, server: Server, stream: bool = False):
         self.server = server
-        self.audio = deque([samples])
+        self.audio = AudioQueue([samples])
         self.session: Session | None = None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
         self.texts: asyncio.Queue[str | None] | None = asyncio.Queue() if stream else None
@@ -56,7 +55,7 @@ class Upload:
         # ones: a live session waits for the upload's encoder call in progress
         live = self.server.scheduler.serving_live
         tokens = UPLOAD_TOKENS_BESIDE_LIVE if live else ENCODER_BATCH_TOKENS
-        samples = take_audio(self.audio, tokens * self.session.schedule.samples_per_token)
+        samples = self.audio.take(tokens * self.session.schedule.samples_per_token)
         return samples, not self.audio
 
     async def deliver(self, events) -> None:

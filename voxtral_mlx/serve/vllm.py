@@ -33,7 +33,7 @@ from ..errors import VoxtralError
 from ..session import Session, TextDelta, WordDone
 from .connection import Connection
 from .errors import ClientError, buffer_full, shorten, vllm_error
-from .scheduler import SLICE_SECONDS, take_audio
+from .scheduler import SLICE_SECONDS, AudioQueue
 from .wire import decode_pcm16
 
 
@@ -74,8 +74,7 @@ class Utterance:
     it counts too) to its final commit, then transcription.done. A connection's utterances
     are transcribed one after another, in the order they were committed."""
 
-    audio: deque = field(default_factory=deque)  # audio not yet given to the model
-    seconds: float = 0.0
+    audio: AudioQueue = field(default_factory=AudioQueue)  # not yet given to the model
     committed: bool = False  # a commit started it: its audio goes to the model
     final: bool = False  # the final commit came: no more audio; flush, then done
 
@@ -163,7 +162,7 @@ class VllmDialect:
     @property
     def waiting_seconds(self) -> float:
         """Audio received and not yet given to the model, in every utterance."""
-        return sum(u.seconds for u in self.utterances)
+        return sum(u.audio.seconds for u in self.utterances)
 
     @property
     def busy(self) -> bool:
@@ -183,8 +182,8 @@ class VllmDialect:
 
     def adopt(self, early: list[np.ndarray]) -> None:
         utterance = self._open_utterance()
-        utterance.audio.extend(early)
-        utterance.seconds += sum(len(chunk) for chunk in early) / SAMPLE_RATE
+        for chunk in early:
+            utterance.audio.append(chunk)
 
     async def append(self, event: dict) -> None:
         try:
@@ -200,7 +199,6 @@ class VllmDialect:
         self.conn.last_activity = time.monotonic()
         utterance = self._open_utterance()
         utterance.audio.append(samples)
-        utterance.seconds += seconds
         if wait and self.waiting_seconds > limit:  # read no more until there is room
             self.room.clear()
         if utterance.committed:
@@ -240,8 +238,7 @@ class VllmDialect:
             return None
         utterance, samples = self.utterances[0], None
         if utterance.audio and self.session.wants_audio:
-            samples = take_audio(utterance.audio, int(SLICE_SECONDS * SAMPLE_RATE))
-            utterance.seconds = sum(len(p) for p in utterance.audio) / SAMPLE_RATE
+            samples = utterance.audio.take(int(SLICE_SECONDS * SAMPLE_RATE))
             if self.waiting_seconds <= self.server.config.max_backlog_seconds:
                 self.room.set()
         end = utterance.final and not utterance.audio
