@@ -2,7 +2,8 @@
 browser page.
 
 `ServerConfig` is light to import (the CLI checks a command line with it before the model
-loads); `create_app` and `serve` import the web framework and MLX on first use.
+loads); `create_app` and `serve` import the web framework and MLX on first use. Which module
+owns what: MODEL.md, "Architecture".
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ from .scheduler import Scheduler
 
 @dataclass
 class Server:
+    """The model and the config served, the scheduler that feeds the model, and the
+    realtime connections open."""
+
     model: VoxtralRealtime
     config: ServerConfig  # its defaults resolved (create_app)
     delay_ms: int  # the default delay of new sessions
