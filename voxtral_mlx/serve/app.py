@@ -32,12 +32,11 @@ from .connection import TRANSPORT_KEY
 from .errors import error_response
 from .realtime import realtime
 from .scheduler import Scheduler
-from .server import Server, keyed
+from .server import SHUTDOWN_SECONDS, Server, keyed
 from .upload_form import UPLOAD_FORM
 from .uploads import transcriptions
 
 WEB_DIR = Path(__file__).parent.parent / "web"
-SHUTDOWN_SECONDS = 5  # Ctrl+C: requests in flight get this long, then are cut off
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -166,9 +165,14 @@ def serve(model: VoxtralRealtime, config: ServerConfig, host: str, port: int, re
     from another thread once the server listens."""
     import uvicorn
 
+    class Listener(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            app.state.server.stopping.set()  # requests in flight are answered before the end
+            await super().shutdown(sockets)
+
     app = create_app(model, config)
     http, ws = _protocols(app.state.server.config)
-    listener = uvicorn.Server(
+    listener = Listener(
         uvicorn.Config(
             app,
             host=host,

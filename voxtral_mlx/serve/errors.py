@@ -70,6 +70,13 @@ def openai_error(
     }
 
 
+STOPPING = "the server is stopping: send the request again once it is back"
+
+
+class ServerStopping(Exception):
+    """The server stops (Ctrl+C) before a request is done: 503, in the API's shape."""
+
+
 def too_many_sessions(limit: int) -> str:
     return f"the server is at its limit of {limit} session{'s' if limit != 1 else ''}"
 

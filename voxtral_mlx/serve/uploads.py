@@ -19,7 +19,7 @@ from ..formats import StrippedStream, cues, render
 from ..model import VoxtralRealtime
 from ..session import Session, TextDelta, Transcript
 from ..words import words_with_tokens
-from .errors import error_body, error_response
+from .errors import ServerStopping, error_body, error_response
 from .scheduler import AudioQueue
 from .server import Server, keyed
 from .upload_form import UploadForm, UploadRefused, audio_file, read_upload
@@ -87,6 +87,13 @@ class Upload:
 async def transcriptions(request: Request):
     server = keyed(request)  # the key first, before a byte of the body is read
     try:
+        return await server.before_stop(_transcribe(request, server))
+    except ServerStopping as e:
+        return error_response(str(e), 503, "server_stopping")
+
+
+async def _transcribe(request: Request, server: Server):
+    try:
         form = await read_upload(request, server.config)
         try:
             name, data = await audio_file(form)
@@ -104,7 +111,7 @@ async def transcriptions(request: Request):
     except VoxtralError as e:
         return error_response(str(e), 400)
     if asked.stream:
-        upload.decoding = asyncio.create_task(_decode(request, server, upload))
+        upload.decoding = asyncio.create_task(_decode_before_stop(request, server, upload))
         return StreamingResponse(_text_events(upload, server.model), media_type="text/event-stream")
     await _decode(request, server, upload)
     try:
@@ -126,6 +133,15 @@ async def _decode(request: Request, server: Server, upload: Upload) -> None:
                 upload.end(None)
     finally:
         await server.scheduler.close_session(upload)
+
+
+async def _decode_before_stop(request: Request, server: Server, upload: Upload) -> None:
+    """`_decode` for a streamed upload, whose response has started: a server stopping ends
+    it with the error its text events then send."""
+    try:
+        await server.before_stop(_decode(request, server, upload))
+    except ServerStopping as e:
+        upload.end(error=e)
 
 
 def _reply(result: Transcript, asked: UploadForm, name: str, model: VoxtralRealtime):
@@ -196,7 +212,10 @@ async def _text_events(upload: Upload, model: VoxtralRealtime) -> AsyncIterator[
             yield _event({"type": "transcript.text.delta", "delta": delta})
     try:
         result = upload.done.result()
-    except Exception as e:  # (sent, not raised: the response has started)
+    except ServerStopping as e:  # (sent, not raised: the response has started)
+        yield _event(error_body(str(e), 503, "server_stopping"))
+        return
+    except Exception as e:
         yield _event(error_body(f"transcription failed: {e}", 500, "processing_error"))
         return
     if result is not None:  # (None: the client is gone)
