@@ -66,7 +66,7 @@ def run_one(minutes: float, dim: int, layers: int, vocab: int) -> dict:
     session.finish()
     final = session.result
     wall = time.perf_counter() - tic
-    enc = sum(c.nbytes for c in session._encoder.cache)
+    enc = session.pool.encoders.nbytes  # the session's encoder row: its key/value ring
     dec = session.pool.batch.nbytes  # the session's decoder row: its key/value ring
     return {
         "minutes": minutes,

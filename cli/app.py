@@ -6,6 +6,7 @@ or loads a model, so a typo is reported at once; `voxtral --help` stays instant.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -681,49 +682,50 @@ def serve(
     """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
     if not 1 <= port <= 65535:
         bad_usage(f"--port {port}: choose 1-65535")
-    if max_sessions is not None and max_sessions < 1:
-        bad_usage(f"--max-sessions {max_sessions}: at least 1")
-    for option, value in (
-        ("--max-message-mb", max_message_mb),
-        ("--max-backlog", max_backlog),
-        ("--max-upload-mb", max_upload_mb),
-        ("--idle-timeout", idle_timeout),
-        ("--read-timeout", read_timeout),
-    ):
-        if not value > 0 or value == float("inf"):
-            bad_usage(f"{option} {value:g}: must be a positive number")
-    if max_connections is not None and max_connections < 1:
-        bad_usage(f"--max-connections {max_connections}: at least 1")
-    if served_model_name is not None and not served_model_name.strip():
-        bad_usage("--served-model-name: give a name")
-    _check_port_free(host, port)
+    from voxtral_mlx.serve.config import ConfigError, ServerConfig
 
-    from rich.console import Console
-
-    from voxtral_mlx.server import ServerConfig
-    from voxtral_mlx.server import serve as run
-
+    given = {  # ServerConfig's field: the option that sets it, and its value as given
+        "max_sessions": ("--max-sessions", max_sessions),
+        "max_message_bytes": ("--max-message-mb", max_message_mb),
+        "max_backlog_seconds": ("--max-backlog", max_backlog),
+        "max_upload_bytes": ("--max-upload-mb", max_upload_mb),
+        "idle_timeout": ("--idle-timeout", idle_timeout),
+        "read_timeout": ("--read-timeout", read_timeout),
+        "max_connections": ("--max-connections", max_connections),
+        "served_model_name": ("--served-model-name", served_model_name),
+    }
     try:
-        loaded = load_model(model, offline)
         config = ServerConfig(
             model_name=model,
-            delay_ms=loaded.args.schedule(delay).delay_ms,
+            delay_ms=delay,  # None: the model's own
             api_key=api_key,
             max_sessions=max_sessions,
-            max_message_bytes=int(max_message_mb * 2**20),
+            max_message_bytes=_megabytes(max_message_mb),
             max_backlog_seconds=max_backlog,
-            max_upload_bytes=int(max_upload_mb * 2**20),
+            max_upload_bytes=_megabytes(max_upload_mb),
             cors_origins=tuple(cors_origin or ()),
             served_model_name=served_model_name,
             idle_timeout=idle_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
         )
+    except ConfigError as e:
+        option, value = given[e.field]
+        shown = f" {value:g}" if isinstance(value, (int, float)) else ""
+        bad_usage(f"{option}{shown}: {e.rule}")
+    _check_port_free(host, port)
+
+    from rich.console import Console
+
+    from voxtral_mlx.serve import serve as run
+
+    try:
+        loaded = load_model(model, offline)
     except VoxtralError as e:
         fail(str(e))
     err = Console(stderr=True)
 
-    def ready(server) -> None:
+    def ready() -> None:
         if open_page:
             import webbrowser
 
@@ -740,6 +742,11 @@ def serve(
         run(loaded, config, host, port, ready=ready)
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror}")
+
+
+def _megabytes(mb: float) -> float:
+    """Bytes (an int) of a size in MB; inf and nan are left for ServerConfig to refuse."""
+    return int(mb * 2**20) if math.isfinite(mb) else mb
 
 
 def _check_port_free(host: str, port: int) -> None:

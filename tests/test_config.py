@@ -90,6 +90,8 @@ def test_derived_schedule_numbers():
     assert schedule.left_pad_samples == 32 * 1280
     assert schedule.right_pad_samples(16000) == 640 + 17 * 1280  # 16000 = 12.5 tokens
     assert schedule.right_pad_samples(1280) == 17 * 1280
+    assert schedule.end_pad_samples(16000) == 640 + 17 * 1280 + 200  # + half a mel window
+    assert schedule.end_pad_samples(0) == 17 * 1280 + 200
     assert schedule.step_time(38) == 0.0 and schedule.step_time(39) == pytest.approx(0.08)
     assert schedule.decoded_seconds(32) == 0.0 and schedule.decoded_seconds(45) == pytest.approx(
         1.04

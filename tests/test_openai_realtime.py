@@ -249,7 +249,7 @@ def test_beta_transcription_session_update_and_g711(port, speech, trained):
 
 def test_g711_decodes_as_the_standard_encodes():
     """Both laws: decode(encode(x)) is x within one quantization step of the segment."""
-    from voxtral_mlx.realtime_openai import g711_to_float
+    from voxtral_mlx.serve.wire import g711_to_float
 
     x = np.sin(np.linspace(0, 60, 8000)).astype(np.float32) * np.linspace(0, 0.9, 8000)
     y = g711_to_float(base64.b64decode(mu_law(x)), "audio/pcmu")

@@ -39,6 +39,7 @@ def test_wheel_layout(wheel):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"voxtral_mlx", "voxtral_cli"}
     assert "voxtral_cli/app.py" in names
+    assert "voxtral_mlx/serve/openai/dialect.py" in names  # every subpackage is packaged
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "voxtral = voxtral_cli.app:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

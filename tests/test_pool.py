@@ -59,7 +59,7 @@ def test_every_stream_equals_its_solo_run(model, clips, solo_run, n_streams):
             if sessions[i] is None and i not in results and tick >= 2 * i:  # staggered
                 sessions[i] = pool.add(delay)
             session = sessions[i]
-            if session is None or session._ended:
+            if session is None or session.ended:
                 continue
             n = int(rng.integers(1, 6000))
             session.push(audio[fed[i] : fed[i] + n])
@@ -141,8 +141,7 @@ def test_memory_per_stream_and_the_default_session_limit(model, clips):
     from voxtral_mlx.bench import architecture
     from voxtral_mlx.config import BENCH_SIZES
     from voxtral_mlx.model import VoxtralRealtime
-    from voxtral_mlx.server import default_max_sessions
-    from voxtral_mlx.session import stream_bytes
+    from voxtral_mlx.session import stream_bytes, streams_that_fit
 
     audio = np.concatenate(clips)  # 26 s: the test model's windows are long full
     session = Session(model, 480)
@@ -158,7 +157,7 @@ def test_memory_per_stream_and_the_default_session_limit(model, clips):
     decoder, encoder = 26 * 2 * 8 * 128 * 2, 32 * 2 * 32 * 64 * 2  # bytes a position, a frame
     assert stream_bytes(real) == decoder * (8192 + 63) + encoder * (749 + 4 * 94)
     assert round(stream_bytes(real) / 1e9, 2) == 1.17  # GB
-    assert 1 <= default_max_sessions(model) <= 64
+    assert 1 <= streams_that_fit(model) <= 64
 
 
 def test_transcribe_many_equals_transcribe_of_each_file(model, clips, tmp_path):

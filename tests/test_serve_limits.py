@@ -91,21 +91,21 @@ def raw_request(port, head: bytes, body: bytes = b"", wait: float = 10.0) -> byt
 def test_live_passes_come_before_an_uploads(model):
     """In a job, the live sessions' positions are decoded first and go out before any
     upload pass; uploads, a pool of their own, get the passes the live sessions leave."""
-    from voxtral_mlx.server import Server, ServerConfig
+    from voxtral_mlx.serve.scheduler import Scheduler
 
-    server = Server(model, ServerConfig(model_name="m"), model.args.schedule().delay_ms)
-    upload, live = server._add(None, upload=True), server._add(None, upload=False)
+    scheduler = Scheduler(model)
+    upload, live = scheduler._add(None, upload=True), scheduler._add(None, upload=False)
     assert upload.pool is not live.pool and upload.stop_at_eos and not live.stop_at_eos
     audio = voxtral_mlx.load_audio(shared_audio("jfk.wav"))
     upload.push(audio)
     live.push(audio[: 16000 * 5])
     jobs = 0
     while live.decodable_positions:  # the live session's passes, each job's events sent
-        events, more = server._job({})
+        events, more = scheduler._job({})
         assert live in events and upload not in events and more
         jobs += 1
     assert jobs and upload.decodable_positions
-    events, _ = server._job({})  # nothing live left: the upload's turn
+    events, _ = scheduler._job({})  # nothing live left: the upload's turn
     assert upload in events and live not in events
 
 
@@ -365,6 +365,30 @@ def test_the_key_as_subprotocol_is_answered_in_the_handshake(limited):
     ) as conn:
         assert conn.subprotocol == f"openai-insecure-api-key.{KEY}"
         assert receive(conn)["type"] == "session.created"
+
+
+def test_server_config_checks_its_limits():
+    """A library user's ServerConfig refuses what the CLI refuses (a VoxtralError that names
+    the field), and takes the smallest limits that make sense."""
+    from voxtral_mlx.serve import ServerConfig
+
+    with pytest.raises(voxtral_mlx.VoxtralError, match="max_backlog_seconds -1"):
+        ServerConfig(model_name="m", max_backlog_seconds=-1)
+    for field, value in (
+        ("max_sessions", 0),
+        ("max_connections", 0),
+        ("max_message_bytes", 0),
+        ("max_upload_bytes", -1),
+        ("idle_timeout", float("inf")),
+        ("read_timeout", float("nan")),
+        ("served_model_name", " "),
+    ):
+        with pytest.raises(voxtral_mlx.VoxtralError, match=field):
+            ServerConfig(model_name="m", **{field: value})
+    with pytest.raises(voxtral_mlx.VoxtralError, match="invalid delay 500"):
+        ServerConfig(model_name="m", delay_ms=500)
+    small = ServerConfig("m", 80, max_sessions=1, max_connections=1, max_backlog_seconds=0.1)
+    assert (small.max_sessions, small.max_connections, small.delay_ms) == (1, 1, 80)
 
 
 def test_serve_rejects_bad_limits(official_dir):

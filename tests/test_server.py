@@ -538,6 +538,45 @@ def test_serve_open_opens_the_page_in_the_default_browser(official_dir, tmp_path
         proc.wait(10)
 
 
+def test_ctrl_c_during_an_upload_answers_it_503_in_openais_shape(tmp_path):
+    """Ctrl+C while an upload is being decoded: its client gets a 503 in OpenAI's shape (the
+    server is stopping) before uvicorn's graceful shutdown runs out, the server exits 0, and
+    stderr holds nothing but the `serving` line (it used to print some 64 lines of
+    `Exception in ASGI application ... CancelledError`, and the client got a bare 500)."""
+    speech = pcm16("jfk.wav")
+    path = tmp_path / "long.wav"
+    sf.write(path, np.tile(speech, 60), 16000, subtype="PCM_16")  # 11 minutes
+    proc, port = start_server(TINY)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            with path.open("rb") as f:
+                reply = pool.submit(
+                    requests.post,
+                    f"http://127.0.0.1:{port}/v1/audio/transcriptions",
+                    files={"file": ("long.wav", f)},
+                    timeout=120,
+                )
+                for _ in range(600):  # until the upload is being decoded
+                    health = requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+                    if health["uploads"] or reply.done():
+                        break
+                    time.sleep(0.05)
+                assert health["uploads"] == 1, reply.result().text
+                proc.send_signal(signal.SIGINT)
+                answer = reply.result()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "server_error" and "stopping" in error["message"]
+    assert proc.returncode == 0, err
+    assert [line for line in err.splitlines() if not line.startswith("serving ")] == [], err
+
+
 def test_ctrl_c_after_serving_exits_cleanly():
     """Ctrl+C after an upload and a realtime session, with a second session still connected
     and being transcribed: uvicorn's graceful shutdown, exit status 0, nothing on stderr but
@@ -589,7 +628,7 @@ def test_health_offers_the_delays_and_the_default(server, model):
 
 
 def test_connection_states_allow_only_the_protocol_transitions():
-    from voxtral_mlx.realtime import TRANSITIONS, State, VllmDialect
+    from voxtral_mlx.serve.vllm import TRANSITIONS, State, VllmDialect
 
     assert set(TRANSITIONS) == set(State) and TRANSITIONS[State.CLOSED] == set()
     assert all(State.CLOSED in TRANSITIONS[s] for s in State if s is not State.CLOSED)

@@ -175,6 +175,17 @@ def test_eos_ends_a_file_but_not_a_live_session(eos_model, jfk):
     assert live.count(2) >= 1
 
 
+def test_eos_after_the_prompt_ends_a_file_there(model, jfk, monkeypatch):
+    """EOS output by a pass after the prompt (a step or a draft) ends a file: its transcript
+    stops with it (the session used to fail there with a TypeError)."""
+    tokens = voxtral_mlx.transcribe(model, jfk, delay_ms=480).tokens
+    pad = model.tokenizer.streaming_pad_id
+    eos = next(t for t in tokens[1:] if t not in (pad, tokens[0]))  # a token of a later pass
+    monkeypatch.setattr(model.tokenizer, "eos_id", eos)
+    result = voxtral_mlx.transcribe(model, jfk, delay_ms=480)
+    assert result.tokens == tokens[: tokens.index(eos) + 1]
+
+
 def test_caches_stay_within_their_windows(model, spec):
     rng = np.random.default_rng(3)
     audio = (0.1 * rng.standard_normal(16000 * 12)).astype(np.float32)
@@ -186,9 +197,9 @@ def test_caches_stay_within_their_windows(model, spec):
         session.feed(audio[lo : lo + 1280])
         assert all(k.shape[2] <= encoders.full == ring for k in encoders.keys + encoders.values)
         assert batch.capacity <= batch.full == spec.dec_window + batch.max_pass - 1
-    assert session._encoder.position > ring  # it wrapped
+    assert session.lane.encoder.position > ring  # it wrapped
     assert encoders.capacity == ring
-    assert session._row.position > 4 * spec.dec_window
+    assert session.lane.row.position > 4 * spec.dec_window
     assert batch.capacity == batch.full  # a ring of window + max_pass - 1 slots
 
 
@@ -324,14 +335,14 @@ def test_one_dtype_through_the_graph(official_dir, jfk):
     session = Session(model, 480)
     session.feed(jfk[: 16000 * 3])
     batch = session.pool.batch
-    assert session._row.ffn_norms.dtype == mx.bfloat16
+    assert session.lane.row.ffn_norms.dtype == mx.bfloat16
     encoders = session.pool.encoders
     assert all(k.dtype == mx.bfloat16 for k in encoders.keys + encoders.values)
     assert all(k.dtype == mx.bfloat16 for k in batch.keys + batch.values)
-    assert session._encoder.conv1_tail.dtype == mx.bfloat16
-    assert session._encoder.conv2_tail.dtype == mx.bfloat16
+    assert session.lane.encoder.conv1_tail.dtype == mx.bfloat16
+    assert session.lane.encoder.conv2_tail.dtype == mx.bfloat16
     x = model.decoder.tok_embeddings(mx.array([[1, 32]]))
-    assert model.decoder(x, session._row.ffn_norms).dtype == mx.bfloat16
+    assert model.decoder(x, session.lane.row.ffn_norms).dtype == mx.bfloat16
     session.finish()
     assert len(session.result.tokens) > 0
 

@@ -35,7 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 
 import voxtral_mlx
 from voxtral_mlx import Session, TextDelta
-from voxtral_mlx.realtime import decode_pcm16
+from voxtral_mlx.serve.wire import decode_pcm16
 
 SERVED_NAME = "mistralai/Voxtral-Mini-4B-Realtime-2602"
 

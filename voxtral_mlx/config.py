@@ -99,6 +99,10 @@ class AudioArgs:
         return int(self.sampling_rate // self.frame_rate)
 
     @property
+    def seconds_per_token(self) -> float:
+        return self.samples_per_token / self.sampling_rate  # 0.08 s
+
+    @property
     def mel_frames_per_token(self) -> int:
         return self.samples_per_token // self.hop_length
 
@@ -299,7 +303,7 @@ class Schedule:
 
     @property
     def seconds_per_token(self) -> float:
-        return self.samples_per_token / self.sample_rate  # 0.08 s
+        return self.audio.seconds_per_token
 
     @property
     def n_left_pad_tokens(self) -> int:
@@ -328,6 +332,13 @@ class Schedule:
         """Silence after `n_samples` of audio: up to a whole token, then the right pad."""
         align = -n_samples % self.samples_per_token
         return align + self.n_right_pad_tokens * self.samples_per_token
+
+    def end_pad_samples(self, n_samples: int) -> int:
+        """Silence a stream gets after n_samples of audio so that its last words come out:
+        `right_pad_samples`, plus half a mel window (the streaming mel's last frames then see
+        silence where the offline mel reflects the padded signal). A turn of a live stream
+        that goes on after it needs no alignment: `end_pad_samples(0)`."""
+        return self.right_pad_samples(n_samples) + self.audio.window_size // 2
 
     def step_time(self, position: int) -> float:
         """The audio time (s) that the token output at decoder position p speaks about."""

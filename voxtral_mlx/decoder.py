@@ -1,7 +1,7 @@
 """Text decoder: Mistral-style GQA transformer, conditioned on the delay through AdaRMSNorm.
 
 One forward path (MODEL.md "Decoder passes"): `TextDecoder.forward` runs B rows, each a
-stream with L new positions from its own start, over `KVRings`, the rows' key/value rings.
+stream with L new positions from its own start, over the rows' key/value rings (rings.py).
 The prompt prefill, the one-token step, B streams at once and several positions of one
 stream are all calls of it; `DecoderBatch` keeps the rows and runs passes.
 """
@@ -13,8 +13,8 @@ import mlx.nn as nn
 
 from .config import DecoderArgs
 from .layers import Attention, FeedForward, sinusoid_frequencies
+from .rings import RingPass, RowRings, pad_slots
 
-GROW = 256  # ring slots added at a time until the ring is full
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
 
 
@@ -55,34 +55,6 @@ def time_embedding(n_delay_tokens: int, dim: int, theta: float = 10000.0) -> mx.
     """Sinusoidal embedding of the number of delay tokens: cos first, then sin. [dim]"""
     emb = n_delay_tokens * sinusoid_frequencies(dim // 2, theta)
     return mx.concatenate([mx.cos(emb), mx.sin(emb)])
-
-
-class RingPass:
-    """The rings of one pass (inside `forward`): writes each row's new keys and values
-    into slot `position % capacity`, and the mask that says which slots each query sees.
-
-    Slot s of row b holds, after the write, the latest position p < end_b with
-    p = s (mod C); a query at position q sees it when p >= 0, p <= q and p > q - window.
-    Padded positions (a row with fewer new positions than L, or none) write into future
-    positions' slots, which no query reads before they are written again: the capacity is
-    window + L - 1 or more once the ring wraps (MODEL.md)."""
-
-    def __init__(self, keys: list[mx.array], values: list[mx.array], starts, L: int, window):
-        self.keys, self.values = list(keys), list(values)
-        capacity = keys[0].shape[2]
-        positions = starts[:, None] + mx.arange(L)  # [B, L]
-        slots = positions % capacity
-        B, n_kv, _, head_dim = keys[0].shape
-        self.index = mx.broadcast_to(slots[:, None, :, None], (B, n_kv, L, head_dim))
-        end = starts[:, None] + L  # [B, 1]
-        held = end - 1 - ((end - 1 - mx.arange(capacity)) % capacity)  # [B, C]
-        q, p = positions[:, :, None], held[:, None, :]  # [B, L, 1], [B, 1, C]
-        self.mask = ((p >= 0) & (p <= q) & (p > q - window))[:, None]  # [B, 1, L, C]
-
-    def update_and_fetch(self, i: int, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
-        self.keys[i] = mx.put_along_axis(self.keys[i], self.index, k, axis=2)
-        self.values[i] = mx.put_along_axis(self.values[i], self.index, v, axis=2)
-        return self.keys[i], self.values[i]
 
 
 class TextDecoder(nn.Module):
@@ -145,49 +117,6 @@ class TextDecoder(nn.Module):
     def _greedy(self, x, starts, ffn_norms, keys, values):
         h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
         return mx.argmax(self.head(h), axis=-1), keys, values
-
-
-class RowRings:
-    """The rows' key/value rings of a batch (decoder or encoder): per layer one
-    `[B, n_kv, C, head_dim]` array for all rows. C grows GROW slots at a time while slots
-    are positions, up to `full`, from where it is a ring (RingPass, MODEL.md)."""
-
-    def __init__(self, full: int):
-        self.full = full
-        self.rows: list = []
-        self.keys: list[mx.array] = []
-        self.values: list[mx.array] = []
-
-    @property
-    def capacity(self) -> int:
-        return self.keys[0].shape[2] if self.keys else 0
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.keys + self.values)
-
-    def _reserve(self, L: int) -> None:
-        """Room for every row's next L positions: grow while slots are positions."""
-        need = max(row.position for row in self.rows) + L
-        capacity = self.capacity
-        if need <= capacity or capacity == self.full:
-            return
-        self._grow(min(self.full, -(-need // GROW) * GROW))  # full: a ring from here on
-
-    def _grow(self, capacity: int) -> None:
-        self.keys = [pad_slots(k, capacity) for k in self.keys]
-        self.values = [pad_slots(v, capacity) for v in self.values]
-
-    def _drop(self, row) -> None:
-        """Remove a row and its rings."""
-        i = self.rows.index(row)
-        del self.rows[i]
-        if not self.rows:
-            self.keys, self.values = [], []
-        else:
-            keep = mx.array([j for j in range(len(self.rows) + 1) if j != i])
-            self.keys = [k[keep] for k in self.keys]
-            self.values = [v[keep] for v in self.values]
 
 
 class DecoderBatch(RowRings):
@@ -298,12 +227,6 @@ class DecoderBatch(RowRings):
         if self._norms is None:
             self._norms = mx.stack([row.ffn_norms for row in self.rows], axis=1)
         return self._norms
-
-
-def pad_slots(x: mx.array, capacity: int) -> mx.array:
-    """Empty slots after x's [.., C, ..] up to `capacity`."""
-    extra = capacity - x.shape[2]
-    return mx.pad(x, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra > 0 else x
 
 
 class Row:

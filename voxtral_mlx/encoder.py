@@ -14,8 +14,8 @@ import mlx.nn as nn
 
 from ._mlx_lm import RotatingKVCache, create_attention_mask
 from .config import EncoderArgs
-from .decoder import GROW, RingPass, RowRings
 from .layers import Attention, FeedForward
+from .rings import GROW, RingPass, RowRings
 
 
 class CausalConv1d(nn.Module):
@@ -129,7 +129,7 @@ class EncoderBatch(RowRings):
     tokens (8 mel frames -> 4 encoder frames each, up to `max_tokens`; rows with fewer are
     padded, rows with none take none) and reads the weights once for all rows.
 
-    The rows' rings are the decoder's (RowRings, RingPass; MODEL.md): C grows GROW frames at
+    The rows' rings are the decoder's (rings.py; MODEL.md): C grows GROW frames at
     a time while slots are frames, up to `full` = window + 4 * max_tokens - 1, a ring in
     which padded frames never overwrite a frame that a query still reads. The outputs equal
     the offline encoder's (`AudioEncoder` with `EncoderState`) to float rounding (tested)."""

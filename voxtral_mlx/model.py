@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -14,7 +13,6 @@ from .config import ModelArgs
 from .decoder import TextDecoder
 from .encoder import AudioEncoder
 
-Transform = Callable[[ModelArgs, str, mx.array], mx.array]
 LAYOUT_MIN_BYTES = 4 * 2**20  # smaller matrices keep the checkpoint's layout
 _layout_choice: dict[tuple, bool] = {}  # (shape, dtype) -> column-major is faster here
 

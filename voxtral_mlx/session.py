@@ -2,15 +2,21 @@
 
 `Session.feed(samples)` takes audio in chunks of any size and returns the events it produced;
 `finish()` appends the right pad so the words still behind the delay come out, and sets
-`result`, the whole Transcript. Every stage keeps its own bounded state (MODEL.md "Streaming"):
+`result`, the whole Transcript. Every stage keeps its own bounded state (MODEL.md "Streaming",
+"Encoder rows", "Decoder passes"):
 
-    StreamingMel (samples of the frames not yet computed)
-      -> EncoderState (2 mel frames, 1 conv frame, KV ring of 750 frames)
-      -> adapter (whole tokens only: no remainder)
-      -> a row of a DecoderBatch (KV ring of the window, next position, last token)
+    StreamResampler (its filter's last samples) -> StreamingMel (the samples of the frames
+    not yet computed)
+      -> a row of the pool's EncoderBatch (2 mel frames, 1 conv1 frame, its position; its KV
+         ring, up to window + 4 x 94 - 1 frames, in the batch's rings)
+      -> adapter (whole tokens only: no remainder) -> the positions encoded, not yet decoded
+      -> a row of the pool's DecoderBatch (next position, AdaRMSNorm weights of its delay; its
+         KV ring, up to window + max_pass - 1 positions), and the last output token
 
 A `SessionPool` decodes many sessions together: one decoder pass reads the weights once
-for every stream that has audio waiting. A lone Session is a pool of one.
+for every stream that has audio waiting. A lone Session is a pool of one. Each session has a
+`Lane` in its pool: the model's side of it (mel to encode, rows, encoded positions, the last
+output, the draft's statistics), which the pool drives.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 from .audio import StreamResampler, as_samples
 from .config import ENCODER_BATCH_TOKENS, MAX_DRAFT, SAMPLE_RATE
 from .decoder import MAX_PASS, DecoderBatch, Row
-from .encoder import EncoderBatch
+from .encoder import EncoderBatch, EncoderRow
 from .errors import VoxtralError
 from .events import Event, Stats, TextDelta, Transcript, WordDone
 from .mel import StreamingMel
@@ -38,6 +44,10 @@ CLEAR_CACHE_EVERY = 256
 # share the weight reads, and drafted positions beyond this move a CPU pass from weight-read
 # bound to compute bound (benchmarks/RESULTS.md "Drafted pads")
 PASS_POSITIONS = 16
+# A stream fed from a queue (a server's connection, transcribe_many's files) gives its session
+# more audio while fewer positions than this (2 s) wait for the decoder: the rest waits in its
+# queue, where backpressure sees it, and the decoder's backlog stays short.
+DECODABLE_AHEAD = 25
 
 
 class Session:
@@ -90,7 +100,7 @@ class Session:
         self.pool = pool if pool is not None else SessionPool(model)
         if self.pool.model is not model:
             raise VoxtralError("a session and its pool must share one model")
-        self._row: Row | None = None
+        self.lane: Lane | None = None  # its place in its pool (a new one at each reset)
         self.reset()
 
     # --- public API ---
@@ -98,19 +108,9 @@ class Session:
         """Forget the audio and text so far; keep the model, the delay, the rate, the pool."""
         schedule = self.schedule
         self._resampler = StreamResampler(self.sample_rate, schedule.sample_rate)
-        self._mel = StreamingMel(schedule)
-        if self._row is not None:
-            self.pool.batch.remove(self._row)
-            self.pool.encoders.remove(self._encoder)
-        self._row = self.pool.batch.add(schedule.n_delay_tokens)
-        self._encoder = self.pool.encoders.add()
-        self.pool._sessions.add(self)
-        self._pending: mx.array | None = None  # adapter outputs not decoded yet [n, dim]
-        self._last_token: int | None = None  # the output at position _row.position - 1
-        self._stopped = False  # EOS came (stop_at_eos)
-        self._run = 0  # [STREAMING_PAD]s output since the last other token
-        self._runs = self.max_draft / 4  # recent pad runs: a moving average (see _draft)
-        self._passes = 0
+        if self.lane is not None:
+            self.pool.remove(self)
+        self.lane = self.pool.join(self)
         self._ended = False  # finish() has pushed the right pad
         self._detok = self.tokenizer.detokenizer()
         self._held_ids: list[int] = []  # text ids whose text the detokenizer holds back
@@ -120,7 +120,6 @@ class Session:
         self._forgotten = 0  # outputs dropped from the front of _tokens (forget())
         self._text: list[str] = []
         self._samples_in = 0  # at the model's rate
-        self._elapsed = 0.0
         self.result: Transcript | None = None  # set by finish()
 
     @property
@@ -183,31 +182,34 @@ class Session:
     def elapsed_seconds(self) -> float:
         """Wall time spent in the model for this session so far (passes shared with other
         sessions of its pool count in full)."""
-        return self._elapsed
+        return self.lane.elapsed
 
     @property
     def backlog_seconds(self) -> float:
         """Audio fed but not decoded yet (look-ahead and delay not counted)."""
-        decoded = self.schedule.decoded_seconds(self._row.position)
+        decoded = self.schedule.decoded_seconds(self.lane.row.position)
         return max(self.audio_seconds - decoded, 0.0)
 
     @property
     def pending_positions(self) -> int:
         """Positions whose audio is there, waiting for the encoder or the decoder."""
-        return self._encoded + (0 if self._stopped else self._mel.available_tokens())
-
-    @property
-    def _encoded(self) -> int:
-        return 0 if self._pending is None else self._pending.shape[0]
+        return self.lane.pending_positions
 
     @property
     def decodable_positions(self) -> int:
         """Positions the decoder can take (none until the whole prompt's audio is there)."""
-        if self._stopped or (
-            self._last_token is None and self.pending_positions < self.schedule.prompt_length
-        ):
-            return 0
-        return self.pending_positions
+        return self.lane.decodable_positions
+
+    @property
+    def ended(self) -> bool:
+        """`end()` (or `finish()`) was called: no more audio can be added."""
+        return self._ended
+
+    @property
+    def wants_audio(self) -> bool:
+        """Whether a stream fed from a queue should give this session more audio now: it has
+        not ended, and fewer than DECODABLE_AHEAD positions wait for the decoder."""
+        return not self._ended and self.decodable_positions < DECODABLE_AHEAD
 
     @property
     def state_bytes(self) -> int:
@@ -244,18 +246,15 @@ class Session:
         if not resampled:
             samples = self._resampler(as_samples(samples))
         self._samples_in += len(samples)
-        self._mel.push(samples)
+        self.lane.mel.push(samples)
 
     def end(self) -> None:
         """The end of the audio: the resampler's tail and the right pad go in; the session
         is finished once the pool has encoded and decoded every position (SessionPool)."""
         self._check_open()
         self.push(self._resampler(np.zeros(0, np.float32), last=True), resampled=True)
-        schedule = self.schedule
-        # the right pad, plus half a window of silence: the reflection of silence
-        right = schedule.right_pad_samples(self._samples_in) + schedule.audio.window_size // 2
         self._words.duration = self.audio_seconds
-        self._mel.push(np.zeros(right, np.float32))
+        self.lane.mel.push(np.zeros(self.schedule.end_pad_samples(self._samples_in), np.float32))
         self._ended = True
 
     def _check_open(self) -> None:
@@ -264,85 +263,31 @@ class Session:
         if self._ended:
             raise VoxtralError("this session is finishing: no more audio can be added")
 
-    # --- the encoder's and the decoder's side, driven by SessionPool ---
-    def _wants_encoding(self) -> int:
-        """Tokens of mel to encode before the next pass (0: enough encoded, or none)."""
-        available = self._mel.available_tokens()
-        if self._stopped:
-            self._mel.pull(available)  # keep the grid moving, skip the model
-            return 0
-        need = self.schedule.prompt_length if self._last_token is None else self.max_draft
-        return available if self._encoded < need else 0
-
-    def _add_encoded(self, embeds: mx.array) -> None:
-        self._pending = embeds if self._pending is None else mx.concatenate([self._pending, embeds])
-
-    def _next_input(self) -> tuple[mx.array, list[int]] | None:
-        """What this session gives the next pass: (audio embeddings, token ids), or None."""
-        if self._stopped or self._pending is None:
-            return None
-        if self._last_token is None:  # the prompt
-            L = self.schedule.prompt_length
-            if self._pending.shape[0] < L:
-                return None
-            return self._pending[:L], self.tokenizer.prompt(L)
-        k = min(self._draft(), self._pending.shape[0], self.pool.batch.max_pass)
-        pad = self.tokenizer.streaming_pad_id
-        return self._pending[:k], [self._last_token] + [pad] * (k - 1)
-
-    def _draft(self) -> int:
-        """Positions for the next pass: twice the expected run of [STREAMING_PAD] (the
-        recent runs' moving average, halved at the end of each run, or the current run if
-        longer), rounded up to a power of two, 1 to max_draft: 1 (no draft) while the
-        output has few pads, as in continuous speech."""
-        expected = 2 * max(self._runs, self._run)
-        return min(self.max_draft, 1 << max(0, math.ceil(math.log2(max(expected, 1)))))
-
-    def _take(self, n: int) -> None:
-        rest = self._pending[n:]
-        self._pending = rest if rest.shape[0] else None
-
-    def _verify(self, outputs: list[int], start: int) -> tuple[int, list[Event]]:
-        """The outputs of a pass at positions start, start + 1, ...: the first is exact (its
-        input was the last output); each next one is exact while the one before it was the
-        drafted [STREAMING_PAD]. Returns how many are accepted, and their events."""
-        pad = self.tokenizer.streaming_pad_id
+    # --- the outputs, from its pool ---
+    def decoded(self, tokens: list[int], position: int) -> list[Event]:
+        """Its pool's outputs at decoder positions `position`, `position + 1`, ...: the
+        events of their text and words."""
         events: list[Event] = []
-        for j, token in enumerate(outputs):
-            events += self._decoded(token, start + j)
-            if token != pad or self._stopped:
-                break
-        return j + 1, events
-
-    def _decoded(self, token: int, position: int) -> list[Event]:
-        """The output at decoder `position` is `token`."""
-        self._tokens.append(token)
-        self._last_token = token
-        if token == self.tokenizer.streaming_pad_id:
-            self._run += 1
-        else:
-            self._runs, self._run = (self._runs + self._run) / 2, 0
-        if token == self.tokenizer.eos_id and self.stop_at_eos:
-            self._stopped = True
-            self._pending = None
-        events: list[Event] = []
-        word = self._words.add(position, token)
-        if word is None and self.settle_seconds is not None:
-            word = self._words.settle(position, self.settle_seconds)
-        if word is not None:
-            self._all_words.append(word)
-            events.append(WordDone(word))
-        if not self.tokenizer.is_special(token):
-            self._held_ids.append(token)  # its text may wait for the rest of a character
-        if text := self._detok.add(token):
-            events.append(self._delta(text, position))
+        for i, token in enumerate(tokens):
+            self._tokens.append(token)
+            word = self._words.add(position + i, token)
+            if word is None and self.settle_seconds is not None:
+                word = self._words.settle(position + i, self.settle_seconds)
+            if word is not None:
+                self._all_words.append(word)
+                events.append(WordDone(word))
+            if not self.tokenizer.is_special(token):
+                self._held_ids.append(token)  # its text may wait for the rest of a character
+            if text := self._detok.add(token):
+                events.append(self._delta(text, position + i))
         return events
 
-    def _finalize(self) -> list[Event]:
-        """Once ended and fully decoded: flush the held-back text and word; set `result`."""
+    def finalize(self) -> list[Event]:
+        """Once it ended and its pool has decoded every position: the held-back text and
+        word; sets `result`."""
         events: list[Event] = []
         if (tail := self._detok.flush()) or self._held_ids:
-            events.append(self._delta(tail, self._row.position))
+            events.append(self._delta(tail, self.lane.row.position))
         if word := self._words.flush():
             self._all_words.append(word)
             events.append(WordDone(word))
@@ -365,10 +310,10 @@ class Session:
         stats = Stats(
             audio_seconds=audio,
             decoder_steps=steps,
-            decoder_passes=self._passes,
-            elapsed_seconds=self._elapsed,
-            tokens_per_second=steps / self._elapsed if self._elapsed else 0.0,
-            real_time_factor=self._elapsed / audio if audio else 0.0,
+            decoder_passes=self.lane.passes,
+            elapsed_seconds=self.lane.elapsed,
+            tokens_per_second=steps / self.lane.elapsed if self.lane.elapsed else 0.0,
+            real_time_factor=self.lane.elapsed / audio if audio else 0.0,
             peak_memory_bytes=mx.get_peak_memory(),
             state_bytes=self.state_bytes,
         )
@@ -379,6 +324,99 @@ class Session:
             delay_ms=self.delay_ms,
             stats=stats,
         )
+
+
+class Lane:
+    """A session's place in its pool, the model's side of it, which the pool drives: the mel
+    frames its session pushes, its encoder and decoder rows, the audio embeddings encoded and
+    not decoded yet, the last output, and the runs of [STREAMING_PAD] that size its drafts
+    (MODEL.md "Drafted pads"). `SessionPool.join` makes it."""
+
+    def __init__(self, session: Session, encoder: EncoderRow, row: Row):
+        schedule, tokenizer = session.schedule, session.tokenizer
+        self.mel = StreamingMel(schedule)
+        self.encoder, self.row = encoder, row
+        self.prompt = tokenizer.prompt(schedule.prompt_length)
+        self.pad_id = tokenizer.streaming_pad_id
+        self.tokenizer, self.stop_at_eos = tokenizer, session.stop_at_eos
+        self.max_draft = session.max_draft
+        self.pending: mx.array | None = None  # adapter outputs not decoded yet [n, dim]
+        self.last_token: int | None = None  # the output at position row.position - 1
+        self.stopped = False  # EOS came (stop_at_eos)
+        self.run = 0  # [STREAMING_PAD]s output since the last other token
+        self.runs = self.max_draft / 4  # recent pad runs: a moving average (see draft)
+        self.passes = 0
+        self.elapsed = 0.0  # wall time in the model (passes shared with others count in full)
+
+    @property
+    def encoded(self) -> int:
+        return 0 if self.pending is None else self.pending.shape[0]
+
+    @property
+    def pending_positions(self) -> int:
+        """Positions whose audio is there, waiting for the encoder or the decoder."""
+        return self.encoded + (0 if self.stopped else self.mel.available_tokens())
+
+    @property
+    def decodable_positions(self) -> int:
+        """Positions the decoder can take (none until the whole prompt's audio is there)."""
+        if self.stopped or (self.last_token is None and self.pending_positions < len(self.prompt)):
+            return 0
+        return self.pending_positions
+
+    def wants_encoding(self) -> int:
+        """Tokens of mel to encode before the next pass (0: enough encoded, or none)."""
+        available = self.mel.available_tokens()
+        if self.stopped:
+            self.mel.pull(available)  # keep the grid moving, skip the model
+            return 0
+        need = len(self.prompt) if self.last_token is None else self.max_draft
+        return available if self.encoded < need else 0
+
+    def add_encoded(self, embeds: mx.array) -> None:
+        self.pending = embeds if self.pending is None else mx.concatenate([self.pending, embeds])
+
+    def next_input(self, max_pass: int) -> tuple[mx.array, list[int]] | None:
+        """What the next pass takes: (audio embeddings, token ids), or None."""
+        if self.stopped or self.pending is None:
+            return None
+        if self.last_token is None:  # the prompt
+            L = len(self.prompt)
+            return (self.pending[:L], self.prompt) if self.encoded >= L else None
+        k = min(self.draft(), self.encoded, max_pass)
+        return self.pending[:k], [self.last_token] + [self.pad_id] * (k - 1)
+
+    def draft(self) -> int:
+        """Positions for the next pass: twice the expected run of [STREAMING_PAD] (the
+        recent runs' moving average, halved at the end of each run, or the current run if
+        longer), rounded up to a power of two, 1 to max_draft: 1 (no draft) while the
+        output has few pads, as in continuous speech."""
+        expected = 2 * max(self.runs, self.run)
+        return min(self.max_draft, 1 << max(0, math.ceil(math.log2(max(expected, 1)))))
+
+    def take(self, n: int) -> None:
+        """The first n encoded positions are decoded."""
+        if self.pending is None:  # EOS stopped the session: nothing is left to decode
+            return
+        rest = self.pending[n:]
+        self.pending = rest if rest.shape[0] else None
+
+    def accept(self, outputs: list[int]) -> list[int]:
+        """The outputs of a pass at its positions that are exact: the first (its input was
+        the last output), and each next one while the one before it was the drafted
+        [STREAMING_PAD]."""
+        for j, token in enumerate(outputs):
+            self.last_token = token
+            if token == self.pad_id:
+                self.run += 1
+            else:
+                self.runs, self.run = (self.runs + self.run) / 2, 0
+            if token == self.tokenizer.eos_id and self.stop_at_eos:
+                self.stopped = True
+                self.pending = None
+            if token != self.pad_id or self.stopped:
+                return outputs[: j + 1]
+        return outputs
 
 
 class SessionPool:
@@ -408,16 +446,22 @@ class SessionPool:
     def sessions(self) -> list[Session]:
         return list(self._sessions)
 
+    def join(self, session: Session) -> Lane:
+        """A lane of this pool for `session` (a session joins as it starts or resets)."""
+        encoder = self.encoders.add()
+        row = self.batch.add(session.schedule.n_delay_tokens)
+        self._sessions.add(session)
+        return Lane(session, encoder, row)
+
     def add(self, delay_ms: int | None = None, **kwargs) -> Session:
         """A new session in this pool (the keywords of Session)."""
         return Session(self.model, delay_ms, pool=self, **kwargs)
 
     def remove(self, session: Session) -> None:
         """The session leaves the pool (at any point; its decoder row is freed)."""
-        if session._row is not None and session in self._sessions:
-            self.batch.remove(session._row)
-            self.encoders.remove(session._encoder)
-            session._row = None
+        if session in self._sessions:
+            self.batch.remove(session.lane.row)
+            self.encoders.remove(session.lane.encoder)
             self._sessions.discard(session)
 
     def step(self) -> dict[Session, list[Event]]:
@@ -435,63 +479,66 @@ class SessionPool:
             if not out or session.result is not None:
                 return events
 
-    def _encode(self, sessions: list[Session]) -> None:
-        """One encoder call for every session that needs encoded positions for the next
-        pass: up to ENCODER_BATCH_TOKENS tokens, shared out so the call pads few rows."""
-        wanted = {s: n for s in sessions if (n := s._wants_encoding())}
+    def _encode(self, lanes: list[Lane]) -> None:
+        """One encoder call for every lane that needs encoded positions for the next pass:
+        up to ENCODER_BATCH_TOKENS tokens, shared out so the call pads few rows."""
+        wanted = {lane: n for lane in lanes if (n := lane.wants_encoding())}
         if not wanted:
             return
         tic = time.perf_counter()
         most = max(1, ENCODER_BATCH_TOKENS // len(wanted))
         dtype = self.model.dtype
-        mels = {s: mx.array(s._mel.pull(min(n, most)), dtype=dtype) for s, n in wanted.items()}
-        frames = self.encoders.run({s._encoder: mel for s, mel in mels.items()})
-        embeds = {s: self.model.adapter(frames[s._encoder][None])[0] for s in wanted}
+        mels = {
+            lane.encoder: mx.array(lane.mel.pull(min(n, most)), dtype) for lane, n in wanted.items()
+        }
+        frames = self.encoders.run(mels)
+        embeds = {lane: self.model.adapter(frames[lane.encoder][None])[0] for lane in wanted}
         mx.eval(list(embeds.values()))
         elapsed = time.perf_counter() - tic
-        for s, e in embeds.items():
-            s._add_encoded(e)
-            s._elapsed += elapsed
+        for lane, e in embeds.items():
+            lane.add_encoded(e)
+            lane.elapsed += elapsed
 
     def _pass(self, sessions: list[Session]) -> dict[Session, list[Event]]:
-        self._encode(sessions)
+        self._encode([s.lane for s in sessions])
         inputs, out = {}, {}
         for s in sessions:
-            given = s._next_input()
+            given = s.lane.next_input(self.batch.max_pass)
             if given is not None:
                 inputs[s] = given
-            elif s._ended and s.result is None and not s._mel.available_tokens():
-                out[s] = s._finalize()
+            elif s.ended and s.result is None and not s.lane.mel.available_tokens():
+                out[s] = s.finalize()
         if not inputs:
             return out
         # prompts in passes of their own (the others are not padded to their length)
-        for s in [s for s in inputs if s._last_token is None]:
-            tic = time.perf_counter()
+        for s in [s for s in inputs if s.lane.last_token is None]:
+            lane, tic = s.lane, time.perf_counter()
             audio, prompt = inputs.pop(s)
-            token = self.batch.prefill(s._row, audio, prompt)[0, -1].item()
-            s._take(audio.shape[0])
-            s._elapsed += time.perf_counter() - tic
-            s._passes += 1
-            out[s] = out.get(s, []) + s._decoded(token, s._row.position - 1)
+            token = self.batch.prefill(lane.row, audio, prompt)[0, -1].item()
+            lane.take(audio.shape[0])
+            lane.accept([token])
+            lane.elapsed += time.perf_counter() - tic
+            lane.passes += 1
+            out[s] = out.get(s, []) + s.decoded([token], lane.row.position - 1)
         if not inputs:
             return out
         if len(inputs) > 1:  # drafts shortened so the pass holds PASS_POSITIONS at most
             most = max(1, PASS_POSITIONS // len(inputs))
             inputs = {s: (audio[:most], ids[:most]) for s, (audio, ids) in inputs.items()}
         tic = time.perf_counter()
-        tokens = self.batch.run({s._row: given for s, given in inputs.items()})
+        tokens = self.batch.run({s.lane.row: given for s, given in inputs.items()})
         rows = {row: b for b, row in enumerate(self.batch.rows)}
         grid = tokens.tolist()
         elapsed = time.perf_counter() - tic
         for s, (audio, _) in inputs.items():
-            n = audio.shape[0]
-            start = s._row.position - n
-            accepted, events = s._verify(grid[rows[s._row]][:n], start)
-            self.batch.rewind(s._row, n - accepted)  # a rejected draft's positions
-            s._take(accepted)
-            s._elapsed += elapsed
-            s._passes += 1
-            out[s] = out.get(s, []) + events
+            lane, n = s.lane, audio.shape[0]
+            start = lane.row.position - n
+            accepted = lane.accept(grid[rows[lane.row]][:n])
+            self.batch.rewind(lane.row, n - len(accepted))  # a rejected draft's positions
+            lane.take(len(accepted))
+            lane.elapsed += elapsed
+            lane.passes += 1
+            out[s] = out.get(s, []) + s.decoded(accepted, start)
         self._passes += 1
         if self._passes % CLEAR_CACHE_EVERY == 0:
             mx.clear_cache()

@@ -101,7 +101,7 @@ class _File:
 
     def feed(self, session: Session) -> None:
         block = ENCODER_BATCH_TOKENS * session.schedule.samples_per_token
-        if session._ended or session.decodable_positions >= ENCODER_BATCH_TOKENS // 4:
+        if not session.wants_audio:
             return
         session.push(self.samples[self.fed : self.fed + block])
         self.fed += block

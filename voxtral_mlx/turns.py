@@ -1,6 +1,7 @@
 """Turns of speech in a stream, from the model's own output (MODEL.md "Turns").
 
-The token output at each decoder position speaks about 80 ms of audio (`Schedule.step_time`):
+The token output at each decoder position speaks about one slot of audio, 80 ms
+(`AudioArgs.seconds_per_token`, `Schedule.step_time`):
 a [STREAMING_WORD] marker or a text token there means someone speaks, a [STREAMING_PAD] that
 nothing new is said. A turn starts at the first such token after a silence and ends once
 `silence_seconds` of decided audio carry none. A word's marker or its text comes once, so
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SLOT_SECONDS = 0.08  # the audio of one decoder position
+from .config import AudioArgs
+from .words import WordBuilder
+
 DIGITAL_SILENCE_DBFS = -90.0  # quieter slots (zeros, padding) do not count for the floor
 MAX_WORD_SECONDS = 1.5  # a marked word whose text has not come after this is given up
 
@@ -35,14 +38,16 @@ class SpeechStopped:
 
 
 class SlotEnergy:
-    """The level (dBFS) of each 80 ms slot of a 16 kHz stream, kept for the last `keep`
-    seconds (the decoder reads them `delay` later), and the noise floor: the quietest tenth
-    of those slots."""
+    """The level (dBFS) of each slot of a stream at the model's rate, kept for the last
+    `keep` seconds (the decoder reads them `delay` later), and the noise floor: the quietest
+    tenth of those slots. `audio`: the checkpoint's (None: the usual 80 ms slots)."""
 
-    def __init__(self, samples_per_slot: int = 1280, keep_seconds: float = 30.0):
-        self.samples_per_slot = samples_per_slot
+    def __init__(self, audio: AudioArgs | None = None, keep_seconds: float = 30.0):
+        audio = audio or AudioArgs()
+        self.samples_per_slot = audio.samples_per_token
+        self.slot_seconds = audio.seconds_per_token
         self._partial = np.zeros(0, np.float32)
-        self._levels: deque[float] = deque(maxlen=int(keep_seconds / SLOT_SECONDS))
+        self._levels: deque[float] = deque(maxlen=int(keep_seconds / self.slot_seconds))
         self._first = 0  # the slot index of _levels[0]
         self.floor = -120.0
 
@@ -61,14 +66,15 @@ class SlotEnergy:
 
     def level(self, seconds: float) -> float | None:
         """The level of the slot at `seconds`, if it is known (and still kept)."""
-        index = math.floor(seconds / SLOT_SECONDS + 1e-6) - self._first
+        index = math.floor(seconds / self.slot_seconds + 1e-6) - self._first
         return self._levels[index] if 0 <= index < len(self._levels) else None
 
 
 class TurnDetector:
     """Speech started / stopped, from (token id, audio time it speaks about) in output order.
 
-    `energy` (optional) holds a turn open while the audio is `loud_db` above its noise floor."""
+    `energy` (optional) holds a turn open while the audio is `loud_db` above its noise floor.
+    `audio`: the checkpoint's (None: the usual 80 ms slots)."""
 
     def __init__(
         self,
@@ -77,8 +83,10 @@ class TurnDetector:
         prefix_seconds: float = 0.3,
         energy: SlotEnergy | None = None,
         loud_db: float = 18.0,
+        audio: AudioArgs | None = None,
     ):
         self.tokenizer = tokenizer
+        self.slot_seconds = (audio or AudioArgs()).seconds_per_token
         self.silence_seconds = silence_seconds
         self.prefix_seconds = prefix_seconds
         self.energy = energy
@@ -86,17 +94,17 @@ class TurnDetector:
         self.speaking = False
         self.turn_start = 0.0  # the end of the last turn: the next cannot start before it
         self.last_speech = 0.0  # the end of the last slot with speech
-        self.marked: float | None = None  # the last marker's time, until its text comes
+        self.words = WordStarts(tokenizer, give_up_seconds=None)  # of the outputs it reads
 
     def _said_something(self, token: int, seconds: float) -> bool:
-        t = self.tokenizer
-        if token == t.streaming_word_id:
-            self.marked = seconds
+        """A marker, or a word's text (at its end, when it was marked) whose word began in
+        this turn: a word begun in the last one starts no new turn."""
+        began = self.words.update([(token, seconds)]).get(seconds)
+        if token == self.tokenizer.streaming_word_id:
             return True
-        if t.byte_piece(token).strip():  # a word's text (at its end, when it was marked)
-            began, self.marked = self.marked, None
-            return began is None or began >= self.turn_start  # one begun before: not a turn
-        return False
+        if not self.tokenizer.byte_piece(token).strip():
+            return False
+        return began >= self.turn_start
 
     def _loud(self, seconds: float) -> bool:
         level = self.energy.level(seconds) if self.energy is not None else None
@@ -107,17 +115,16 @@ class TurnDetector:
         for token, seconds in outputs:
             if seconds < max(self.turn_start, 0.0):  # the left padding, or the last turn
                 continue
+            slot_end = seconds + self.slot_seconds
             if self._said_something(token, seconds):
                 if not self.speaking:
                     self.speaking = True
                     start = max(seconds - self.prefix_seconds, self.turn_start, 0.0)
                     events.append(SpeechStarted(round(start, 3)))
-                self.last_speech = seconds + SLOT_SECONDS
+                self.last_speech = slot_end
             elif self.speaking and self._loud(seconds):
-                self.last_speech = seconds + SLOT_SECONDS
-            elif (
-                self.speaking and seconds + SLOT_SECONDS >= self.last_speech + self.silence_seconds
-            ):
+                self.last_speech = slot_end
+            elif self.speaking and slot_end >= self.last_speech + self.silence_seconds:
                 self.speaking = False
                 self.turn_start = self.last_speech + self.silence_seconds
                 events.append(SpeechStopped(round(self.turn_start, 3), round(self.last_speech, 3)))
@@ -125,29 +132,33 @@ class TurnDetector:
 
 
 class WordStarts:
-    """When each text output's word began: at its [STREAMING_WORD] marker when one came
-    before the word's text (the text comes at the word's end), else at its first text.
-    `open_since`: the start of a marked word whose text has not come yet."""
+    """When each text output's word began, by the rule of words.WordBuilder: at its
+    [STREAMING_WORD] marker when one came before the word's text (the text comes at the
+    word's end), else at its first text. `open_since`: the start of a marked word whose text
+    has not come yet, given up after `give_up_seconds` (None: never)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, give_up_seconds: float | None = MAX_WORD_SECONDS):
         self.tokenizer = tokenizer
-        self.open_since: float | None = None
-        self._word: float | None = None  # the start of the word the last text belongs to
+        self.give_up_seconds = give_up_seconds
+        self._words = WordBuilder()
+
+    @property
+    def open_since(self) -> float | None:
+        return self._words.marker
 
     def update(self, outputs: list[tuple[int, float]]) -> dict[float, float]:
         """The start of the word of each text output, by the output's time."""
         starts: dict[float, float] = {}
         for token, seconds in outputs:
             if token == self.tokenizer.streaming_word_id:
-                self.open_since = seconds
-                continue
-            piece = self.tokenizer.byte_piece(token)
-            if not piece:
-                if self.open_since is not None and seconds - self.open_since > MAX_WORD_SECONDS:
-                    self.open_since = None
-                continue
-            if self._word is None or piece[:1].isspace() or self.open_since is not None:
-                self._word = self.open_since if self.open_since is not None else seconds
-            self.open_since = None
-            starts[seconds] = self._word
+                self._words.mark(seconds)
+            elif piece := self.tokenizer.byte_piece(token):
+                self._words.add(piece, seconds, seconds)
+                starts[seconds] = self._words.word_start
+            elif self._given_up(seconds):
+                self._words.unmark()
         return starts
+
+    def _given_up(self, seconds: float) -> bool:
+        marked, most = self.open_since, self.give_up_seconds
+        return marked is not None and most is not None and seconds - marked > most

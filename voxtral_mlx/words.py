@@ -85,6 +85,22 @@ class WordBuilder:
         times = [self._marker] + ([self._start, self._first] if self._bytes else [])
         return min((t for t in times if t is not None), default=None)
 
+    @property
+    def marker(self) -> float | None:
+        """The time of a marker whose word's text has not come yet."""
+        return self._marker
+
+    def unmark(self) -> None:
+        """Give up the marker whose text has not come: the next piece starts a word of its own."""
+        self._marker = None
+
+    @property
+    def word_start(self) -> float | None:
+        """Where the word in progress began (unclamped): its marker, else its first piece."""
+        if not self._bytes:
+            return None
+        return self._start if self._start is not None else self._first
+
     def _word(self) -> Word:
         text = self._bytes.decode("utf-8", errors="replace").strip()
         if self._start is not None:  # marked at its start, written at its end

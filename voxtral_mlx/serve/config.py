@@ -1,0 +1,90 @@
+"""What a server is configured with (`ServerConfig`, which checks its own limits) and the
+defaults it resolves from the machine. Light: it imports neither MLX nor the web framework,
+so a command line is checked before either loads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import check_delay
+from ..errors import VoxtralError
+
+POSITIVE = "must be a positive number"
+AT_LEAST_ONE = "at least 1"
+
+
+class ConfigError(VoxtralError):
+    """A ServerConfig value out of its range: `field`, the value given and the `rule`."""
+
+    def __init__(self, field: str, value, rule: str):
+        super().__init__(f"{field} {value!r}: {rule}")
+        self.field, self.value, self.rule = field, value, rule
+
+
+@dataclass
+class ServerConfig:
+    model_name: str  # what was loaded: a hub repo id or a local folder
+    delay_ms: int | None = None  # None: the model's own
+    api_key: str | None = None
+    max_sessions: int | None = None  # None: session.streams_that_fit(model)
+    max_message_bytes: int = 4 * 2**20
+    max_backlog_seconds: float = 30.0
+    max_upload_bytes: int = 200 * 2**20
+    cors_origins: tuple[str, ...] = ()
+    served_model_name: str | None = None  # None: the repo id, or the local folder's name
+    idle_timeout: float = 60.0  # seconds a realtime connection may idle (Connection.idle_seconds)
+    read_timeout: float = 20.0  # seconds for a request's headers, and between upload reads
+    max_connections: int | None = None  # open connections, at most; None: from the file limit
+
+    def __post_init__(self) -> None:
+        """ConfigError (a VoxtralError) for a limit out of its range."""
+        if self.delay_ms is not None:
+            check_delay(self.delay_ms)
+        for name in (
+            "max_message_bytes",
+            "max_backlog_seconds",
+            "max_upload_bytes",
+            "idle_timeout",
+            "read_timeout",
+        ):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not 0 < value < math.inf:
+                raise ConfigError(name, value, POSITIVE)
+        for name in ("max_sessions", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(name, value, AT_LEAST_ONE)
+        if self.served_model_name is not None and not self.served_model_name.strip():
+            raise ConfigError("served_model_name", self.served_model_name, "give a name")
+
+    @property
+    def model_id(self) -> str:
+        """The name /v1/models announces (never a path on this machine)."""
+        if self.served_model_name:
+            return self.served_model_name
+        return Path(self.model_name).name if _is_local(self.model_name) else self.model_name
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The names a client may ask for: the served name (and the repo id it stands for)."""
+        names = [self.model_id]
+        if not _is_local(self.model_name) and self.model_name not in names:
+            names.append(self.model_name)
+        return tuple(names)
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).expanduser().exists() or name.startswith(("/", ".", "~"))
+
+
+def default_max_connections() -> int:
+    """Open connections the process's file limit leaves room for (some files stay for the
+    model, the libraries and the sockets being closed), 16 to 1000."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = 4096 if soft == resource.RLIM_INFINITY else soft
+    return max(16, min(1000, soft - 128))
