@@ -391,6 +391,14 @@ def test_server_config_checks_its_limits():
     assert (small.max_sessions, small.max_connections, small.delay_ms) == (1, 1, 80)
 
 
+def test_the_upload_limit_is_said_as_given():
+    """--max-upload-mb 0.1 is 104857 bytes; the 413's message says 0.1 MB, not 0.0999994."""
+    from voxtral_mlx.serve.upload_form import _too_large
+
+    for mb, said in ((0.1, "0.1 MB"), (200, "200 MB"), (1.5, "1.5 MB")):
+        assert f"limit of {said} (--max-upload-mb)" in _too_large(int(mb * 2**20))
+
+
 def test_serve_rejects_bad_limits(official_dir):
     import subprocess
     import sys

@@ -34,7 +34,8 @@ class UploadRefused(Exception):
 
 
 def _too_large(limit: int) -> str:
-    return f"the file is larger than this server's limit of {limit / 2**20:g} MB (--max-upload-mb)"
+    mb = round(limit / 2**20, 2)  # as given: --max-upload-mb 0.1 is stored as 104857 bytes
+    return f"the file is larger than this server's limit of {mb:g} MB (--max-upload-mb)"
 
 
 async def read_upload(request: Request, config: ServerConfig):
