@@ -295,7 +295,9 @@ def test_tokenizer_model_vocab_mismatch(official_dir, tmp_path):
 
 def test_missing_model_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(VoxtralError, match="not in the Hugging Face cache.*voxtral download.*directory"):
+    with pytest.raises(
+        VoxtralError, match="not in the Hugging Face cache.*voxtral download.*directory"
+    ):
         voxtral_mlx.load("someone/not-a-cached-model", offline=True)
     with pytest.raises(VoxtralError, match="neither a model directory nor a repo id"):
         voxtral_mlx.load(tmp_path / "no-such-dir")
