@@ -22,6 +22,7 @@ from ...words import Word
 from ..connection import Connection
 from ..errors import ClientError, shorten
 from ..scheduler import SLICE_SECONDS, AudioQueue
+from ..wire import decode_base64
 from .events import error_event, segment, segment_event, usage, word_item
 from .settings import Settings
 
@@ -98,6 +99,7 @@ class MistralDialect:
         model = asked or self.server.config.model_id
         self.settings = Settings(model=model, delay_ms=self.server.delay_ms)
         self.resampler = StreamResampler(self.settings.rate)
+        self.partial = b""  # the bytes of a sample an append cut: the next one's start
         self.session: Session | None = None
         self.utterances: deque[Utterance] = deque()
         self.heard = 0.0  # the connection's audio so far (s at 16 kHz): utterances' offsets
@@ -173,17 +175,25 @@ class MistralDialect:
         settings = self.settings.updated(event.get("session"))
         if settings.rate != self.settings.rate:
             self.resampler = StreamResampler(settings.rate)
+        if settings.encoding != self.settings.encoding:
+            self.partial = b""
         self.settings = settings
         await self.conn.send(
             {"type": "session.updated", "session": settings.describe(self.request_id)}
         )
 
     async def append(self, event: dict) -> None:
+        """Its audio in the session's format; a sample cut between two appends is joined
+        (the SDK sends a stream's bytes as the caller cuts them)."""
         try:
-            samples = self.settings.decode(event.get("audio"))
+            raw = self.partial + decode_base64(event.get("audio"))
+            whole = len(raw) - len(raw) % self.settings.sample_bytes
+            samples = self.settings.decode(raw[:whole])
         except ValueError as e:
             raise ClientError(str(e), "invalid_audio", "audio") from None
-        await self._add(self.resampler(samples))
+        self.partial = raw[whole:]
+        if raw:  # (an empty append changes nothing)
+            await self._add(self.resampler(samples))
 
     async def _add(self, samples: np.ndarray, final: bool = False) -> None:
         """16 kHz samples into the open utterance (a new one if none is open); `final`:
@@ -206,6 +216,7 @@ class MistralDialect:
         """The open utterance ends (what the resampler holds back goes with it): its last
         words, then its transcription.done; with no audio since the last one, an empty
         done, in order."""
+        self.partial = b""  # (half a sample at the end is dropped)
         if self._open is not None:
             tail = self.resampler(np.zeros(0, np.float32), last=True)
             self.resampler = StreamResampler(self.settings.rate)

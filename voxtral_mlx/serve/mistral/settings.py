@@ -13,7 +13,7 @@ from ...config import SAMPLE_RATE, check_delay
 from ...errors import VoxtralError
 from ..errors import ClientError, shorten
 from ..upload_form import LANGUAGE_CODE
-from ..wire import decode_base64, g711_to_float, pcm_to_float
+from ..wire import PCM_SAMPLES, g711_to_float, pcm_to_float
 
 # Mistral's encodings (the SDK's AudioEncoding) -> how wire.py reads them
 ENCODINGS = {
@@ -108,13 +108,17 @@ class Settings:
             "turn_detection": self.turn_detection,
         }
 
-    def decode(self, audio) -> np.ndarray:
-        """The samples (at the client's rate) of an append's base64 audio (ValueError)."""
-        raw = decode_base64(audio)
+    @property
+    def sample_bytes(self) -> int:
         kind = ENCODINGS[self.encoding]
+        return 1 if kind.startswith("audio/") else np.dtype(PCM_SAMPLES[kind][0]).itemsize
+
+    def decode(self, raw: bytes) -> np.ndarray:
+        """The samples (at the client's rate) of whole samples' bytes (ValueError)."""
+        kind = ENCODINGS[self.encoding]
+        if not raw:
+            return np.zeros(0, np.float32)
         if kind.startswith("audio/"):
-            if not raw:
-                raise ValueError("'audio' must be a non-empty base64 string")
             return g711_to_float(raw, kind)
         return pcm_to_float(raw, kind)
 
