@@ -24,11 +24,13 @@ import pytest
 import requests
 import soundfile as sf
 import soxr
+from test_openai_realtime import a_law
 from test_server import KEY, start_server
 
 import voxtral_mlx
 from voxtral_mlx.formats import cues, render
 from voxtral_mlx.serve import ServerConfig
+from voxtral_mlx.serve.wire import g711_to_float
 
 pytest.importorskip("mistralai")
 from mistralai.client import Mistral  # noqa: E402
@@ -194,8 +196,8 @@ def test_transcribe_stream_at_16_khz(client, speech, trained):
 
 def test_transcribe_stream_at_other_rates(client, speech, trained, tmp_path):
     """PCM16 at 24 kHz cut at odd byte counts (a sample split between appends is joined),
-    and 32-bit floats at 48 kHz, resampled by the server as a stream, at 960 ms: the text is
-    the library's of the same audio at 960 ms."""
+    32-bit floats at 48 kHz and G.711 A-law at 8 kHz, resampled by the server as a stream, at
+    960 ms: the text is the library's of the same audio at 960 ms."""
     s = speech[1]
     path = tmp_path / "24k.wav"
     sf.write(path, soxr.resample(s["audio"], 16000, 24000, quality="HQ"), 24000, "PCM_16")
@@ -218,6 +220,16 @@ def test_transcribe_stream_at_other_rates(client, speech, trained, tmp_path):
     )
     want = voxtral_mlx.transcribe(trained, audio48, sample_rate=48000, delay_ms=960)
     check_utterance(events, want, 960)
+    alaw = a_law(soxr.resample(s["audio"], 16000, 8000, quality="HQ"))
+    events = stream(
+        client,
+        alaw,
+        size=1600,
+        audio_format=AudioFormat(encoding="pcm_alaw", sample_rate=8000),
+        target_streaming_delay_ms=960,
+    )
+    heard = g711_to_float(alaw, "audio/pcma")  # (what the server decodes)
+    check_utterance(events, voxtral_mlx.transcribe(trained, heard, 960, sample_rate=8000), 960)
 
 
 def test_language_and_turn_detection(client, speech):
