@@ -124,8 +124,8 @@ ProtocolOpt = Annotated[
         metavar="NAME",
         help="The --server's API: vllm (/v1/realtime, as voxtral serve and vLLM speak it), "
         "mistral (Mistral's, as voxtral serve and api.mistral.ai speak it), or auto: mistral "
-        "for a URL whose path is /v1/audio/transcriptions[/realtime] or whose host is "
-        "mistral.ai, else vllm.",
+        "for a URL whose path is /v1/audio/transcriptions or /v1/audio/transcriptions/realtime "
+        "or whose host is mistral.ai, else vllm.",
     ),
 ]
 ClientKeyOpt = Annotated[

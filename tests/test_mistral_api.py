@@ -586,3 +586,17 @@ def test_transcribe_through_the_mistral_dialect(url, speech, tmp_path):
     assert [(w["text"], w["start"], w["end"]) for w in body["words"]] == [
         (w.text, w.start, w.end) for w in s["result"].words
     ]
+
+
+def test_the_protocol_option_on_the_command_line(speech):
+    """--help shows it (Rich renders the help: no markup in it); a bad name, or one without
+    --server, is a command-line error."""
+    for command in ("live", "transcribe"):
+        shown = voxtral(command, "--help")
+        assert shown.returncode == 0 and "--protocol" in shown.stdout, shown.stderr
+        assert "MISTRAL_API_KEY" in shown.stdout
+    wav = str(speech[0]["path"])
+    bad = voxtral("transcribe", "--server", "http://127.0.0.1:9", "--protocol", "grpc", wav)
+    assert bad.returncode == 2 and "choose auto, vllm, mistral" in bad.stderr
+    alone = voxtral("live", "--protocol", "mistral", "--input", wav)
+    assert alone.returncode == 2 and "--protocol applies to --server" in alone.stderr
