@@ -135,6 +135,11 @@ class RemoteSession:
     ):
         self._resampler = StreamResampler(sample_rate)
         self.result: Transcript | None = None
+        self._open(url, model, api_key, delay_ms)
+        self._start_stream()
+
+    def _open(self, url: str, model: str | None, api_key: str | None, delay_ms: int | None):
+        """Connect, read session.created, start the session (VoxtralError: why not)."""
         target = realtime_url(url)
         self._connect(target, api_key, "set the key with --api-key or VOXTRAL_API_KEY")
         created = self._next_event(10.0)
@@ -159,7 +164,6 @@ class RemoteSession:
             update["backpressure"] = "wait"
         self._send(update)
         self._send({"type": "input_audio_buffer.commit"})
-        self._start_stream()
 
     def _connect(self, target: str, api_key: str | None, key_hint: str) -> None:
         """Open the WebSocket (VoxtralError: why not) and start reading its events."""

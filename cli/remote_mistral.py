@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 from voxtral_mlx import SAMPLE_RATE, Stats, Transcript, VoxtralError, Word, WordDone
-from voxtral_mlx.audio import StreamResampler
 from voxtral_mlx.errors import VoxtralWarning
 
 from .remote import RemoteSession, _message, _read, http_url, realtime_url, served_models
@@ -56,16 +55,7 @@ class MistralSession(RemoteSession):
     APPEND = "input_audio.append"
     FINAL = {"type": "input_audio.flush"}
 
-    def __init__(
-        self,
-        url: str,
-        model: str | None,
-        api_key: str | None,
-        delay_ms: int | None,
-        sample_rate: int = SAMPLE_RATE,
-    ):
-        self._resampler = StreamResampler(sample_rate)
-        self.result: Transcript | None = None
+    def _open(self, url: str, model: str | None, api_key: str | None, delay_ms: int | None):
         name = model or mistral_model(url, api_key, realtime=True)
         target = f"{realtime_url(url, REALTIME_PATH)}?model={quote(name, safe='')}"
         self._connect(target, api_key, KEY_HINT)
@@ -83,7 +73,6 @@ class MistralSession(RemoteSession):
         if delay_ms is not None:
             settings["target_streaming_delay_ms"] = delay_ms
         self._send({"type": "session.update", "session": settings})
-        self._start_stream()
         self._delta_times = False  # a delta came with its times (our server's extension)
 
     def _read(self, event: dict) -> list:

@@ -138,18 +138,10 @@ class MistralDialect:
 
     # --- events in ---
     async def handle(self, event: dict) -> None:
+        handlers = {"session.update": self.session_update, "input_audio.append": self.append}
+        handlers |= {"input_audio.flush": self.flush, "input_audio.end": self.end}
         kind = event.get("type")
-        handler = (
-            {
-                "session.update": self.session_update,
-                "input_audio.append": self.append,
-                "input_audio.flush": self.flush,
-                "input_audio.end": self.end,
-            }.get(kind)
-            if isinstance(kind, str)
-            else None
-        )
-        if handler is None:
+        if (handler := handlers.get(kind) if isinstance(kind, str) else None) is None:
             kind = shorten(kind) if isinstance(kind, str) else shorten(repr(kind))
             message = f"Unknown event type: {kind} (a transcription session takes "
             message += "session.update and input_audio.append / flush / end)"
