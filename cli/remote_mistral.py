@@ -17,12 +17,13 @@ from urllib.parse import quote
 
 from voxtral_mlx import SAMPLE_RATE, Stats, Transcript, VoxtralError, Word, WordDone
 from voxtral_mlx.errors import VoxtralWarning
+from voxtral_mlx.serve.config import MISTRAL_NAMES
 
 from .remote import RemoteSession, _message, _read, http_url, realtime_url, served_models
 
 REALTIME_PATH = "/v1/audio/transcriptions/realtime"
 # Mistral's cloud names, asked for where the server does not serve exactly one model
-CLOUD_REALTIME_MODEL = "voxtral-mini-transcribe-realtime-2602"
+CLOUD_REALTIME_MODEL = MISTRAL_NAMES[0]
 CLOUD_UPLOAD_MODEL = "voxtral-mini-latest"
 KEY_HINT = "set the key with --api-key or MISTRAL_API_KEY"
 
