@@ -600,3 +600,17 @@ def test_the_protocol_option_on_the_command_line(speech):
     assert bad.returncode == 2 and "choose auto, vllm, mistral" in bad.stderr
     alone = voxtral("live", "--protocol", "mistral", "--input", wav)
     assert alone.returncode == 2 and "--protocol applies to --server" in alone.stderr
+
+
+def test_a_done_keeps_the_end_of_a_long_utterance():
+    """An utterance never flushed may last for hours: its done carries its last
+    MAX_DONE_CHARS characters (under the SDK's 1 MiB a message), and no more is kept."""
+    from voxtral_mlx.serve.mistral.dialect import MAX_DONE_CHARS, Utterance
+    from voxtral_mlx.serve.mistral.settings import Settings
+
+    utterance = Utterance(Settings(model="m", delay_ms=480), offset=0.0)
+    pieces = [f" word{i}" for i in range(60_000)]
+    for piece in pieces:
+        utterance.add_text(piece)
+        assert utterance.chars <= 2 * MAX_DONE_CHARS + len(piece)
+    assert utterance.transcript == "".join(pieces)[-MAX_DONE_CHARS:]
