@@ -254,6 +254,17 @@ UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the bo
                             "description": "logprobs are not available",
                         },
                         "chunking_strategy": {"description": "accepted, not used"},
+                        "timestamp_granularities": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["word", "segment"]},
+                            "description": "Mistral's: what the answer's segments are",
+                        },
+                        "diarize": {"type": "boolean", "description": "Mistral's: false only"},
+                        "context_bias": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Mistral's: not available yet (an empty list)",
+                        },
                     },
                 }
             }
