@@ -112,9 +112,30 @@ ServerOpt = Annotated[
         "--server",
         metavar="URL",
         parser=server_option,
-        help="Use a remote server speaking the realtime protocol (ours or vLLM), at its own "
-        "delay unless --delay is given; a vLLM server ignores --delay and sends no times (no "
-        "srt or vtt).",
+        help="Use a remote server: voxtral serve, vLLM, or Mistral's API (--protocol), at its "
+        "own delay unless --delay is given; a vLLM server ignores --delay and sends no times "
+        "(no srt or vtt).",
+    ),
+]
+ProtocolOpt = Annotated[
+    str,
+    typer.Option(
+        "--protocol",
+        metavar="NAME",
+        help="The --server's API: vllm (/v1/realtime, as voxtral serve and vLLM speak it), "
+        "mistral (Mistral's, as voxtral serve and api.mistral.ai speak it), or auto: mistral "
+        "for a URL whose path is /v1/audio/transcriptions or /v1/audio/transcriptions/realtime "
+        "or whose host is mistral.ai, else vllm.",
+    ),
+]
+ClientKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        metavar="KEY",
+        show_default=False,
+        help="Bearer token for the --server. Default: $VOXTRAL_API_KEY; for Mistral's API, "
+        "$MISTRAL_API_KEY, else $VOXTRAL_API_KEY.",
     ),
 ]
 ApiKeyOpt = Annotated[
@@ -217,7 +238,8 @@ def transcribe(
     ] = None,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
-    api_key: ApiKeyOpt = None,
+    protocol: ProtocolOpt = "auto",
+    api_key: ClientKeyOpt = None,
 ) -> None:
     """Transcribe audio files. Prints the text, or writes NAME.FORMAT files with -f / -o."""
     from voxtral_mlx.formats import FORMATS
@@ -234,15 +256,24 @@ def transcribe(
         bad_usage(f"--batch {batch}: at least 1")
     if batch is not None and server:
         bad_usage("--batch applies to local transcription (the server batches its own)")
+    check_protocol(protocol, server)
     work = Batch(files, formats, output_dir or Path("."), word_timestamps, overwrite)
     try:
         work.check()  # inputs and the output folder, before any model is loaded
         if server:
-            from .remote import transcribe_remote
+            from .remote import server_key, server_protocol, transcribe_remote
+            from .remote_mistral import transcribe_mistral
+
+            kind = server_protocol(server, protocol)
+            key = server_key(api_key, kind)
+            asked = None if model == DEFAULT_MODEL else model
 
             def engine(name, audio, progress):
                 label = "stdin.wav" if name == "-" else Path(name).name
-                result = transcribe_remote(server, audio, label, api_key, delay)
+                if kind == "mistral":
+                    result = transcribe_mistral(server, audio, label, key, delay, asked)
+                else:
+                    result = transcribe_remote(server, audio, label, key, delay)
                 if result.text and not result.words and {"srt", "vtt"} & set(formats or ()):
                     raise VoxtralError(
                         "the server sent no word times (as vLLM's, for this model): srt and "
@@ -269,6 +300,14 @@ def transcribe(
         fail(str(e))
     if work.failures:
         raise typer.Exit(1)
+
+
+def check_protocol(protocol: str, server: str | None) -> None:
+    from .remote import PROTOCOLS
+
+    check_choice(protocol, PROTOCOLS, "--protocol")
+    if protocol != "auto" and not server:
+        bad_usage("--protocol applies to --server")
 
 
 def check_capture(
@@ -322,7 +361,8 @@ def live(
     overwrite: OverwriteOpt = False,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
-    api_key: ApiKeyOpt = None,
+    protocol: ProtocolOpt = "auto",
+    api_key: ClientKeyOpt = None,
 ) -> None:
     """Transcribe the microphone as you speak; Ctrl+C flushes the last words and stops."""
     from voxtral_mlx.formats import LIVE_FORMATS
@@ -330,6 +370,7 @@ def live(
     from .files import check_not_replaced, check_writable
 
     check_capture(device, input_file, fast)
+    check_protocol(protocol, server)
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
         bad_usage(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
 
@@ -339,12 +380,19 @@ def live(
             check_writable(output)
             check_not_replaced([output], overwrite)
         if server:
-            from .remote import RemoteSession
+            from .remote import RemoteSession, server_key, server_protocol
+            from .remote_mistral import MistralSession
 
+            kind = server_protocol(server, protocol)
+            remote = MistralSession if kind == "mistral" else RemoteSession
             source = open_source()
             # the default model name means "whatever the server serves"
-            session = RemoteSession(
-                server, None if model == DEFAULT_MODEL else model, api_key, delay, source.rate
+            session = remote(
+                server,
+                None if model == DEFAULT_MODEL else model,
+                server_key(api_key, kind),
+                delay,
+                source.rate,
             )
             subtitles = output is not None and output.suffix.lower() in (".srt", ".vtt")
             if subtitles and not session.timed:

@@ -1,5 +1,7 @@
 """Clients of a server that speaks the realtime protocol (ours or vLLM's): a drop-in for
-`Session` in `voxtral live --server`, and the upload endpoint for `voxtral transcribe --server`.
+`Session` in `voxtral live --server`, and the upload endpoint for `voxtral transcribe --server`;
+which API a server speaks (`server_protocol`: this one, or Mistral's, remote_mistral.py) and
+the key a client sends (`server_key`).
 
 Our server extends vLLM's protocol with what a client needs to do what the user asked: the
 delay (`delay_ms` in session.update sets it; session.created and transcription.done say
@@ -14,6 +16,7 @@ import base64
 import functools
 import html
 import json
+import os
 import queue
 import re
 import textwrap
@@ -33,38 +36,80 @@ from voxtral_mlx.words import WordBuilder
 
 DONE_TIMEOUT_SECONDS = 120.0
 MESSAGE_CHARS = 200  # of a server's error message, shown on one line
+PROTOCOLS = ("auto", "vllm", "mistral")
+# the endpoints a --server URL may name; the server's base is what comes before them
+ENDPOINTS = ("/v1/audio/transcriptions/realtime", "/v1/audio/transcriptions", "/v1/realtime")
+MISTRAL_ENDPOINTS = ENDPOINTS[:2]
+MISTRAL_HOST = "mistral.ai"
 
 
-def realtime_url(url: str) -> str:
+def server_protocol(url: str, protocol: str = "auto") -> str:
+    """The API to speak to `url`: `protocol`, or for "auto" Mistral's where the URL names one
+    of its endpoints or the host is Mistral's (api.mistral.ai), else vLLM's (/v1/realtime,
+    which our server speaks too)."""
+    if protocol != "auto":
+        return protocol
     parsed = urlparse(url)
-    if parsed.scheme not in ("ws", "wss", "http", "https"):
+    host = (parsed.hostname or "").lower()
+    mistral = host == MISTRAL_HOST or host.endswith("." + MISTRAL_HOST)
+    return "mistral" if mistral or parsed.path.rstrip("/").endswith(MISTRAL_ENDPOINTS) else "vllm"
+
+
+def server_key(api_key: str | None, protocol: str) -> str | None:
+    """The key to send: --api-key; else, for Mistral's API, MISTRAL_API_KEY; else
+    VOXTRAL_API_KEY (an empty variable is none)."""
+    names = (
+        ("MISTRAL_API_KEY", "VOXTRAL_API_KEY") if protocol == "mistral" else ("VOXTRAL_API_KEY",)
+    )
+    for value in (api_key, *map(os.environ.get, names)):
+        if value:
+            return value
+    return None
+
+
+def _base(url: str) -> tuple[str, str, str]:
+    """(scheme, host and port, base path) of a --server URL: its path less the endpoint it
+    names, if any."""
+    parsed = urlparse(url)
+    path = parsed.path.rstrip("/")
+    for endpoint in ENDPOINTS:
+        if path.endswith(endpoint):
+            path = path.removesuffix(endpoint)
+            break
+    return parsed.scheme, parsed.netloc, path
+
+
+def realtime_url(url: str, path: str = "/v1/realtime") -> str:
+    scheme, host, base = _base(url)
+    if scheme not in ("ws", "wss", "http", "https"):
         raise VoxtralError(f"--server {url!r}: use ws://HOST:PORT (or wss://, http://, https://)")
-    scheme = {"http": "ws", "https": "wss"}.get(parsed.scheme, parsed.scheme)
-    path = parsed.path.rstrip("/") or ""
-    if not path.endswith("/v1/realtime"):
-        path += "/v1/realtime"
-    return f"{scheme}://{parsed.netloc}{path}"
+    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    return f"{scheme}://{host}{base}{path}"
 
 
 def http_url(url: str, path: str) -> str:
-    parsed = urlparse(url)
-    scheme = {"ws": "http", "wss": "https"}.get(parsed.scheme, parsed.scheme)
+    scheme, host, base = _base(url)
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     if scheme not in ("http", "https"):
         raise VoxtralError(f"--server {url!r}: use http://HOST:PORT")
-    base = parsed.path.rstrip("/").removesuffix("/v1/realtime")
-    return f"{scheme}://{parsed.netloc}{base}{path}"
+    return f"{scheme}://{host}{base}{path}"
 
 
 def served_model(url: str, api_key: str | None) -> str | None:
     """The model id a server announces at /v1/models (ours and vLLM's), or None."""
+    return next(iter(served_models(url, api_key)), None)
+
+
+def served_models(url: str, api_key: str | None) -> list[str]:
+    """The model ids a server lists at /v1/models (none if it does not answer)."""
     import requests
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         response = requests.get(http_url(url, "/v1/models"), headers=headers, timeout=10)
-        return response.json()["data"][0]["id"] if response.status_code == 200 else None
-    except (requests.RequestException, ValueError, KeyError, IndexError):
-        return None
+        return [m["id"] for m in response.json()["data"]] if response.status_code == 200 else []
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return []
 
 
 class RemoteSession:
@@ -77,6 +122,9 @@ class RemoteSession:
     our extensions (its session.created says its delay), so the deltas carry times and the
     events words; with a vLLM server, TextDelta times are None and there are no words."""
 
+    APPEND = "input_audio_buffer.append"  # the event that carries audio
+    FINAL = {"type": "input_audio_buffer.commit", "final": True}  # the end of the audio
+
     def __init__(
         self,
         url: str,
@@ -85,25 +133,15 @@ class RemoteSession:
         delay_ms: int | None,
         sample_rate: int = SAMPLE_RATE,
     ):
-        from websockets.exceptions import InvalidHandshake, InvalidURI
-        from websockets.sync.client import connect
-
         self._resampler = StreamResampler(sample_rate)
         self.result: Transcript | None = None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._open(url, model, api_key, delay_ms)
+        self._start_stream()
+
+    def _open(self, url: str, model: str | None, api_key: str | None, delay_ms: int | None):
+        """Connect, read session.created, start the session (VoxtralError: why not)."""
         target = realtime_url(url)
-        try:
-            ws = connect(target, additional_headers=headers, max_size=2**24, open_timeout=10)
-            self._ws = ws.__enter__()  # what `with connect(...)` does; closed in finish()
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
-            status = getattr(getattr(e, "response", None), "status_code", None)
-            if status in (401, 403):  # (403: a server that refuses before the handshake)
-                hint = "set the key with --api-key or VOXTRAL_API_KEY"
-                raise VoxtralError(f"{target} refused the API key (HTTP {status}): {hint}") from e
-            raise VoxtralError(f"cannot connect to {target}: {e}") from e
-        self._events: queue.Queue[dict] = queue.Queue()
-        self._receiver = threading.Thread(target=self._receive, daemon=True)
-        self._receiver.start()
+        self._connect(target, api_key, "set the key with --api-key or VOXTRAL_API_KEY")
         created = self._next_event(10.0)
         if created.get("type") != "session.created":
             self.close()
@@ -126,6 +164,28 @@ class RemoteSession:
             update["backpressure"] = "wait"
         self._send(update)
         self._send({"type": "input_audio_buffer.commit"})
+
+    def _connect(self, target: str, api_key: str | None, key_hint: str) -> None:
+        """Open the WebSocket (VoxtralError: why not) and start reading its events."""
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.sync.client import connect
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        try:
+            ws = connect(target, additional_headers=headers, max_size=2**24, open_timeout=10)
+            self._ws = ws.__enter__()  # what `with connect(...)` does; closed in finish()
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if status in (401, 403):  # (403: a server that refuses before the handshake)
+                raise VoxtralError(
+                    f"{target} refused the API key (HTTP {status}): {key_hint}"
+                ) from e
+            raise VoxtralError(f"cannot connect to {target}: {e}") from e
+        self._events: queue.Queue[dict] = queue.Queue()
+        self._receiver = threading.Thread(target=self._receive, daemon=True)
+        self._receiver.start()
+
+    def _start_stream(self) -> None:
         self._samples = 0
         self._text: list[str] = []
         self._words = WordBuilder()
@@ -184,21 +244,25 @@ class RemoteSession:
                         "the server did not finish the transcription in time"
                     ) from None
                 return events, done
-            kind = event.get("type")
-            if kind == "transcription.delta":
-                events += self._delta(event)
-            elif kind == "transcription.done":
+            if event.get("type") == "transcription.done":
                 return events, event
-            elif kind == "error" and event.get("code") == "buffer_full":
-                self._slow_down()
-            elif kind == "error":
-                raise VoxtralError(f"server error: {event.get('error')} ({event.get('code')})")
-            elif kind == "closed":
-                raise VoxtralError(f"the server closed the connection (code {event['code']})")
+            events += self._read(event)
 
-    def _delta(self, event: dict) -> list:
+    def _read(self, event: dict) -> list:
+        """The events of one of the server's (VoxtralError for an error it sends)."""
+        kind = event.get("type")
+        if kind == "transcription.delta":
+            return self._delta(str(event.get("delta", "")), event)
+        if kind == "error" and event.get("code") == "buffer_full":
+            self._slow_down()
+        elif kind == "error":
+            raise VoxtralError(f"server error: {event.get('error')} ({event.get('code')})")
+        elif kind == "closed":
+            raise VoxtralError(f"the server closed the connection (code {event['code']})")
+        return []
+
+    def _delta(self, text: str, event: dict) -> list:
         """A delta's events: the word its text completed, if any, then the text."""
-        text = str(event.get("delta", ""))
         self._text.append(text)
         start, end = event.get("start"), event.get("end")  # our extension
         if not all(isinstance(t, (int, float)) for t in (start, end)):
@@ -246,12 +310,12 @@ class RemoteSession:
             ahead = (self._samples - sent) / SAMPLE_RATE - (time.monotonic() - since)
             time.sleep(max(ahead, 0.0))
         pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
-        self._send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+        self._send({"type": self.APPEND, "audio": base64.b64encode(pcm).decode()})
         self._samples += len(samples)
 
     def finish(self) -> list:
         self._append(self._resampler(np.zeros(0, np.float32), last=True))
-        self._send({"type": "input_audio_buffer.commit", "final": True})
+        self._send(self.FINAL)
         events, done = self._drain(until_done=True)
         self.close()
         seconds = self._samples / SAMPLE_RATE

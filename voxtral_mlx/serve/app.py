@@ -30,7 +30,7 @@ from ..session import streams_that_fit
 from .config import ServerConfig, default_max_connections
 from .connection import TRANSPORT_KEY
 from .errors import error_response
-from .realtime import realtime
+from .realtime import MISTRAL_PATH, realtime
 from .scheduler import Scheduler
 from .server import SHUTDOWN_SECONDS, Server, keyed
 from .upload_form import UPLOAD_FORM
@@ -69,12 +69,26 @@ async def health(request: Request) -> dict:
 
 
 async def models(request: Request) -> dict:
+    """The served model, as OpenAI's and vLLM's clients read it (`id`), and as Mistral's
+    SDK does (`type`, `capabilities`: a BaseModelCard)."""
     server = keyed(request)
     entry = {
         "id": server.config.model_id,
         "object": "model",
         "created": int(server.started),
         "owned_by": "voxtral-mlx",
+        "type": "base",
+        "aliases": list(server.config.aliases),
+        "capabilities": {"audio_transcription": True, "audio_transcription_realtime": True},
+        "audio_transcription_capabilities": {
+            "modes": ["offline", "realtime"],
+            "diarization": False,
+            "context_bias": False,
+            "turn_detection": True,
+            "timestamp_granularities": ["segment", "word"],
+            "languages": [],  # accepted and echoed, never used: Voxtral takes no language
+            "streaming_delays_ms": [{"min": d, "max": d} for d in VALID_DELAYS_MS],
+        },
     }
     return {"object": "list", "data": [entry]}
 
@@ -108,6 +122,7 @@ def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
         "/v1/audio/transcriptions", transcriptions, methods=["POST"], openapi_extra=UPLOAD_FORM
     )
     app.add_api_websocket_route("/v1/realtime", realtime)
+    app.add_api_websocket_route(MISTRAL_PATH, realtime)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -12,6 +12,11 @@ from ..config import check_delay
 from ..errors import VoxtralError
 
 POSITIVE = "must be a positive number"
+# Mistral's cloud name of the checkpoint this project ports, which code written for the cloud
+# passes (Pipecat's default, the SDK's examples): another name of the served model when it is
+# that checkpoint (its repo id or folder name holds CHECKPOINT_STEM)
+MISTRAL_NAMES = ("voxtral-mini-transcribe-realtime-2602",)
+CHECKPOINT_STEM = "voxtral-mini-4b-realtime"
 AT_LEAST_ONE = "at least 1"
 
 
@@ -69,11 +74,17 @@ class ServerConfig:
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        """The names a client may ask for: the served name (and the repo id it stands for)."""
-        names = [self.model_id]
-        if not _is_local(self.model_name) and self.model_name not in names:
-            names.append(self.model_name)
-        return tuple(names)
+        """The names a client may ask for: the served name, then its aliases."""
+        return (self.model_id, *self.aliases)
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The served model's other names: the repo id it stands for, and Mistral's cloud name
+        when it is Voxtral Mini 4B Realtime (MISTRAL_NAMES)."""
+        names = [] if _is_local(self.model_name) else [self.model_name]
+        if CHECKPOINT_STEM in Path(self.model_name).name.lower():
+            names += MISTRAL_NAMES
+        return tuple(n for n in dict.fromkeys(names) if n != self.model_id)
 
 
 def _is_local(name: str) -> bool:

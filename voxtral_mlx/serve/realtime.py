@@ -1,10 +1,12 @@
-"""The realtime endpoint, /v1/realtime: the key, a session slot, the client's dialect, then
-one `Connection` until either side closes; and the watch over idle connections.
+"""The realtime endpoints, /v1/realtime and /v1/audio/transcriptions/realtime: the key, a
+session slot, the client's dialect, then one `Connection` until either side closes; and the
+watch over idle connections.
 
-A connection speaks one of DIALECTS, one module each: vLLM's (vllm.py, the default) or
-OpenAI's Realtime transcription dialect (openai/), chosen by `?intent=transcription` in the
-URL, or by the client's first event (a `session.update` whose `session` is an object, or the
-beta `transcription_session.update`: `Dialect.speaks`). A new dialect implements `Dialect`
+A connection speaks one of DIALECTS, one module each. On /v1/realtime: vLLM's (vllm.py, the
+default) or OpenAI's Realtime transcription dialect (openai/), chosen by
+`?intent=transcription` in the URL, or by the client's first event (a `session.update` whose
+`session` is an object, or the beta `transcription_session.update`: `Dialect.speaks`). On
+/v1/audio/transcriptions/realtime: Mistral's (mistral/). A new dialect implements `Dialect`
 (connection.py) and joins DIALECTS and `chosen_dialect` here.
 """
 
@@ -19,16 +21,21 @@ from starlette.websockets import WebSocketDisconnect
 
 from .connection import Connection, Dialect
 from .errors import KEY_REFUSED, authorized, error_response, too_many_sessions
+from .mistral import MistralDialect
 from .openai import OpenAIDialect
 from .server import Server
 from .vllm import VllmDialect
 
-DIALECTS: tuple[type[Dialect], ...] = (VllmDialect, OpenAIDialect)
+DIALECTS: tuple[type[Dialect], ...] = (VllmDialect, OpenAIDialect, MistralDialect)
+MISTRAL_PATH = "/v1/audio/transcriptions/realtime"
 
 
 def chosen_dialect(websocket: WebSocket) -> type[Dialect]:
-    """The dialect the URL asks for: OpenAI's for `?intent=transcription`, else vLLM's (which
-    hands the connection over if the first event is another dialect's)."""
+    """The dialect the URL asks for: Mistral's on its own path, OpenAI's for
+    `?intent=transcription`, else vLLM's (which hands the connection over if the first event
+    is another dialect's)."""
+    if websocket.url.path.rstrip("/") == MISTRAL_PATH:
+        return MistralDialect
     if websocket.query_params.get("intent") == "transcription":
         return OpenAIDialect
     return VllmDialect
@@ -45,7 +52,7 @@ def subprotocol(offered: list[str]) -> str | None:
 
 
 async def realtime(websocket: WebSocket) -> None:
-    """The /v1/realtime handler: key, slot, then the client's events until either side
+    """The realtime handler: key, slot, then the client's events until either side
     closes."""
     server = websocket.app.state.server
     protocols = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]

@@ -1,6 +1,6 @@
 """An upload's request: its body read within the limits, its form checked (`UploadForm`),
-and the form's schema for the API. `UploadRefused` is the 4xx answer to one that cannot be
-served."""
+whose API it speaks (OpenAI's or Mistral's: `speaks_mistral`), and the form's schema for the
+API. `UploadRefused` is the 4xx answer to one that cannot be served."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ from .server import Server
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 STREAM_FORMATS = ("json", "text")  # stream=true: text events, as OpenAI streams these
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")  # en, yue, pt-BR
+# fields only Mistral's clients send (its SDKs always send `diarize`; OpenAI's list fields end
+# in [], and OpenAI's SDKs never send these)
+MISTRAL_FIELDS = (
+    "diarize",
+    "context_bias",
+    "timestamp_granularities",
+    "file_url",
+    "file_id",
+    "speaker_references",
+)
+MAX_FIELDS = 1024 + 32  # a list field is one form field per item (Mistral's context_bias)
+NO_URLS = (
+    "send the audio file itself as multipart/form-data (field `file`): file_url and file_id "
+    "are not supported here"
+)
 
 
 class UploadRefused(Exception):
@@ -44,11 +59,14 @@ async def read_upload(request: Request, config: ServerConfig):
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > config.max_upload_bytes:
         raise UploadRefused(_too_large(config.max_upload_bytes), 413)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/x-www-form-urlencoded"):  # (Mistral's file_url)
+        raise UploadRefused(NO_URLS, 400)
+    if not content_type.startswith("multipart/form-data"):
         raise UploadRefused("send the file as multipart/form-data (field `file`)", 400)
     body = _body(request, config.max_upload_bytes, config.read_timeout)
-    # OpenAI's clients send a field per list item and per chunking_strategy key
-    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=32)
+    # a field per list item and per chunking_strategy key
+    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=MAX_FIELDS)
     try:
         return await parser.parse()
     except MultiPartException as e:
@@ -65,23 +83,39 @@ async def audio_file(form: FormData) -> tuple[str, bytes]:
     return Path(file.filename or "").name or "the upload", await file.read()
 
 
+def speaks_mistral(form: FormData, accept: str) -> bool:
+    """Whether an upload is Mistral's: no `response_format` (Mistral's clients never send
+    one), and a field only Mistral's clients send, or a request for server-sent events
+    (Mistral's stream(); OpenAI's SDK asks for JSON even when it streams)."""
+    if "response_format" in form:
+        return False
+    return any(name in form for name in MISTRAL_FIELDS) or "text/event-stream" in accept
+
+
 @dataclass(frozen=True)
 class UploadForm:
     """What an upload's form asks of this server, checked. OpenAI's other fields (prompt,
     temperature, timestamp_granularities[], chunking_strategy) are accepted and change
-    nothing: README, "Uploads"."""
+    nothing: README, "Uploads". `mistral`: the upload speaks Mistral's API (speaks_mistral),
+    whose `timestamp_granularities` say what its answer's segments are."""
 
     response_format: str
     stream: bool
     delay_ms: int
     language: str | None
+    model: str = ""  # the name the client asked for ("": the served model)
+    mistral: bool = False
+    granularities: tuple[str, ...] = ()
 
     @classmethod
-    def read(cls, form: FormData, server: Server) -> UploadForm:
+    def read(cls, form: FormData, server: Server, accept: str = "") -> UploadForm:
         """UploadRefused for a field this server cannot honour."""
         # absent or empty: the served model, as vLLM does; the same check as the WebSocket's
         if (message := server.check_model(form.get("model"))) is not None:
             raise UploadRefused(message, 404, "model_not_found")
+        mistral = speaks_mistral(form, accept)
+        if mistral:
+            _check_mistral(form)
         response_format = form.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
             raise UploadRefused(
@@ -117,6 +151,7 @@ class UploadForm:
                 f"timestamp_granularities[]: word or segment, not {shorten(str(unknown[0]))!r}"
             )
             raise UploadRefused(message, 400)
+        granularities = tuple(dict.fromkeys(granularities))
         if (temperature := form.get("temperature")) not in (None, ""):
             try:
                 ok = 0.0 <= float(temperature) <= 2.0
@@ -124,7 +159,35 @@ class UploadForm:
                 ok = False
             if not ok:
                 raise UploadRefused("temperature must be a number from 0 to 2", 400)
-        return cls(response_format, stream == "true", delay_ms, language)
+        model = str(form.get("model") or "")
+        return cls(
+            response_format,
+            stream == "true",
+            delay_ms,
+            language,
+            model,
+            mistral,
+            granularities,
+        )
+
+
+def _check_mistral(form: FormData) -> None:
+    """Mistral's fields this server cannot honour (UploadRefused)."""
+    diarize = str(form.get("diarize") or "false").lower()
+    if diarize not in ("true", "false"):
+        raise UploadRefused("diarize must be true or false", 400)
+    if diarize == "true":
+        message = "diarize is not supported: Voxtral Realtime does not tell speakers apart"
+        raise UploadRefused(message, 400, "unsupported_value")
+    if "speaker_references" in form:
+        message = "speaker_references are not supported: they need diarization"
+        raise UploadRefused(message, 400, "unsupported_value")
+    if "file_url" in form or "file_id" in form:
+        raise UploadRefused(NO_URLS, 400, "unsupported_value")
+    if any(str(p).strip() for p in form.getlist("context_bias")):
+        # (biasing comes with its own issue, not on this branch yet)
+        message = "context_bias is not available on this server yet"
+        raise UploadRefused(message, 400, "unsupported_value")
 
 
 def _integer(text: str) -> int | str:
@@ -191,6 +254,17 @@ UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the bo
                             "description": "logprobs are not available",
                         },
                         "chunking_strategy": {"description": "accepted, not used"},
+                        "timestamp_granularities": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["word", "segment"]},
+                            "description": "Mistral's: what the answer's segments are",
+                        },
+                        "diarize": {"type": "boolean", "description": "Mistral's: false only"},
+                        "context_bias": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Mistral's: not available yet (an empty list)",
+                        },
                     },
                 }
             }

@@ -1,5 +1,6 @@
 """/v1/audio/transcriptions: a file decoded as one more stream of the scheduler (`Upload`,
-in the upload pool), answered in OpenAI's response formats, or streamed as its text events."""
+in the upload pool), answered in OpenAI's response formats, or streamed as its text events;
+or, for Mistral's clients (upload_form.speaks_mistral), in Mistral's shapes and events."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from ..audio import check_finite, decode_audio_bytes, resample
 from ..config import ENCODER_BATCH_TOKENS, SAMPLE_RATE
 from ..errors import VoxtralError
-from ..formats import StrippedStream, cues, render
+from ..events import Event
+from ..formats import CueBuilder, StrippedStream, cues, render
 from ..model import VoxtralRealtime
-from ..session import Session, TextDelta, Transcript
-from ..words import words_with_tokens
+from ..session import Session, TextDelta, Transcript, WordDone
+from ..words import Word, words_with_tokens
 from .errors import ServerStopping, error_body, error_response
+from .mistral.events import error_event, segment, segment_event, sse, usage, word_item
 from .scheduler import AudioQueue
 from .server import Server, keyed
 from .upload_form import UploadForm, UploadRefused, audio_file, read_upload
@@ -34,7 +37,7 @@ class Upload:
     """A file posted to /v1/audio/transcriptions, decoded as one more stream of the pool.
 
     `done` gets its Transcript, the exception it failed with, or None once its client is
-    gone. With `stream`, `texts` gets the text of each TextDelta as it is decoded, then None
+    gone. With `stream`, `events` gets the session's events as they are decoded, then None
     once `done` is set. A Stream of the scheduler."""
 
     live = False
@@ -44,7 +47,7 @@ class Upload:
         self.audio = AudioQueue([samples])
         self.session: Session | None = None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.texts: asyncio.Queue[str | None] | None = asyncio.Queue() if stream else None
+        self.events: asyncio.Queue[Event | None] | None = asyncio.Queue() if stream else None
         self.decoding: asyncio.Task | None = None  # stream: _decode, beside the response
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
@@ -59,10 +62,9 @@ class Upload:
         return samples, not self.audio
 
     async def deliver(self, events) -> None:
-        if self.texts is not None:
+        if self.events is not None:
             for event in events:
-                if isinstance(event, TextDelta) and event.text:
-                    self.texts.put_nowait(event.text)
+                self.events.put_nowait(event)
         if self.session.result is not None:
             self.end(self.session.result)
 
@@ -77,8 +79,8 @@ class Upload:
             self.done.set_exception(error)
         else:
             self.done.set_result(result)
-        if self.texts is not None:
-            self.texts.put_nowait(None)
+        if self.events is not None:
+            self.events.put_nowait(None)
 
 
 # --- the endpoint ---
@@ -96,8 +98,8 @@ async def _transcribe(request: Request, server: Server):
     try:
         form = await read_upload(request, server.config)
         try:
+            asked = UploadForm.read(form, server, request.headers.get("accept", ""))
             name, data = await audio_file(form)
-            asked = UploadForm.read(form, server)
         finally:
             await form.close()
     except UploadRefused as e:
@@ -112,7 +114,11 @@ async def _transcribe(request: Request, server: Server):
         return error_response(str(e), 400)
     if asked.stream:
         upload.decoding = asyncio.create_task(_decode_before_stop(request, server, upload))
-        return StreamingResponse(_text_events(upload, server.model), media_type="text/event-stream")
+        if asked.mistral:
+            events = _mistral_events(upload, asked, server)
+        else:
+            events = _text_events(upload, server.model)
+        return StreamingResponse(events, media_type="text/event-stream")
     await _decode(request, server, upload)
     try:
         result = upload.done.result()
@@ -120,7 +126,9 @@ async def _transcribe(request: Request, server: Server):
         return error_response(str(e), 400)
     if result is None:
         return error_response("the client closed the connection", 499)
-    return _reply(result, asked, name, server.model)
+    if asked.mistral:
+        return _mistral_reply(result, asked, server)
+    return _reply(result, asked, name, server)
 
 
 async def _decode(request: Request, server: Server, upload: Upload) -> None:
@@ -144,22 +152,24 @@ async def _decode_before_stop(request: Request, server: Server, upload: Upload) 
         upload.end(error=e)
 
 
-def _reply(result: Transcript, asked: UploadForm, name: str, model: VoxtralRealtime):
-    usage = {"type": "duration", "seconds": result.audio_seconds}
+def _reply(result: Transcript, asked: UploadForm, name: str, server: Server):
+    seconds = {"type": "duration", "seconds": result.audio_seconds}
     if asked.response_format == "text":
         return PlainTextResponse(result.text + "\n")
     if asked.response_format in ("srt", "vtt"):
         return PlainTextResponse(render(result, asked.response_format, name))
     if asked.response_format == "json":
-        return {"text": result.text, "usage": usage}
+        # model and language too: a Mistral client that sends none of its own fields reads it
+        model = asked.model or server.config.model_id
+        return {"text": result.text, "model": model, "language": asked.language, "usage": seconds}
     return {
         "task": "transcribe",
         "language": asked.language or UNKNOWN_LANGUAGE,
         "duration": result.audio_seconds,
         "text": result.text,
         "words": [{"word": w.text, "start": w.start, "end": w.end} for w in result.words],
-        "segments": _segments(result, model),
-        "usage": usage,
+        "segments": _segments(result, server.model),
+        "usage": seconds,
         "delay_ms": result.delay_ms,  # our extension: the delay it was transcribed at
     }
 
@@ -207,8 +217,8 @@ async def _text_events(upload: Upload, model: VoxtralRealtime) -> AsyncIterator[
     up to the done text, the transcript's (StrippedStream); a failure is an error event in
     OpenAI's shape."""
     stripped = StrippedStream()
-    while (text := await upload.texts.get()) is not None:
-        if delta := stripped.push(text):
+    while (event := await upload.events.get()) is not None:
+        if isinstance(event, TextDelta) and (delta := stripped.push(event.text)):
             yield _event({"type": "transcript.text.delta", "delta": delta})
     try:
         result = upload.done.result()
@@ -219,8 +229,8 @@ async def _text_events(upload: Upload, model: VoxtralRealtime) -> AsyncIterator[
         yield _event(error_body(f"transcription failed: {e}", 500, "processing_error"))
         return
     if result is not None:  # (None: the client is gone)
-        usage = _token_usage(result, model)
-        yield _event({"type": "transcript.text.done", "text": result.text, "usage": usage})
+        tokens = _token_usage(result, model)
+        yield _event({"type": "transcript.text.done", "text": result.text, "usage": tokens})
 
 
 def _event(data: dict) -> str:
@@ -249,3 +259,68 @@ def _decode_bytes(data: bytes, name: str) -> np.ndarray:
     except VoxtralError as e:
         raise VoxtralError(f"{name}: {e}") from None
     return resample(samples, rate, SAMPLE_RATE)
+
+
+# --- Mistral's answers ---
+
+
+def _mistral_reply(result: Transcript, asked: UploadForm, server: Server) -> dict:
+    """Mistral's TranscriptionResponse: `segments` when timestamp_granularities asks for
+    them (the words for `word` alone, else the subtitle cues, with the words beside them as
+    our extension `words` when both are asked); `delay_ms` is our extension."""
+    body = _mistral_done(result, asked, server)
+    del body["type"]
+    if {"word", "segment"} <= set(asked.granularities):
+        body["words"] = [word_item(w) for w in result.words]
+    return body
+
+
+def _mistral_done(result: Transcript, asked: UploadForm, server: Server) -> dict:
+    prompt = server.model.args.schedule(result.delay_ms).prompt_length
+    body = {
+        "type": "transcription.done",
+        "model": asked.model or server.config.model_id,
+        "text": result.text,
+        "language": asked.language,
+        "usage": usage(result.audio_seconds, prompt, len(result.tokens)),
+    }
+    if asked.granularities:
+        body["segments"] = [_mistral_segment(s) for s in _mistral_units(result.words, asked)]
+    return body | {"delay_ms": result.delay_ms}
+
+
+def _mistral_units(words: list[Word], asked: UploadForm) -> list:
+    """What a segment is: a word when only `word` is asked, else a subtitle cue."""
+    return words if asked.granularities == ("word",) else cues(words)
+
+
+def _mistral_segment(unit) -> dict:
+    return segment(unit.text, unit.start, unit.end)
+
+
+async def _mistral_events(upload: Upload, asked: UploadForm, server: Server) -> AsyncIterator[str]:
+    """The upload's server-sent events as Mistral's stream() reads them, each with its
+    `event:` line: transcription.language (the language asked for, if any), a
+    transcription.text.delta for each piece of text as the file is decoded, a
+    transcription.segment for each segment once complete, then transcription.done. The
+    deltas add up to the done text; a failure is an `error` event."""
+    stripped, units = StrippedStream(), CueBuilder(asked.granularities == ("word",))
+    if asked.language:
+        yield sse({"type": "transcription.language", "audio_language": asked.language})
+    while (event := await upload.events.get()) is not None:
+        if isinstance(event, TextDelta) and (text := stripped.push(event.text)):
+            yield sse({"type": "transcription.text.delta", "text": text})
+        elif isinstance(event, WordDone) and (cue := units.add(event.word)):
+            yield sse(segment_event(_mistral_segment(cue)))
+    if cue := units.flush():
+        yield sse(segment_event(_mistral_segment(cue)))
+    try:
+        result = upload.done.result()
+    except ServerStopping as e:  # (sent, not raised: the response has started)
+        yield sse(error_event(str(e), "server_stopping"))
+        return
+    except Exception as e:
+        yield sse(error_event(f"transcription failed: {e}", "processing_error"))
+        return
+    if result is not None:
+        yield sse(_mistral_done(result, asked, server))

@@ -1,5 +1,6 @@
-"""Audio as clients send it: base64 text of PCM16 little-endian samples, or of G.711 bytes
-(mu-law, A-law), turned into float samples in [-1, 1]. ValueError says what is wrong."""
+"""Audio as clients send it: base64 text of PCM little-endian samples (16- or 32-bit integers,
+16- or 32-bit floats), or of G.711 bytes (mu-law, A-law), turned into float samples in
+[-1, 1]. ValueError says what is wrong."""
 
 from __future__ import annotations
 
@@ -27,6 +28,30 @@ def decode_pcm16(audio) -> np.ndarray:
             f"Invalid audio data: PCM16 needs a positive, even number of bytes, got {len(raw)}"
         )
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+
+
+# little-endian PCM sample types: numpy's type, and the full scale of an integer type
+PCM_SAMPLES = {"s16": ("<i2", 2.0**15), "s32": ("<i4", 2.0**31), "f16": ("<f2", None)}
+PCM_SAMPLES |= {"f32": ("<f4", None)}
+
+
+def pcm_to_float(raw: bytes, sample: str) -> np.ndarray:
+    """Little-endian PCM bytes (`sample`: a key of PCM_SAMPLES) as samples in [-1, 1]
+    (ValueError: no whole samples, or float samples that are not numbers)."""
+    dtype, scale = PCM_SAMPLES[sample]
+    width = np.dtype(dtype).itemsize
+    if len(raw) == 0 or len(raw) % width:
+        raise ValueError(
+            f"Invalid audio data: {width}-byte samples need a positive multiple of {width} "
+            f"bytes, got {len(raw)}"
+        )
+    samples = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    if scale is not None:
+        return samples / np.float32(scale)
+    if not np.isfinite(samples).all():
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise ValueError(f"Invalid audio data: {bad} sample(s) are not numbers (NaN or infinity)")
+    return np.clip(samples, -1.0, 1.0)
 
 
 def g711_to_float(raw: bytes, law: str) -> np.ndarray:
