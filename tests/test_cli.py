@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from clirun import voxtral
 from typer.testing import CliRunner
 from voxtral_cli import capture
 from voxtral_cli.app import app
@@ -25,18 +26,6 @@ from voxtral_mlx.testing import shared_audio
 runner = CliRunner()
 SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$", re.S)
 VTT_TIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})$")
-
-
-def voxtral(*args, input=None, timeout=300, env=None):
-    """Run the installed command line in a subprocess (stdout is a pipe, not a terminal)."""
-    return subprocess.run(
-        [sys.executable, "-m", "voxtral_cli.app", *map(str, args)],
-        capture_output=True,
-        text=input is None,
-        input=input,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def seconds(stamp: str) -> float:
@@ -282,7 +271,7 @@ def test_unreachable_hub_says_what_would_help(wav, tmp_path):
     HF_ENDPOINT and a local model, and does not send the user to `voxtral download`."""
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
     for args in (["transcribe", wav, "-m", "nobody/no-model"], ["download", "nobody/no-model"]):
-        done = voxtral(*args, env=env)
+        done = voxtral(*args, env=env, process=True)  # huggingface_hub reads them as imported
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1, lines
         assert "cannot be reached" in lines[0] and "HF_ENDPOINT" in lines[0], lines
@@ -398,7 +387,9 @@ def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tm
 
 
 def test_debug_variable_shows_the_traceback(wav, tmp_path):
-    done = voxtral("transcribe", wav, "--model", tmp_path / "nope", env={"VOXTRAL_DEBUG": "1"})
+    done = voxtral(
+        "transcribe", wav, "--model", tmp_path / "nope", env={"VOXTRAL_DEBUG": "1"}, process=True
+    )
     assert done.returncode != 0 and "Traceback" in done.stderr
 
 
@@ -406,7 +397,8 @@ def test_missing_portaudio(tmp_path, monkeypatch):
     fake = tmp_path / "fake"
     fake.mkdir()
     (fake / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
-    done = voxtral("devices", env={"PYTHONPATH": f"{fake}:{os.environ.get('PYTHONPATH', '')}"})
+    path = f"{fake}:{os.environ.get('PYTHONPATH', '')}"
+    done = voxtral("devices", env={"PYTHONPATH": path}, process=True)  # imports a fake module
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: {capture.PORTAUDIO_HINT}"]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import voxtral
 from voxtral_cli import system_audio
 
 import voxtral_mlx
@@ -180,12 +181,6 @@ def write_wav(path: Path, audio: np.ndarray) -> Path:
 
     sf.write(path, audio, RATE, subtype="PCM_16")
     return path
-
-
-def voxtral(*args, **kwargs):
-    from test_cli import voxtral as run
-
-    return run(*args, **kwargs)
 
 
 def outputs(folder: Path, *formats: str) -> list:
@@ -420,16 +415,18 @@ def test_missing_sources_are_one_line_before_the_model_loads(pulse, tmp_path):
     assert not pactl(pulse, "list", "short", "sinks").stdout  # no output yet (file order)
     wav = write_wav(tmp_path / "mic.wav", np.zeros(RATE, np.float32))
     missing = tmp_path / "no-model"
-    done = voxtral(
-        "meeting", "--input", wav, "--model", missing, env={"PULSE_SERVER": "unix:/nonexistent"}
-    )
+    # PortAudio reads the PulseAudio server once, as it starts: a process of its own each
+    nowhere = {"PULSE_SERVER": "unix:/nonexistent"}
+    done = voxtral("meeting", "--input", wav, "--model", missing, env=nowhere, process=True)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: {system_audio.NO_PULSE_DEVICE}"]
-    done = voxtral("meeting", "--input", wav, "--model", missing, env=pulse)
+    done = voxtral("meeting", "--input", wav, "--model", missing, env=pulse, process=True)
     (line,) = done.stderr.strip().splitlines()
     assert done.returncode == 1 and line.startswith("error: no system audio source: ")
     assert "@DEFAULT_MONITOR@" in line or "'pulse'" in line
-    done = voxtral("meeting", "--input", wav, "--model", missing, "--system-device", "nothing")
+    done = voxtral(
+        "meeting", "--input", wav, "--model", missing, "--system-device", "nothing", process=True
+    )
     assert done.returncode == 1
     assert re.fullmatch(
         "error: --system-device 'nothing' matches no input device; input devices: .*\n",
