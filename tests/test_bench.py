@@ -1,8 +1,8 @@
 """`voxtral bench` smoke test: the real command, a small random model, JSON out."""
 
 import json
-import subprocess
-import sys
+
+from clirun import voxtral
 
 from voxtral_mlx.testing import shared_audio
 
@@ -21,25 +21,11 @@ FIELDS = {
 
 
 def test_bench_json_on_a_small_random_model():
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voxtral_cli.app",
-            "bench",
-            "--random-weights",
-            "--size",
-            "small",
-            "--dtype",
-            "float32",
-            "--audio",
-            str(shared_audio("librivox-0880.wav")),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    audio = shared_audio("librivox-0880.wav")
+    done = voxtral(
+        "bench", "--random-weights", "--size", "small", "--dtype", "float32", "--audio", audio,
+        "--json",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert FIELDS <= data.keys()
@@ -51,12 +37,7 @@ def test_bench_json_on_a_small_random_model():
 
 
 def test_bench_rejects_bad_options():
-    done = subprocess.run(
-        [sys.executable, "-m", "voxtral_cli.app", "bench", "--random-weights", "--size", "huge"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = voxtral("bench", "--random-weights", "--size", "huge")
     assert done.returncode == 2 and done.stderr == "error: --size 'huge': choose full, small\n"
 
 
@@ -67,11 +48,6 @@ def test_bench_refuses_options_that_would_be_ignored(official_dir):
         (["--size", "small", "--model", official_dir], "--size applies to --random-weights"),
         (["--random-weights", "--model", official_dir], "--model and --random-weights exclude"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "voxtral_cli.app", "bench", *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = voxtral("bench", *args)
         assert done.returncode == 2 and done.stderr.startswith(f"error: {message}"), done.stderr
         assert len(done.stderr.splitlines()) == 1

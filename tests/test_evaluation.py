@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from clirun import voxtral
 from conftest import TRAINED
 
 from voxtral_mlx import VoxtralError
 from voxtral_mlx.evaluation import basic_normalize, evaluate, score, text_normalizer
-
-VOXTRAL = [sys.executable, "-m", "voxtral_cli.app"]
 
 
 @pytest.mark.parametrize(
@@ -92,13 +91,7 @@ assert "transformers" in sys.modules
 def test_cli_rejects_an_unknown_normalizer_before_loading_a_model(tmp_path):
     sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
     (tmp_path / "a.txt").write_text("hello\n")
-    done = subprocess.run(
-        [*VOXTRAL, "eval", str(tmp_path), "--model", str(tmp_path / "nowhere")]
-        + ["--normalizer", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = voxtral("eval", tmp_path, "--model", tmp_path / "nowhere", "--normalizer", "nope")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0] == "error: unknown normalizer 'nope'; choose one of: whisper, basic"
@@ -125,12 +118,7 @@ def test_eval_skips_what_it_cannot_read_and_scores_the_rest(eval_folder):
     """A reference that is not UTF-8 and audio that cannot be decoded are one line each and
     skipped; the others are scored (a BOM and CRLF change nothing); exit code 1."""
     folder, utterances = eval_folder
-    done = subprocess.run(
-        [*VOXTRAL, "eval", str(folder), "--model", str(TRAINED), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = voxtral("eval", folder, "--model", TRAINED, "--json")
     assert done.returncode == 1, done.stderr
     reference, audio = done.stderr.splitlines()
     assert reference == (

@@ -112,11 +112,6 @@ def test_two_speakers_need_two_names():
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return voxtral_mlx.load(ASSET)
-
-
-@pytest.fixture(scope="module")
 def utterances():
     from data import make_utterance
 

@@ -39,11 +39,6 @@ SEED = 4242
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return voxtral_mlx.load(ASSET)
-
-
-@pytest.fixture(scope="module")
 def speech(tmp_path_factory, trained):
     """Held-out utterances the library transcribes word for word (so a turn's transcript
     can be checked against its words), at 16 kHz."""

@@ -47,11 +47,6 @@ def speech(tmp_path_factory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return voxtral_mlx.load(TINY)
-
-
-@pytest.fixture(scope="module")
 def expected(trained, speech, tmp_path_factory):
     """What the library makes of the same file, at the server's default delay."""
     path = tmp_path_factory.mktemp("speech") / NAME

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 from test_server import start_server, stream
-from test_trained import ASSET, HELD_OUT_SEED, MAX_WER, TARGET_NORMALIZER
+from test_trained import ASSET, MAX_WER, TARGET_NORMALIZER
 from typer.testing import CliRunner
 from voxtral_cli.app import app
 
@@ -32,13 +32,9 @@ def voxtral(*args: object) -> str:
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    """Held-out utterances of the trained model's words (espeak-ng, seeded)."""
-    from data import write_set
-
-    folder = tmp_path_factory.mktemp("quantized-speech")
-    write_set(folder, 24, HELD_OUT_SEED)  # the held-out set of test_trained
-    return folder
+def speech(held_out):
+    """The folder of held-out utterances (conftest)."""
+    return held_out[0]
 
 
 @pytest.fixture(scope="module", params=WIDTHS, ids=lambda w: f"{w[0]}bit-g{w[1]}")

@@ -28,11 +28,6 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return voxtral_mlx.load(ASSET)
-
-
-@pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A wav file of about 5 s, and its samples as a client reads them."""
     from data import make_utterance

@@ -4,7 +4,6 @@ espeak-ng (seeded), never seen in training."""
 
 import json
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import HELD_OUT_SEED  # noqa: F401 (test_quantized imports it from here)
+from clirun import voxtral
 from test_cli import have_virtual_mic, live_through_virtual_mic
 
 import voxtral_mlx
@@ -63,12 +62,7 @@ def test_wer_through_transcribe_and_eval(trained, held_out):
 
 def voxtral_eval(path: Path, *args: str) -> dict:
     """`voxtral eval PATH --json ARGS` with the tiny model: the parsed output."""
-    done = subprocess.run(
-        [*VOXTRAL, "eval", str(path), "--model", str(ASSET), "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = voxtral("eval", path, "--model", ASSET, "--json", *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -125,26 +119,17 @@ def test_word_timestamps_within_160_ms(trained, held_out):
 def test_live_input(held_out, tmp_path):
     """`voxtral live --input` (the capture path: a file at the microphone's pace, here --fast).
     One utterance per stream: the tiny model was trained on clips of at most ~12 s and does
-    not generalize to decoder positions far beyond them (long streams are not its job).
-    Two commands run at a time (one per core)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    not generalize to decoder positions far beyond them (long streams are not its job)."""
     _, utterances = held_out
 
     def live(i: int) -> str:
         wav = tmp_path / f"u{i}.wav"
         sf.write(wav, utterances[i].audio, 16000, subtype="PCM_16")
-        done = subprocess.run(
-            [*VOXTRAL, "live", "--input", str(wav), "--fast", "--model", str(ASSET)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = voxtral("live", "--input", wav, "--fast", "--model", ASSET)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    with ThreadPoolExecutor(2) as pool:
-        texts = list(pool.map(live, range(12)))
+    texts = [live(i) for i in range(12)]
     pairs = [(u.text, text) for u, text in zip(utterances[:12], texts, strict=True)]
     print(f"live --input WER {100 * wer(pairs):.2f}% over {len(pairs)} utterances")
     assert wer(pairs) <= MAX_WER
@@ -222,12 +207,8 @@ def test_subtitles_time_the_real_words(held_out, tmp_path):
     words said, each cue within 160 ms of where the word really is."""
     folder, utterances = held_out
     files = [str(folder / f"utt{i:04d}.wav") for i in range(12)]
-    done = subprocess.run(
-        [*VOXTRAL, "transcribe", *files, "--model", str(ASSET)]
-        + ["-f", "srt", "-o", str(tmp_path), "--word-timestamps"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = voxtral(
+        "transcribe", *files, "--model", ASSET, "-f", "srt", "-o", tmp_path, "--word-timestamps"
     )
     assert done.returncode == 0, done.stderr
     checked = 0
@@ -255,21 +236,20 @@ def srt_seconds(stamp: str) -> float:
 )
 def test_virtual_microphone(held_out, tmp_path):
     """PulseAudio's null sink at 44.1 kHz: the speech is resampled twice and reaches us in
-    device-sized blocks, and `voxtral live` stops on Ctrl+C, flushing the last word."""
+    device-sized blocks, and `voxtral live` stops on Ctrl+C, flushing the last word. One run
+    in real time (two utterances, 8.5 s), the suite's only one through a sound server."""
     _, utterances = held_out
-    pairs = []
-    for i, u in enumerate(utterances[12:20]):  # 8 streams in real time (about 75 s)
-        wav = tmp_path / f"mic{i}.wav"
-        out = tmp_path / f"mic{i}.jsonl"
-        sf.write(wav, u.audio, 16000, subtype="PCM_16")
-        code, stdout, stderr = live_through_virtual_mic(ASSET, wav, "-o", out)
-        assert code == 0, stderr
-        events = [json.loads(line) for line in out.read_text().splitlines()]
-        assert events[-1]["type"] == "done" and stdout.strip() == events[-1]["text"]
-        assert events[-1]["stats"]["audio_seconds"] >= len(u.audio) / 16000  # all of it heard
-        pairs.append((u.text, stdout))
-    measured = wer(pairs)
-    print(f"virtual microphone WER {100 * measured:.2f}%: {[basic_normalize(h) for _, h in pairs]}")
+    chosen = [utterances[16], utterances[18]]
+    wav, out = tmp_path / "mic.wav", tmp_path / "mic.jsonl"
+    sf.write(wav, np.concatenate([u.audio for u in chosen]), 16000, subtype="PCM_16")
+    code, stdout, stderr = live_through_virtual_mic(ASSET, wav, "-o", out)
+    assert code == 0, stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert events[-1]["type"] == "done" and stdout.strip() == events[-1]["text"]
+    heard = sum(len(u.audio) for u in chosen) / 16000
+    assert events[-1]["stats"]["audio_seconds"] >= heard  # all of it heard
+    measured = wer([(" ".join(u.text for u in chosen), stdout)])
+    print(f"virtual microphone WER {100 * measured:.2f}%: {basic_normalize(stdout)}")
     assert measured <= MAX_WER
 
 
