@@ -11,13 +11,12 @@ not validate) fails the test."""
 import asyncio
 import json
 import math
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import clirun
 import numpy as np
 import openai
 import pytest
@@ -61,7 +60,6 @@ ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
 NAME = "Voxtral-Mini-4B-Realtime-2602"  # the served name: the folder's
 CLOUD = "voxtral-mini-transcribe-realtime-2602"  # Mistral's name of the checkpoint: an alias
 SEED = 2626  # held out: the tiny model was trained on seeds 1234 to 1238
-VOXTRAL = [sys.executable, "-m", "voxtral_cli.app"]
 TYPED = (
     RealtimeTranscriptionSessionCreated,
     RealtimeTranscriptionSessionUpdated,
@@ -520,10 +518,8 @@ def test_the_protocol_and_key_a_client_picks(monkeypatch):
 
 
 def voxtral(*args, **env) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "VOXTRAL_API_KEY": "", "MISTRAL_API_KEY": "", **env}
-    return subprocess.run(
-        [*VOXTRAL, *args], capture_output=True, text=True, timeout=120, env=environment
-    )
+    """The command (in this process), with no key but those given."""
+    return clirun.voxtral(*args, env={"VOXTRAL_API_KEY": "", "MISTRAL_API_KEY": "", **env})
 
 
 def test_live_through_the_mistral_dialect(url, speech, tmp_path):

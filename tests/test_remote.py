@@ -5,13 +5,13 @@ dialect (tests/vllm_standin.py): every output format, the delay asked for, the t
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from clirun import voxtral
 from vllm_standin import SERVED_NAME, VllmStandIn
 
 import voxtral_mlx
@@ -19,7 +19,6 @@ from voxtral_mlx import Session, TextDelta
 from voxtral_mlx.errors import VoxtralWarning
 
 ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
-VOXTRAL = [sys.executable, "-m", "voxtral_cli.app"]
 SPEECH_SEED = 4242  # one held-out utterance of six words (training used seeds 1234 to 1238)
 
 pytestmark = pytest.mark.skipif(
@@ -63,7 +62,7 @@ def live_events(model, audio: np.ndarray, delay_ms: int | None) -> tuple[str, li
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*VOXTRAL, *args], capture_output=True, text=True, timeout=120)
+    return voxtral(*args)
 
 
 def live(url: str, speech: Path, *args: str) -> subprocess.CompletedProcess:

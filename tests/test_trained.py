@@ -4,7 +4,6 @@ espeak-ng (seeded), never seen in training."""
 
 import json
 import shutil
-import sys
 import threading
 from pathlib import Path
 
@@ -27,7 +26,6 @@ MAX_WER = 0.05  # issue 7's target, through every front door
 # The tiny model speaks digits and commands. Its targets count every spoken word, so they are
 # measured with the basic normalizer: Whisper's merges digit runs ("two five" -> "25").
 TARGET_NORMALIZER = "basic"
-VOXTRAL = [sys.executable, "-m", "voxtral_cli.app"]
 
 
 def wer(pairs) -> float:
