@@ -60,3 +60,15 @@ def held_out(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("held-out")
     return folder, write_set(folder, 24, HELD_OUT_SEED)
+
+
+@pytest.fixture(scope="session")
+def trained_server():
+    """`voxtral serve` with the trained model and its default options (a real process), for
+    every module that needs no other: its port. Tests leave it as they found it."""
+    from test_server import start_server
+
+    proc, port = start_server(TRAINED)
+    yield port
+    proc.terminate()
+    proc.wait(10)

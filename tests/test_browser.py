@@ -57,13 +57,8 @@ def speech(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server():
-    from test_server import start_server
-
-    proc, port = start_server(ASSET)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+def server(trained_server):
+    return f"http://127.0.0.1:{trained_server}"
 
 
 @pytest.fixture(scope="module")

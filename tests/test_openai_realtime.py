@@ -20,7 +20,6 @@ from openai.types.realtime import (
     RealtimeErrorEvent,
     SessionUpdatedEvent,
 )
-from test_server import start_server
 
 import voxtral_mlx
 from voxtral_mlx.evaluation import score
@@ -54,11 +53,8 @@ def speech(tmp_path_factory, trained):
 
 
 @pytest.fixture(scope="module")
-def port():
-    proc, port = start_server(ASSET)
-    yield port
-    proc.terminate()
-    proc.wait(10)
+def port(trained_server):
+    return trained_server
 
 
 def same_words(hypothesis: str, reference: str) -> bool:

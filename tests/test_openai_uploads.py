@@ -20,7 +20,6 @@ from openai.types.audio import (
     TranscriptionTextDoneEvent,
     TranscriptionVerbose,
 )
-from test_server import TINY, start_server
 
 import voxtral_mlx
 from voxtral_mlx.formats import StrippedStream, cues, render
@@ -55,11 +54,8 @@ def expected(trained, speech, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def port():
-    proc, port = start_server(TINY)
-    yield port
-    proc.terminate()
-    proc.wait(10)
+def port(trained_server):
+    return trained_server
 
 
 @pytest.fixture(scope="module")

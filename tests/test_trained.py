@@ -133,16 +133,6 @@ def test_live_input(held_out, tmp_path):
     assert wer(pairs) <= MAX_WER
 
 
-@pytest.fixture(scope="module")
-def trained_server():
-    from test_server import start_server
-
-    proc, port = start_server(ASSET)
-    yield port
-    proc.terminate()
-    proc.wait(10)
-
-
 def pcm16(audio: np.ndarray) -> np.ndarray:
     return np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)
 
