@@ -730,8 +730,9 @@ def serve(
     """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
     if not 1 <= port <= 65535:
         bad_usage(f"--port {port}: choose 1-65535")
-    from voxtral_mlx.serve.config import ConfigError, ServerConfig
+    from voxtral_mlx.serve.config import ConfigError, ServerConfig, raise_open_file_limit
 
+    raise_open_file_limit()  # before the default --max-connections is read from it
     given = {  # ServerConfig's field: the option that sets it, and its value as given
         "max_sessions": ("--max-sessions", max_sessions),
         "max_message_bytes": ("--max-message-mb", max_message_mb),

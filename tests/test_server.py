@@ -669,8 +669,8 @@ def test_non_finite_samples_are_a_clear_error_everywhere(server, tmp_path, offic
 
 
 def test_commands_start_under_a_low_open_file_limit(official_dir, tmp_path):
-    """A hard open-file limit below the 4096 mlx-lm asks for: the commands start anyway and
-    say so in one line (importing mlx_lm raised ValueError before)."""
+    """A hard open-file limit below the 4096 a server asks for: the commands start anyway;
+    serve says so in one line, transcribe (which needs few files) says nothing."""
     import resource
 
     def low_limit():
@@ -685,8 +685,7 @@ def test_commands_start_under_a_low_open_file_limit(official_dir, tmp_path):
         timeout=300,
         preexec_fn=low_limit,
     )
-    assert done.returncode == 0 and done.stdout.strip(), done.stderr
-    assert done.stderr.count(warning) == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 0 and done.stdout.strip() and done.stderr == "", done.stderr
     proc, port = start_server(official_dir, preexec_fn=low_limit)
     try:
         reply = requests.post(

@@ -5,11 +5,12 @@ so a command line is checked before either loads."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import check_delay
-from ..errors import VoxtralError
+from ..errors import VoxtralError, VoxtralWarning
 
 POSITIVE = "must be a positive number"
 # Mistral's cloud name of the checkpoint this project ports, which code written for the cloud
@@ -89,6 +90,27 @@ class ServerConfig:
 
 def _is_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith(("/", ".", "~"))
+
+
+OPEN_FILES = 4096  # what a server of many connections asks for (as mlx-lm does)
+
+
+def raise_open_file_limit() -> None:
+    """Raise this process's soft open-file limit to OPEN_FILES, or as far as the hard limit
+    allows (a warning then says so): every connection holds a file."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < OPEN_FILES:
+        warnings.warn(
+            f"the open-file limit stays at {max(soft, want)} (hard limit {hard}; a server asks "
+            f"for {OPEN_FILES}): with many connections it can run out of files",
+            VoxtralWarning,
+            stacklevel=2,
+        )
 
 
 def default_max_connections() -> int:
