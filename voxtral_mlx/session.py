@@ -23,6 +23,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import StreamResampler, as_samples
+from .biasing import BiasMatcher, Bonus, ContextBias, ContextBiasInput
 from .config import ENCODER_BATCH_TOKENS, MAX_DRAFT, SAMPLE_RATE
 from .decoder import MAX_PASS, DecoderBatch, Row
 from .encoder import EncoderBatch
@@ -58,6 +59,10 @@ class Session:
     after the next are drafted as [STREAMING_PAD] and verified in the same pass, up to this
     many (1: one position a pass). Greedy decoding is causal, so the tokens are exactly
     those of one position a pass (MODEL.md "Drafted pads").
+
+    `context_bias`: phrases the model should prefer (custom vocabulary): a list of phrases
+    or (phrase, weight) pairs, or a ContextBias (biasing.parse_context_bias); None or an
+    empty list decodes exactly as without (MODEL.md "Context biasing").
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class Session:
         stop_at_eos: bool = False,
         pool: SessionPool | None = None,
         max_draft: int = MAX_DRAFT,
+        context_bias: ContextBiasInput | ContextBias = None,
     ):
         if model.tokenizer is None:
             raise VoxtralError("the model has no tokenizer: load it with voxtral_mlx.load")
@@ -80,6 +86,7 @@ class Session:
         if max_draft < 1:
             raise VoxtralError(f"max_draft must be at least 1, got {max_draft}")
         self.max_draft = max_draft
+        self.context_bias = ContextBias.build(self.tokenizer, context_bias)
         self.pool = pool if pool is not None else SessionPool(model)
         if self.pool.model is not model:
             raise VoxtralError("a session and its pool must share one model")
@@ -101,6 +108,7 @@ class Session:
         self._pending: mx.array | None = None  # adapter outputs not decoded yet [n, dim]
         self._last_token: int | None = None  # the output at position _row.position - 1
         self._stopped = False  # EOS came (stop_at_eos)
+        self._matcher: BiasMatcher | None = self.context_bias and self.context_bias.matcher()
         self._run = 0  # [STREAMING_PAD]s output since the last other token
         self._runs = self.max_draft / 4  # recent pad runs: a moving average (see _draft)
         self._passes = 0
@@ -280,6 +288,16 @@ class Session:
         expected = 2 * max(self._runs, self._run)
         return min(self.max_draft, 1 << max(0, math.ceil(math.log2(max(expected, 1)))))
 
+    def set_context_bias(self, context_bias: ContextBiasInput | ContextBias) -> None:
+        """Another list (as `context_bias` of the constructor) from the next position on; a
+        phrase the old list was matching is dropped."""
+        self.context_bias = ContextBias.build(self.tokenizer, context_bias)
+        self._matcher = self.context_bias and self.context_bias.matcher()
+
+    def _bonus(self) -> Bonus | None:
+        """The context-bias bonus of this session's next positions (None: no list)."""
+        return self._matcher.bonus() if self._matcher else None
+
     def _take(self, n: int) -> None:
         rest = self._pending[n:]
         self._pending = rest if rest.shape[0] else None
@@ -300,6 +318,8 @@ class Session:
         """The output at decoder `position` is `token`."""
         self._tokens.append(token)
         self._last_token = token
+        if self._matcher:
+            self._matcher.advance(token)
         if token == self.tokenizer.streaming_pad_id:
             self._run += 1
         else:
@@ -374,7 +394,8 @@ class SessionPool:
 
     def __init__(self, model: VoxtralRealtime, max_pass: int = MAX_PASS):
         self.model = model
-        self.batch = DecoderBatch(model.decoder, max_pass)
+        text_from = model.tokenizer.num_special_tokens if model.tokenizer else 0
+        self.batch = DecoderBatch(model.decoder, max_pass, text_from)
         self.encoders = EncoderBatch(model.encoder, ENCODER_BATCH_TOKENS)
         self._sessions: set[Session] = set()
         self._passes = 0
@@ -443,7 +464,7 @@ class SessionPool:
         for s in [s for s in inputs if s._last_token is None]:
             tic = time.perf_counter()
             audio, prompt = inputs.pop(s)
-            token = self.batch.prefill(s._row, audio, prompt)[0, -1].item()
+            token = self.batch.prefill(s._row, audio, prompt, bias=s._bonus())[0, -1].item()
             s._take(audio.shape[0])
             s._elapsed += time.perf_counter() - tic
             s._passes += 1
@@ -454,7 +475,8 @@ class SessionPool:
             most = max(1, PASS_POSITIONS // len(inputs))
             inputs = {s: (audio[:most], ids[:most]) for s, (audio, ids) in inputs.items()}
         tic = time.perf_counter()
-        tokens = self.batch.run({s._row: given for s, given in inputs.items()})
+        bias = {s._row: b for s in inputs if (b := s._bonus()) is not None}
+        tokens = self.batch.run({s._row: given for s, given in inputs.items()}, bias=bias)
         rows = {row: b for b, row in enumerate(self.batch.rows)}
         grid = tokens.tolist()
         elapsed = time.perf_counter() - tic

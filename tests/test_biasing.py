@@ -1,0 +1,315 @@
+"""Context biasing (custom vocabulary, MODEL.md "Context biasing"): the list, the tree and
+its failure arcs, the rule of where the bonus applies, and the library's doors, with the
+tiny trained model (its words are single Tekken pieces: " zero", " one", ...)."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import voxtral_mlx
+from voxtral_mlx import Session, SessionPool, VoxtralError
+from voxtral_mlx.biasing import (
+    MAX_PHRASE_CHARS,
+    MAX_PHRASES,
+    ContextBias,
+    biased_greedy,
+    bonus_rows,
+    parse_context_bias,
+    read_context_bias_file,
+)
+from voxtral_mlx.convert import quantize
+from voxtral_mlx.offline import encode_audio, pad_audio
+
+ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
+PAD, WORD = 32, 33
+LOUD = [("zero one two", 20.0)]  # far above any margin: every text position is the list's
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return voxtral_mlx.load(ASSET)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """Four held-out utterances (seeded), then two of them in loud white noise (the model
+    misses words)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is needed to generate speech")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+    from data import make_utterance
+
+    rng = np.random.default_rng(2501)
+    clean = [make_utterance(rng, 4, 6).audio for _ in range(4)]
+    noisy = [a + rng.standard_normal(len(a)).astype(np.float32) * 1.5 * a.std() for a in clean]
+    return clean + noisy[:2]
+
+
+def piece(trained, word: str) -> int:
+    (token,) = trained.tokenizer.tekken.encode(f" {word}", bos=False, eos=False)
+    return token
+
+
+def text_ids(tokens: list[int]) -> list[int]:
+    return [t for t in tokens if t >= 1000]
+
+
+# --- the list ---
+
+
+def test_parse_forms():
+    assert parse_context_bias(None) == [] and parse_context_bias([]) == []
+    assert parse_context_bias("Voxtral, MLX ,  Kubernetes") == [
+        ("Voxtral", 2.0),
+        ("MLX", 2.0),
+        ("Kubernetes", 2.0),
+    ]
+    # Mistral's field: repeated form fields, or one holding a JSON list; pairs take a weight
+    assert parse_context_bias(['["a b", ["c", 3]]', "d"], strength=1.5) == [
+        ("a b", 1.5),
+        ("c", 3.0),
+        ("d", 1.5),
+    ]
+    assert parse_context_bias([("x  y", 1.0), "x y", ("x y", 4.0)]) == [("x y", 4.0)]
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (["ok", "  "], "a phrase is empty"),
+        ([""], "a phrase is empty"),
+        (["x" * (MAX_PHRASE_CHARS + 1)], f"at most {MAX_PHRASE_CHARS} characters"),
+        (["bell\x07"], "printable"),
+        ([f"p{i}" for i in range(MAX_PHRASES + 1)], f"at most {MAX_PHRASES} phrases"),
+        ([("a", 0)], "above 0"),
+        ([("a", float("nan"))], "above 0"),
+        ([("a", 100)], "at most 20"),
+        ([("a", "2")], "must be a number"),
+        ([["a", 1, 2]], "a phrase or a [phrase, weight] pair"),
+        ([3], "a phrase or a [phrase, weight] pair"),
+        ({"a": 1}, "must be a list of phrases"),
+        ("[1, 2", "not a valid JSON list"),
+    ],
+)
+def test_bad_lists_are_one_clear_error(value, message):
+    with pytest.raises(VoxtralError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_context_bias(value)
+
+
+def test_a_thousand_phrases_and_the_file_format(trained, tmp_path):
+    phrases = [f"name{i} part{i % 7}" for i in range(MAX_PHRASES)]
+    tree = ContextBias(trained.tokenizer, parse_context_bias(phrases))
+    ids, values = tree.bonus(0)
+    assert len(ids) == len(set(ids.tolist())) and (values == 2.0).all()
+    file = tmp_path / "vocabulary.txt"
+    file.write_text("Voxtral\n\nKubernetes\t3.5\n  MLX  \n")
+    assert read_context_bias_file(file) == [("Voxtral", 2.0), ("Kubernetes", 3.5), ("MLX", 2.0)]
+    file.write_text("Voxtral\tlots\n")
+    with pytest.raises(VoxtralError, match="line 1: the weight after the tab must be a number"):
+        read_context_bias_file(file)
+    with pytest.raises(VoxtralError, match="cannot read the context-bias file"):
+        read_context_bias_file(tmp_path / "missing.txt")
+
+
+# --- the tree ---
+
+
+def test_the_forms_a_phrase_takes(trained):
+    """After a space (" six", " seven": two pieces) and at the start, as written ("six"
+    spelled in bytes, then " seven")."""
+    tree = ContextBias(trained.tokenizer, [("six seven", 2.0)])
+    encode = trained.tokenizer.tekken.encode
+    for form in (" six seven", "six seven"):
+        node = 0
+        for token in encode(form, bos=False, eos=False):
+            assert token in tree.bonus(node)[0].tolist()
+            node = tree.goto(node, token)
+        assert not tree.nodes[node].children  # the end of the phrase
+
+
+def test_multi_token_match_failure_arcs_and_a_fresh_start(trained):
+    tree = ContextBias(trained.tokenizer, [("one two three", 2.0), ("two four", 3.0)])
+    one, two, three, four, six = (piece(trained, w) for w in "one two three four six".split())
+    root = tree.matcher()
+    m = tree.matcher()
+    for token in (one, PAD, WORD, PAD, two):  # control tokens do not move the tree
+        m.advance(token)
+    ids, values = m.bonus()[:2]
+    bonus = dict(zip(ids.tolist(), values.tolist(), strict=True))
+    # continue "one two three", or "two four" through the failure arc of "one two"
+    assert bonus[three] == 2.0 and bonus[four] == 3.0
+    m.advance(four)  # completes "two four" (found through the arc)
+    assert m.node == tree.goto(tree.goto(0, two), four)
+    m.advance(one)
+    m.advance(two)
+    m.advance(three)  # completes "one two three": the next position is the root's again
+    assert same_bonus(m, root)
+
+
+def test_a_broken_partial_match_gives_its_bonus_back(trained):
+    """After " six" the continuation " seven" has a bonus; a word that breaks the match
+    leaves nothing of it: the stream's next bonus is a fresh stream's."""
+    tree = ContextBias(trained.tokenizer, [("six seven eight", 2.0)])
+    six, seven, two = (piece(trained, w) for w in ("six", "seven", "two"))
+    m, fresh = tree.matcher(), tree.matcher()
+    m.advance(six)
+    assert seven in m.bonus()[0].tolist() and seven not in fresh.bonus()[0].tolist()
+    m.advance(seven)
+    m.advance(two)  # breaks "six seven" + "eight"
+    assert m.node == 0 and same_bonus(m, fresh)
+
+
+def same_bonus(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a.bonus(), b.bonus(), strict=True))
+
+
+# --- the rule ---
+
+
+def test_the_rule_where_the_bonus_applies():
+    """Rows of logits over a vocabulary of 1000 control + 6 text ids: the bonus changes
+    which text a text position writes, and a pad only where the row's pad may yield."""
+    V = 1006
+    logits = np.full((3, 3, V), -10.0, np.float32)
+    logits[:, 0, 1000], logits[:, 0, 1001] = 5.0, 4.0  # text: 1000 ahead of 1001 by 1
+    logits[:, 1, PAD], logits[:, 1, 1001] = 5.0, 3.5  # a pad ahead of 1001 by 1.5
+    logits[:, 2, WORD], logits[:, 2, 1001] = 5.0, 4.9  # a marker: never yields
+    bonus = (np.array([1001], np.int32), np.array([2.0], np.float32))
+    ids, values, yields = bonus_rows([(*bonus, -1), (*bonus, PAD), None])
+    out = biased_greedy(mx.array(logits), ids, values, yields, mx.array(1000)).tolist()
+    assert out[0] == [1001, PAD, WORD]  # text only
+    assert out[1] == [1001, 1001, WORD]  # a pad yields (a word is announced)
+    assert out[2] == [1000, PAD, WORD]  # no list: the greedy tokens
+    assert ids.shape == (3, 16) and yields.tolist() == [[-1], [PAD], [-1]]
+
+
+# --- the doors, decoding with the trained model ---
+
+
+def test_no_list_or_an_empty_one_is_token_identical(trained, speech):
+    for audio in speech[::3]:
+        want = voxtral_mlx.transcribe(trained, audio).tokens
+        assert voxtral_mlx.transcribe(trained, audio, context_bias=[]).tokens == want
+        assert voxtral_mlx.transcribe(trained, audio, context_bias=None).tokens == want
+        assert voxtral_mlx.transcribe(trained, audio, context_bias="  ").tokens == want
+
+
+def test_a_multi_token_phrase_completes(trained, speech):
+    """With "zero one two" loud, " one" comes only right after " zero" and " two" only
+    after " one" (they are no phrase's start: the tree carries the match), and the phrase
+    completes and starts again."""
+    zero, one, two = (piece(trained, w) for w in ("zero", "one", "two"))
+    for audio in speech[:2]:
+        plain = voxtral_mlx.transcribe(trained, audio)
+        text = text_ids(voxtral_mlx.transcribe(trained, audio, context_bias=LOUD).tokens)
+        assert "zero one two" not in plain.text
+        assert set(text) <= {zero, one, two}
+        assert any(text[i : i + 3] == [zero, one, two] for i in range(len(text)))
+        for before, token in zip(text, text[1:], strict=False):
+            assert token == zero or (before, token) in {(zero, one), (one, two)}
+
+
+def test_every_token_is_the_rule_applied_to_the_unbiased_logits(trained, speech):
+    """A biased run replayed: at each position the teacher-forced logits of its own
+    inputs, the matcher's bonus before that position, the rule (biased_greedy): the same
+    token, for a moderate list on noisy speech (breaks, restarts and yields happen)."""
+    phrases = [("three six", 4.0), ("seven eight", 4.0), ("two nine", 4.0), ("up", 3.0)]
+    tree = ContextBias(trained.tokenizer, phrases)
+    schedule = trained.args.schedule(None)
+    L = schedule.prompt_length
+    changed = 0
+    for audio in speech[2:] + speech[:2]:
+        result = voxtral_mlx.transcribe(trained, audio, context_bias=tree)
+        changed += result.tokens != voxtral_mlx.transcribe(trained, audio).tokens
+        prompt = trained.tokenizer.prompt(L)
+        ids = prompt + result.tokens[:-1]
+        embeds = encode_audio(trained, pad_audio(audio, schedule))[: len(ids)]
+        x = embeds + trained.decoder.tok_embeddings(mx.array(ids))
+        logits = trained.decoder(
+            x[None], trained.decoder.ffn_norm_weights(schedule.n_delay_tokens)
+        )[0, L - 1 :]
+        m = tree.matcher()
+        for j, token in enumerate(result.tokens):
+            rows = bonus_rows([m.bonus()])
+            want = biased_greedy(logits[None, j : j + 1], *rows, mx.array(1000)).item()
+            assert token == want, j
+            m.advance(token)
+    assert changed  # the list did change tokens
+
+
+def test_drafts_with_a_list_equal_one_position_a_pass(trained, speech):
+    """A draft verifies with the bonus of its first position; pads do not move the tree,
+    so every accepted position had that bonus on the one-position path too."""
+    lists = [LOUD, [("three six", 4.0), ("seven", 4.0)], ["five", "nine eight"]]
+    for audio in speech[3:]:
+        for bias in lists:
+            drafted = voxtral_mlx.transcribe(trained, audio, context_bias=bias)
+            single = voxtral_mlx.transcribe(trained, audio, context_bias=bias, max_draft=1)
+            assert drafted.tokens == single.tokens
+            assert drafted.stats.decoder_passes < single.stats.decoder_passes
+
+
+def test_rows_of_a_pool_keep_their_own_lists(trained, speech):
+    """Three sessions decoded together: one with a loud list, one with another, one with
+    none; each equals its solo run, and the one without equals plain decoding."""
+    lists = [LOUD, [("seven eight", 20.0)], None]
+    solo = [
+        voxtral_mlx.transcribe(trained, speech[i], context_bias=b).tokens
+        for i, b in enumerate(lists)
+    ]
+    assert solo[0] != voxtral_mlx.transcribe(trained, speech[0]).tokens
+    pool = SessionPool(trained)
+    sessions = [pool.add(stop_at_eos=True, context_bias=b) for b in lists]
+    for i, s in enumerate(sessions):
+        s.push(speech[i][: 16000 * (i + 1)])  # staggered
+    pool.step()
+    for i, s in enumerate(sessions):
+        s.push(speech[i][16000 * (i + 1) :])
+        s.end()
+    while any(s.result is None for s in sessions):
+        pool.step()
+    assert [s.result.tokens for s in sessions] == solo
+
+
+def test_session_doors_and_a_new_list_mid_stream(trained, speech):
+    audio = speech[0]
+    want = voxtral_mlx.transcribe(trained, audio, context_bias=LOUD)
+    session = Session(trained, stop_at_eos=True, context_bias=LOUD)
+    for lo in range(0, len(audio), 7000):
+        session.feed(audio[lo : lo + 7000])
+    session.finish()
+    assert session.result.tokens == want.tokens and session.context_bias.phrases == LOUD
+    # the list goes with reset(); set_context_bias replaces it (None: none)
+    session.reset()
+    session.set_context_bias(None)
+    session.feed(audio)
+    session.finish()
+    assert session.result.tokens == voxtral_mlx.transcribe(trained, audio).tokens
+    with pytest.raises(VoxtralError, match="a phrase is empty"):
+        Session(trained, context_bias=[""])
+
+
+def test_transcribe_many_with_a_list(trained, speech):
+    results = dict(voxtral_mlx.transcribe_many(trained, speech[:3], context_bias=LOUD))
+    for i in range(3):
+        assert (
+            results[i].tokens
+            == voxtral_mlx.transcribe(trained, speech[i], context_bias=LOUD).tokens
+        )
+
+
+def test_a_quantized_model_decodes_with_a_list(speech):
+    """4-bit: the list takes effect, and drafts still equal one position a pass."""
+    model = voxtral_mlx.load(ASSET)
+    quantize(model, bits=4, group_size=64)
+    zero, one, two = (piece(model, w) for w in ("zero", "one", "two"))
+    audio = speech[1]
+    drafted = voxtral_mlx.transcribe(model, audio, context_bias=LOUD)
+    text = text_ids(drafted.tokens)
+    assert set(text) <= {zero, one, two} and one in text and two in text
+    single = voxtral_mlx.transcribe(model, audio, context_bias=LOUD, max_draft=1)
+    assert drafted.tokens == single.tokens
