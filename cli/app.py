@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from voxtral_mlx.biasing import DEFAULT_STRENGTH, MAX_WEIGHT
 from voxtral_mlx.config import DEFAULT_DELAY_MS, DEFAULT_MODEL
 from voxtral_mlx.errors import VoxtralError, VoxtralWarning
 
@@ -135,6 +136,35 @@ InputOpt = Annotated[
 FastOpt = Annotated[
     bool, flag("--fast", help="With --input: replay as fast as it can be processed.")
 ]
+ContextBiasOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--context-bias",
+        metavar="PHRASES",
+        help="Custom vocabulary: names or terms to prefer, comma-separated; repeatable "
+        '(--context-bias "Voxtral, MLX, Kubernetes"). Where the model writes a word, a listed '
+        "one it nearly chose wins; no word is added where the model hears none.",
+    ),
+]
+ContextBiasFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--context-bias-file",
+        metavar="FILE",
+        help="Custom vocabulary from a file: a phrase per line, optionally a tab and its weight.",
+    ),
+]
+ContextBiasStrengthOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--context-bias-strength",
+        metavar="WEIGHT",
+        show_default=False,
+        help=f"The logit bonus per token of listed phrases given without a weight, above 0 and "
+        f"at most {MAX_WEIGHT:g}; more finds more listed words and writes more where others "
+        f"were said. Default: {DEFAULT_STRENGTH:g}.",
+    ),
+]
 
 
 def load_model(model: str, offline: bool):
@@ -144,6 +174,25 @@ def load_model(model: str, offline: bool):
 
     with status_spinner(f"loading {model}"):
         return voxtral_mlx.load(model, offline=offline or None)
+
+
+def context_bias_list(
+    phrases: list[str] | None, file: Path | None, strength: float | None
+) -> list[tuple[str, float]] | None:
+    """The list of --context-bias (each comma-separated) and --context-bias-file, checked
+    before the model loads: a bad one is a usage error (exit 2). None: no list."""
+    from voxtral_mlx.biasing import parse_context_bias, read_context_bias_file
+
+    if strength is not None and not phrases and file is None:
+        bad_usage("--context-bias-strength needs --context-bias or --context-bias-file")
+    weight = DEFAULT_STRENGTH if strength is None else strength
+    try:
+        items = [item for value in phrases or [] for item in parse_context_bias(value, weight)]
+        if file is not None:
+            items += read_context_bias_file(file, weight)
+        return parse_context_bias(items) or None
+    except VoxtralError as e:
+        bad_usage(str(e))
 
 
 def check_choice(value: str | None, choices: tuple, option: str) -> None:
@@ -185,6 +234,9 @@ def transcribe(
             "caches: up to 1.17 GB for the bf16 model).",
         ),
     ] = None,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
@@ -194,6 +246,7 @@ def transcribe(
 
     from .batch import Batch
 
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     formats = None
     if output_format is not None:
         check_choice(output_format, (*FORMATS, "all"), "-f")
@@ -212,7 +265,7 @@ def transcribe(
 
             def engine(name, audio, progress):
                 label = "stdin.wav" if name == "-" else Path(name).name
-                result = transcribe_remote(server, audio, label, api_key, delay)
+                result = transcribe_remote(server, audio, label, api_key, delay, vocabulary)
                 if result.text and not result.words and {"srt", "vtt"} & set(formats or ()):
                     raise VoxtralError(
                         "the server sent no word times (as vLLM's, for this model): srt and "
@@ -228,11 +281,13 @@ def transcribe(
 
             size = batch or min(8, streams_that_fit(loaded))
             if size > 1 and len(work.files) > 1:
-                work.run_pooled(loaded, delay, size)
+                work.run_pooled(loaded, delay, size, vocabulary)
             else:
 
                 def engine(name, audio, progress):
-                    return run(loaded, audio, delay_ms=delay, progress=progress)
+                    return run(
+                        loaded, audio, delay_ms=delay, progress=progress, context_bias=vocabulary
+                    )
 
                 work.run(engine)
     except VoxtralError as e:
@@ -278,6 +333,9 @@ def live(
     input_file: InputOpt = None,
     fast: FastOpt = False,
     word_timestamps: WordsOpt = False,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
@@ -286,6 +344,7 @@ def live(
     from voxtral_mlx.formats import LIVE_FORMATS
 
     check_capture(device, input_file, fast)
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
         bad_usage(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
 
@@ -297,7 +356,12 @@ def live(
             source = open_source()
             # the default model name means "whatever the server serves"
             session = RemoteSession(
-                server, None if model == DEFAULT_MODEL else model, api_key, delay, source.rate
+                server,
+                None if model == DEFAULT_MODEL else model,
+                api_key,
+                delay,
+                source.rate,
+                context_bias=vocabulary,
             )
             subtitles = output is not None and output.suffix.lower() in (".srt", ".vtt")
             if subtitles and not session.timed:
@@ -312,7 +376,7 @@ def live(
 
             loaded = load_model(model, offline)
             source = open_source()
-            session = Session(loaded, delay, sample_rate=source.rate)
+            session = Session(loaded, delay, sample_rate=source.rate, context_bias=vocabulary)
         from rich.console import Console
 
         from .live import run_live
@@ -364,10 +428,14 @@ def dictate(
     ] = False,
     input_file: InputOpt = None,
     fast: FastOpt = False,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Type what you say into the focused application as you speak; Ctrl+C flushes, stops."""
     check_capture(device, input_file, fast)
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     from .keyboard import default_hotkey, open_keyboard, parse_hotkey
 
     try:
@@ -383,7 +451,7 @@ def dictate(
         from .dictate import DictateOptions, run_dictate
 
         source = open_source()
-        session = Session(loaded, delay, sample_rate=source.rate)
+        session = Session(loaded, delay, sample_rate=source.rate, context_bias=vocabulary)
         options = DictateOptions(key, hold, paste, commands, cue, dry_run)
         run_dictate(session, source, keyboard, options)
     except VoxtralError as e:
@@ -595,6 +663,9 @@ def evaluate(
             "in published figures) or basic (numbers spelled out).",
         ),
     ] = "whisper",
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
 ) -> None:
     """Word and character error rates (normalized text) over audio with reference transcripts."""
     import json
@@ -604,6 +675,7 @@ def evaluate(
 
     from .ui import plural
 
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     try:
         check_normalizer(normalizer)
     except VoxtralError as e:
@@ -613,7 +685,7 @@ def evaluate(
         loaded = load_model(model, offline)
         delay = loaded.args.schedule(delay).delay_ms
         with status_spinner(f"transcribing {plural(len(pairs), 'file')}"):
-            report = run(loaded, pairs, delay, normalizer)
+            report = run(loaded, pairs, delay, normalizer, context_bias=vocabulary)
     except VoxtralError as e:
         fail(str(e))
     if as_json:

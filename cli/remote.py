@@ -80,6 +80,7 @@ class RemoteSession:
         api_key: str | None,
         delay_ms: int | None,
         sample_rate: int = SAMPLE_RATE,
+        context_bias: list[tuple[str, float]] | None = None,
     ):
         from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
@@ -118,6 +119,14 @@ class RemoteSession:
         update = {"type": "session.update", "model": model or served_model(url, api_key)}
         if delay_ms is not None:
             update["delay_ms"] = delay_ms
+        if context_bias:  # our extension; a vLLM server would refuse the session
+            if not self.timed:
+                self.close()
+                raise VoxtralError(
+                    "the server speaks only vLLM's protocol, which has no context bias: "
+                    "drop --context-bias"
+                )
+            update["context_bias"] = [list(item) for item in context_bias]
         if self.timed:  # audio faster than the server transcribes waits; none is dropped
             update["backpressure"] = "wait"
         self._send(update)
@@ -279,7 +288,12 @@ class RemoteSession:
 
 
 def transcribe_remote(
-    url: str, path_or_bytes: Path | bytes, name: str, api_key: str | None, delay_ms: int | None
+    url: str,
+    path_or_bytes: Path | bytes,
+    name: str,
+    api_key: str | None,
+    delay_ms: int | None,
+    context_bias: list[tuple[str, float]] | None = None,
 ) -> Transcript:
     """One file through POST /v1/audio/transcriptions: verbose_json for the word times, or
     json where the server has none (vLLM answers 400 to verbose_json for this model).
@@ -293,6 +307,8 @@ def transcribe_remote(
     form = {"response_format": "verbose_json"}
     if delay_ms is not None:
         form["delay_ms"] = str(delay_ms)  # our extension
+    if context_bias:  # Mistral's field: a JSON list ([phrase, weight] pairs: ours)
+        form["context_bias"] = json.dumps([list(item) for item in context_bias])
 
     def post(form: dict) -> requests.Response:
         try:

@@ -2,13 +2,18 @@
 its failure arcs, the rule of where the bonus applies, and the library's doors, with the
 tiny trained model (its words are single Tekken pieces: " zero", " one", ...)."""
 
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+from voxtral_cli.app import app
 
 import voxtral_mlx
 from voxtral_mlx import Session, SessionPool, VoxtralError
@@ -313,3 +318,71 @@ def test_a_quantized_model_decodes_with_a_list(speech):
     assert set(text) <= {zero, one, two} and one in text and two in text
     single = voxtral_mlx.transcribe(model, audio, context_bias=LOUD, max_draft=1)
     assert drafted.tokens == single.tokens
+
+
+# --- the command line ---
+
+
+def voxtral(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "voxtral_cli.app", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_doors_decode_with_a_list(trained, speech, tmp_path):
+    """transcribe (one file, and several pooled), live, eval and dictate --dry-run write
+    what the library writes with the same list, given inline or in a file."""
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    for i in (0, 1):
+        sf.write(folder / f"u{i}.wav", speech[i], 16000)
+        (folder / f"u{i}.txt").write_text("zero one two\n")
+    want = [voxtral_mlx.transcribe(trained, speech[i], context_bias=LOUD).text for i in (0, 1)]
+    plain = voxtral_mlx.transcribe(trained, speech[0]).text
+    assert want[0] != plain
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("zero one two\t20\n")
+    inline = ["--context-bias", "zero one two", "--context-bias-strength", "20"]
+    from_file = ["--context-bias-file", vocabulary]
+    wav = folder / "u0.wav"
+
+    done = voxtral("transcribe", wav, "-m", ASSET, *inline)
+    assert done.returncode == 0 and done.stdout.strip() == want[0], done.stderr
+    done = voxtral("transcribe", wav, folder / "u1.wav", "-m", ASSET, *from_file)
+    assert done.returncode == 0, done.stderr
+    named = dict(line.split(": ", 1) for line in done.stdout.splitlines())  # as they finish
+    assert {Path(k).name: v for k, v in named.items()} == {"u0.wav": want[0], "u1.wav": want[1]}
+    done = voxtral("live", "--input", wav, "--fast", "-m", ASSET, *from_file)
+    assert done.returncode == 0 and done.stdout.strip() == want[0], done.stderr
+    done = voxtral("eval", folder, "-m", ASSET, "--json", "--normalizer", "basic", *inline)
+    assert done.returncode == 0, done.stderr
+    assert [f["hypothesis"] for f in json.loads(done.stdout)["files"]] == want
+    dictated = CliRunner().invoke(
+        app,
+        ["dictate", "-m", str(ASSET), "--no-cue", "--dry-run", "--input", str(wav), "--fast"]
+        + [str(a) for a in from_file],
+        env={"DISPLAY": None, "WAYLAND_DISPLAY": None},
+    )
+    assert dictated.exit_code == 0, dictated.stderr
+    assert dictated.stdout.strip().lower() == want[0].strip().lower()
+
+
+def test_cli_list_errors_exit_2_before_the_model_loads(tmp_path):
+    """A bad list is one line and exit code 2; the model (which does not exist) is never
+    looked for."""
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Voxtral\tlots\n")
+    nowhere = tmp_path / "no-model"
+    for args, message in [
+        (["transcribe", "x.wav", "--context-bias", "a, " + "b" * 101], "at most 100 characters"),
+        (["live", "--context-bias-strength", "3"], "needs --context-bias"),
+        (["eval", "x", "--context-bias", "a", "--context-bias-strength", "0"], "above 0"),
+        (["dictate", "--context-bias-file", bad], "line 1: the weight after the tab"),
+    ]:
+        done = voxtral(*args, "-m", nowhere)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, (args, done.stderr)
+        assert lines[0].startswith("error:") and message in lines[0], (args, lines)

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlx.core as mx
 import numpy as np
 
 from .errors import VoxtralError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # MLX is imported where it is used: parsing a list (the CLI) stays light
+    import mlx.core as mx
+
     from .tokenizer import Tokenizer
 
 MAX_PHRASES = 1000  # Mistral's API takes 100; the cost per step is measured at 1000
@@ -251,6 +252,8 @@ def bonus_rows(bonuses: Iterable[Bonus | None]) -> tuple[mx.array, mx.array, mx.
     """The bonuses of a pass's rows as arrays: ids and values [B, K] (K a power of two, 16
     at least; padded with id 0 and value -inf, and a row without a list is all padding, so
     its tokens are the unbiased ones) and the control token that may yield [B, 1]."""
+    import mlx.core as mx
+
     bonuses = list(bonuses)
     longest = max((len(b[0]) for b in bonuses if b is not None), default=1)
     K = max(16, 1 << (longest - 1).bit_length())
@@ -271,6 +274,8 @@ def biased_greedy(
     (`bonus_rows`): where the unbiased greedy token is text (id >= text_from) or the row's
     yielding control token, the listed token with the highest logit + bonus if that beats
     the greedy token's logit; elsewhere the greedy token."""
+    import mlx.core as mx
+
     greedy = mx.argmax(logits, axis=-1)  # [B, L]
     top = mx.take_along_axis(logits, greedy[..., None], axis=-1)[..., 0]
     B, L, _ = logits.shape

@@ -191,13 +191,15 @@ def evaluate(
     delay_ms: int,
     normalizer: str = DEFAULT_NORMALIZER,
     on_file: Callable[[FileScore], None] | None = None,
+    context_bias: object = None,
 ) -> Report:
-    """Transcribe each (audio, reference) pair and score it with the named normalizer."""
+    """Transcribe each (audio, reference) pair and score it with the named normalizer;
+    `context_bias`: one list for every file (see Session)."""
     check_normalizer(normalizer)
     report = Report(normalizer)
     tic = time.perf_counter()
     for audio, ref in pairs:
-        result = transcribe(model, audio, delay_ms=delay_ms)
+        result = transcribe(model, audio, delay_ms=delay_ms, context_bias=context_bias)
         item = score(ref.read_text(encoding="utf-8"), result.text, str(audio), normalizer)
         report.files.append(item)
         report.audio_seconds += result.audio_seconds
