@@ -560,9 +560,16 @@ def serve(
     open_page: Annotated[
         bool, flag("--open", help="Open the live transcription page in the browser.")
     ] = False,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
-    """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
+    """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads.
+
+    --context-bias and --context-bias-file set the server's default list; a request or
+    session that sends its own list (context_bias, keywords) replaces it."""
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     if not 1 <= port <= 65535:
         bad_usage(f"--port {port}: choose 1-65535")
     if max_sessions is not None and max_sessions < 1:
@@ -602,6 +609,7 @@ def serve(
             idle_timeout=idle_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
+            context_bias=tuple(vocabulary or ()),
         )
     except VoxtralError as e:
         fail(str(e))

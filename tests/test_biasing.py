@@ -380,6 +380,7 @@ def test_cli_list_errors_exit_2_before_the_model_loads(tmp_path):
         (["transcribe", "x.wav", "--context-bias", "a, " + "b" * 101], "at most 100 characters"),
         (["live", "--context-bias-strength", "3"], "needs --context-bias"),
         (["eval", "x", "--context-bias", "a", "--context-bias-strength", "0"], "above 0"),
+        (["serve", "--context-bias-file", tmp_path / "missing.txt"], "cannot read"),
         (["dictate", "--context-bias-file", bad], "line 1: the weight after the tab"),
     ]:
         done = voxtral(*args, "-m", nowhere)

@@ -415,7 +415,7 @@ class VllmDialect:
         """The first utterance goes to the model once it is committed (the ones behind it
         wait for its done)."""
         if self.session is None and self.utterances and self.utterances[0].committed:
-            await self.server.open_session(self, self.delay_ms)
+            await self.server.open_session(self, self.delay_ms, self.server.context_bias())
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         """For the scheduler: audio for the next job (while the decoder keeps up) and

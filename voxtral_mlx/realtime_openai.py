@@ -317,7 +317,7 @@ class OpenAIDialect:
         self.fed += seconds
         self._queue(self.resampler(samples))
         if self.session is None:
-            await self.server.open_session(self, self.delay_ms)
+            await self.server.open_session(self, self.delay_ms, self.server.context_bias())
         self.server.live_audio()
 
     def _queue(self, samples: np.ndarray) -> None:

@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .audio import check_finite, decode_audio_bytes, resample
+from .biasing import ContextBias
 from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
 from .formats import StrippedStream, cues, render
@@ -90,6 +91,8 @@ class ServerConfig:
     idle_timeout: float = 60.0  # seconds a realtime connection may idle (Connection.idle_seconds)
     read_timeout: float = 20.0  # seconds for a request's headers, and between upload reads
     max_connections: int | None = None  # open connections, at most; None: from the file limit
+    # the custom vocabulary of every request and session that sends none of its own
+    context_bias: tuple[tuple[str, float], ...] = ()
 
     @property
     def model_id(self) -> str:
@@ -177,6 +180,7 @@ class Server:
     model: VoxtralRealtime
     config: ServerConfig
     delay_ms: int  # the default delay of new sessions
+    default_bias: ContextBias | None = None  # the list of sessions that send none
     worker: Worker = field(default_factory=Worker)
     connections: set[Connection] = field(default_factory=set)
     streams: set = field(default_factory=set)  # the dialects and Uploads with a session
@@ -192,11 +196,11 @@ class Server:
     # upload passes on the worker thread then ends at once
     live_waiting: threading.Event = field(default_factory=threading.Event)
 
-    async def open_session(self, stream, delay_ms: int) -> None:
+    async def open_session(self, stream, delay_ms: int, context_bias: ContextBias | None) -> None:
         """Give `stream` a session (of the upload pool for an Upload); the scheduler takes
         it from there."""
         upload = isinstance(stream, Upload)
-        stream.session = await self.worker.run(self._add, delay_ms, upload)
+        stream.session = await self.worker.run(self._add, delay_ms, upload, context_bias)
         self.streams.add(stream)
         self.wake()
 
@@ -214,6 +218,13 @@ class Server:
             self.wakeup = asyncio.Event()
             self.scheduler = asyncio.create_task(self.schedule())
         self.wakeup.set()
+
+    def context_bias(self, value: object = None) -> ContextBias | None:
+        """The list a request or session sent (checked: VoxtralError), or the server's
+        default when it sent none (None)."""
+        if value is None:
+            return self.default_bias
+        return ContextBias.build(self.model.tokenizer, value)
 
     def check_model(self, name) -> str | None:
         """Why `name` is not a model this server serves (None: it is, or names none)."""
@@ -243,11 +254,12 @@ class Server:
                 await conn.flush(1.0)
                 await conn.drop(reason, 1000)
 
-    def _add(self, delay_ms: int, upload: bool) -> Session:
+    def _add(self, delay_ms: int, upload: bool, context_bias: ContextBias | None) -> Session:
         if self.pool is None:
             self.pool, self.uploads = SessionPool(self.model), SessionPool(self.model)
         pool = self.uploads if upload else self.pool
-        return pool.add(delay_ms, stop_at_eos=upload)  # files stop at EOS, live runs on
+        # files stop at EOS, live runs on
+        return pool.add(delay_ms, stop_at_eos=upload, context_bias=context_bias)
 
     async def schedule(self) -> None:
         """Forever: take what each stream has ready, run a job, hand out the events."""
@@ -579,7 +591,7 @@ async def transcriptions(request: Request):
         # and resample, and live sessions would wait for it
         upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server, asked.stream)
         del data
-        await server.open_session(upload, asked.delay_ms)
+        await server.open_session(upload, asked.delay_ms, server.context_bias())
     except VoxtralError as e:
         return _error(str(e), 400)
     if asked.stream:
@@ -771,7 +783,8 @@ def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
         config = dataclasses.replace(config, max_sessions=default_max_sessions(model))
     if config.max_connections is None:
         config = dataclasses.replace(config, max_connections=default_max_connections())
-    app.state.server = Server(model, config, delay_ms)
+    default_bias = ContextBias.build(model.tokenizer, list(config.context_bias))
+    app.state.server = Server(model, config, delay_ms, default_bias)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # the browser page: public (it holds no secret); its API calls carry the key
