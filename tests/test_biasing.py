@@ -387,3 +387,65 @@ def test_cli_list_errors_exit_2_before_the_model_loads(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1, (args, done.stderr)
         assert lines[0].startswith("error:") and message in lines[0], (args, lines)
+
+
+# --- the server ---
+
+DEFAULT = "zero one two"  # the server's list (strength 20): every text position is its
+
+
+@pytest.fixture(scope="module")
+def served(speech, tmp_path_factory):
+    """A real `voxtral serve` of the trained model with a server-wide list; a clip."""
+    from test_server import start_server
+
+    proc, port = start_server(ASSET, "--context-bias", DEFAULT, "--context-bias-strength", 20)
+    wav = tmp_path_factory.mktemp("served") / "u.wav"
+    sf.write(wav, speech[1], 16000)
+    yield port, wav
+    proc.terminate()
+    proc.wait(10)
+
+
+def upload(port, wav, **form):
+    import requests
+
+    fields = [(k, v) for k, values in form.items() for v in values]
+    with wav.open("rb") as f:
+        return requests.post(
+            f"http://127.0.0.1:{port}/v1/audio/transcriptions",
+            files=[("file", ("u.wav", f))],
+            data=fields,
+            timeout=120,
+        )
+
+
+def test_uploads_take_context_bias(trained, speech, served):
+    """No field: the server's list; repeated fields or a JSON list (pairs take a weight)
+    replace it; an empty JSON list means none; a bad list is a 400."""
+    port, wav = served
+    audio = speech[1]
+
+    def want(bias):
+        return voxtral_mlx.transcribe(trained, audio, context_bias=bias).text
+
+    cases = [
+        ({}, [(DEFAULT, 20.0)]),
+        ({"context_bias": ["seven eight", "nine"]}, ["seven eight", "nine"]),
+        ({"context_bias": ['[["seven eight", 20], "nine"]']}, [("seven eight", 20.0), "nine"]),
+        ({"context_bias[]": ["[]"]}, None),
+    ]
+    for form, bias in cases:
+        answer = upload(port, wav, **form)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["text"] == want(bias), form
+    assert want([(DEFAULT, 20.0)]) != want(None) != want([("seven eight", 20.0), "nine"])
+    for form, message in [
+        ({"context_bias": ["x" * 101]}, "at most 100 characters"),
+        ({"context_bias": ['[["a", 0]]']}, "above 0"),
+        ({"context_bias": ["[oops"]}, "not a valid JSON list"),
+    ]:
+        answer = upload(port, wav, **form)
+        error = answer.json()["error"]
+        assert answer.status_code == 400 and error["code"] == "invalid_context_bias", answer.text
+        assert message in error["message"]

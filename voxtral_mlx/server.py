@@ -499,12 +499,14 @@ async def _read_upload(request: Request, config: ServerConfig):
 class UploadForm:
     """What an upload's form asks of this server, checked. OpenAI's other fields (prompt,
     temperature, timestamp_granularities[], chunking_strategy) are accepted and change
-    nothing: README, "Uploads"."""
+    nothing: README, "Uploads". `context_bias` is Mistral's field (custom vocabulary):
+    repeated fields of one phrase each, or a JSON list; absent: the server's list."""
 
     response_format: str
     stream: bool
     delay_ms: int
     language: str | None
+    context_bias: ContextBias | None
 
     @classmethod
     def read(cls, form: FormData, server: Server) -> UploadForm:
@@ -534,6 +536,12 @@ class UploadForm:
         if language is not None and not LANGUAGE_CODE.fullmatch(language):
             message = "language must be a language code such as en (ISO-639-1)"
             raise UploadRefused(message, 400, "invalid_language")
+        phrases = form.getlist("context_bias") + form.getlist("context_bias[]")
+        phrases = [p for p in phrases if p]  # an empty field is no field, as delay_ms's
+        try:
+            context_bias = server.context_bias(phrases or None)
+        except VoxtralError as e:
+            raise UploadRefused(str(e), 400, "invalid_context_bias") from None
         include = form.getlist("include[]") + form.getlist("include")
         if "logprobs" in include:
             message = "include[]=logprobs is not available: this server keeps no log probabilities"
@@ -554,7 +562,7 @@ class UploadForm:
                 ok = False
             if not ok:
                 raise UploadRefused("temperature must be a number from 0 to 2", 400)
-        return cls(response_format, stream == "true", delay_ms, language)
+        return cls(response_format, stream == "true", delay_ms, language, context_bias)
 
 
 def _integer(text: str) -> int | str:
@@ -591,7 +599,7 @@ async def transcriptions(request: Request):
         # and resample, and live sessions would wait for it
         upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server, asked.stream)
         del data
-        await server.open_session(upload, asked.delay_ms, server.context_bias())
+        await server.open_session(upload, asked.delay_ms, asked.context_bias)
     except VoxtralError as e:
         return _error(str(e), 400)
     if asked.stream:
@@ -755,6 +763,12 @@ UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the bo
                             "description": "verbose_json's language; not detected, not used",
                         },
                         "prompt": {"type": "string", "description": "accepted, not used"},
+                        "context_bias": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "custom vocabulary: phrases to prefer (a field "
+                            "each, or a JSON list; [phrase, weight] pairs are our extension)",
+                        },
                         "temperature": {"type": "number", "description": "decoding is greedy"},
                         "timestamp_granularities[]": {
                             "type": "array",
