@@ -449,3 +449,27 @@ def test_uploads_take_context_bias(trained, speech, served):
         error = answer.json()["error"]
         assert answer.status_code == 400 and error["code"] == "invalid_context_bias", answer.text
         assert message in error["message"]
+
+
+def test_vllm_dialect_takes_context_bias_in_session_update(trained, served):
+    """Our extension: created says the server's list; session.update's list applies from
+    the next utterance and done says the one it used; [] means none; a bad list is an
+    error event and the connection goes on."""
+    from test_server import receive, stream, ws
+
+    port, wav = served
+    samples = sf.read(wav, dtype="int16")[0]
+    mine = [["seven eight", 20.0], ["nine", 2.0]]
+    conn = ws(port)
+    assert receive(conn)["context_bias"] == [[DEFAULT, 20.0]]
+    for bias, reported in [(mine, mine), ([], [])]:
+        conn.send(json.dumps({"type": "session.update", "model": None, "context_bias": bias}))
+        text, done = stream(port, samples, conn=conn)
+        assert text.strip() == voxtral_mlx.transcribe(trained, wav, context_bias=bias).text
+        assert done["context_bias"] == reported
+    conn.send(json.dumps({"type": "session.update", "model": None, "context_bias": [""]}))
+    error = receive(conn)
+    assert error["type"] == "error" and error["code"] == "invalid_context_bias", error
+    text, done = stream(port, samples, conn=conn)  # still none: the bad list changed nothing
+    assert done["context_bias"] == [] and text.strip() == voxtral_mlx.transcribe(trained, wav).text
+    conn.close()
