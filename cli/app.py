@@ -177,16 +177,18 @@ def load_model(model: str, offline: bool):
 
 
 def context_bias_list(
-    phrases: list[str] | None, file: Path | None, strength: float | None
+    phrases: list[str] | None, file: Path | None, strength: float | None, serve: bool = False
 ) -> list[tuple[str, float]] | None:
     """The list of --context-bias (each comma-separated) and --context-bias-file, checked
-    before the model loads: a bad one is a usage error (exit 2). None: no list."""
-    from voxtral_mlx.biasing import parse_context_bias, read_context_bias_file
+    before the model loads: a bad one is a usage error (exit 2). None: no list. (`serve`:
+    the strength also weighs the lists clients send, so it needs no list of its own.)"""
+    from voxtral_mlx.biasing import check_weight, parse_context_bias, read_context_bias_file
 
-    if strength is not None and not phrases and file is None:
+    if strength is not None and not phrases and file is None and not serve:
         bad_usage("--context-bias-strength needs --context-bias or --context-bias-file")
     weight = DEFAULT_STRENGTH if strength is None else strength
     try:
+        check_weight(weight, "--context-bias-strength")
         items = [item for value in phrases or [] for item in parse_context_bias(value, weight)]
         if file is not None:
             items += read_context_bias_file(file, weight)
@@ -568,8 +570,11 @@ def serve(
     """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads.
 
     --context-bias and --context-bias-file set the server's default list; a request or
-    session that sends its own list (context_bias, keywords) replaces it."""
-    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
+    session that sends its own list (context_bias, keywords) replaces it, weighed by
+    --context-bias-strength where it gives no weights."""
+    vocabulary = context_bias_list(
+        context_bias, context_bias_file, context_bias_strength, serve=True
+    )
     if not 1 <= port <= 65535:
         bad_usage(f"--port {port}: choose 1-65535")
     if max_sessions is not None and max_sessions < 1:
@@ -610,6 +615,7 @@ def serve(
             read_timeout=read_timeout,
             max_connections=max_connections,
             context_bias=tuple(vocabulary or ()),
+            context_bias_strength=context_bias_strength or DEFAULT_STRENGTH,
         )
     except VoxtralError as e:
         fail(str(e))

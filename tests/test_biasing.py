@@ -421,8 +421,9 @@ def upload(port, wav, **form):
 
 
 def test_uploads_take_context_bias(trained, speech, served):
-    """No field: the server's list; repeated fields or a JSON list (pairs take a weight)
-    replace it; an empty JSON list means none; a bad list is a 400."""
+    """No field: the server's list; repeated fields or a JSON list (pairs take a weight,
+    else the server's strength) replace it; an empty JSON list means none; a bad list is
+    a 400."""
     port, wav = served
     audio = speech[1]
 
@@ -431,7 +432,8 @@ def test_uploads_take_context_bias(trained, speech, served):
 
     cases = [
         ({}, [(DEFAULT, 20.0)]),
-        ({"context_bias": ["seven eight", "nine"]}, ["seven eight", "nine"]),
+        # the server's strength (20) weighs phrases sent without a weight
+        ({"context_bias": ["seven eight", "nine"]}, [("seven eight", 20.0), ("nine", 20.0)]),
         ({"context_bias": ['[["seven eight", 20], "nine"]']}, [("seven eight", 20.0), "nine"]),
         ({"context_bias[]": ["[]"]}, None),
     ]
@@ -473,3 +475,4 @@ def test_vllm_dialect_takes_context_bias_in_session_update(trained, served):
     text, done = stream(port, samples, conn=conn)  # still none: the bad list changed nothing
     assert done["context_bias"] == [] and text.strip() == voxtral_mlx.transcribe(trained, wav).text
     conn.close()
+

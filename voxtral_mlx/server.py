@@ -48,7 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .audio import check_finite, decode_audio_bytes, resample
-from .biasing import ContextBias
+from .biasing import DEFAULT_STRENGTH, ContextBias, parse_context_bias
 from .config import ENCODER_BATCH_TOKENS, SAMPLE_RATE, VALID_DELAYS_MS, check_delay
 from .errors import VoxtralError
 from .formats import StrippedStream, cues, render
@@ -93,6 +93,7 @@ class ServerConfig:
     max_connections: int | None = None  # open connections, at most; None: from the file limit
     # the custom vocabulary of every request and session that sends none of its own
     context_bias: tuple[tuple[str, float], ...] = ()
+    context_bias_strength: float = DEFAULT_STRENGTH  # of the phrases clients send unweighted
 
     @property
     def model_id(self) -> str:
@@ -224,7 +225,8 @@ class Server:
         default when it sent none (None)."""
         if value is None:
             return self.default_bias
-        return ContextBias.build(self.model.tokenizer, value)
+        phrases = parse_context_bias(value, self.config.context_bias_strength)
+        return ContextBias.build(self.model.tokenizer, phrases)
 
     def check_model(self, name) -> str | None:
         """Why `name` is not a model this server serves (None: it is, or names none)."""
