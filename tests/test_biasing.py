@@ -476,3 +476,42 @@ def test_vllm_dialect_takes_context_bias_in_session_update(trained, served):
     assert done["context_bias"] == [] and text.strip() == voxtral_mlx.transcribe(trained, wav).text
     conn.close()
 
+
+def test_openai_dialect_takes_keywords(trained, served):
+    """transcription.keywords (the SDK's field) replaces the server's list, null gives it
+    back, [] means none; session.updated says the list; a bad one is an error event. The
+    `prompt` stays unused (null). A connection each: a stream carries its state across
+    turns."""
+    openai = pytest.importorskip("openai")
+    from test_openai_realtime import b64_24k, chunks, collect, completed, same_words, session
+
+    port, wav = served
+    audio = voxtral_mlx.load_audio(wav)
+    plain = voxtral_mlx.transcribe(trained, audio).text
+    url = f"http://127.0.0.1:{port}/v1"
+    for keywords, said, words in [
+        (["seven eight"], ["seven eight"], {"seven", "eight"}),
+        (None, [DEFAULT], {"zero", "one", "two"}),
+        ([], None, None),
+    ]:
+        with openai.OpenAI(base_url=url, api_key="unused").realtime.connect(
+            extra_query={"intent": "transcription"}
+        ) as conn:
+            assert conn.recv().session.audio.input.transcription.keywords == [DEFAULT]
+            conn.session.update(session=session(None, keywords=keywords, prompt="digits"))
+            updated = conn.recv()
+            assert updated.type == "session.updated", updated
+            assert updated.session.audio.input.transcription.keywords == said
+            assert updated.session.audio.input.transcription.prompt is None
+            for piece in chunks(b64_24k(audio)):
+                conn.input_audio_buffer.append(audio=piece)
+            conn.input_audio_buffer.commit()
+            transcript = completed(collect(conn, lambda ev: completed(ev)))[0].transcript
+            if words is None:
+                assert same_words(transcript, plain), (transcript, plain)
+            else:
+                assert transcript.split() and set(transcript.split()) <= words, transcript
+            for bad in ("seven", [""], ["x" * 101]):
+                conn.session.update(session=session(None, keywords=bad))
+                error = conn.recv()
+                assert error.type == "error" and error.error.param == "transcription.keywords"

@@ -8,6 +8,7 @@ Each turn is an item; its text streams as it is decided, before the turn ends:
   client -> session.update {session: {type: "transcription", audio: {input: {format,
             transcription, turn_detection, noise_reduction}}, include}}  (or the beta
             transcription_session.update)      answered by session.updated
+            (transcription.keywords: the custom vocabulary, from the next output on)
   client -> input_audio_buffer.append {audio}   PCM16 at 24 kHz by default (or G.711)
   server -> conversation.item.input_audio_transcription.delta {item_id, content_index, delta}
   server -> input_audio_buffer.speech_started / speech_stopped   (turn_detection server_vad)
@@ -35,6 +36,7 @@ import numpy as np
 
 from .audio import StreamResampler
 from .config import SAMPLE_RATE
+from .errors import VoxtralError
 from .realtime import (
     MAX_ENCODED_AHEAD,
     SLICE_SECONDS,
@@ -120,6 +122,7 @@ class OpenAIDialect:
         self.delay_ms = self.server.delay_ms
         self.delay_level: str | None = None
         self.model = self.server.config.model_id
+        self.context_bias = self.server.context_bias()  # keywords: the server's list, or none
         self.vad: dict | None = {
             "type": "server_vad",
             "threshold": THRESHOLD,
@@ -203,7 +206,10 @@ class OpenAIDialect:
                 "session.type",
             )
         audio = _object(settings.get("audio"), "audio")
+        bias = self.context_bias
         self._apply(_object(audio.get("input"), "audio.input"))
+        if self.session is not None and self.context_bias is not bias:  # from the next output
+            await self.server.worker.run(self.session.set_context_bias, self.context_bias)
         self.legacy = legacy
         kind = "transcription_session.updated" if self.legacy else "session.updated"
         await self.send(kind, session=self._session_object())
@@ -241,10 +247,17 @@ class OpenAIDialect:
         vad = self.vad
         if "turn_detection" in audio_in:
             vad = _turn_detection(audio_in["turn_detection"])
-        for name in ("language", "prompt", "keywords", "languages"):
+        bias = self.context_bias
+        if "keywords" in transcription:  # the custom vocabulary; null: the server's
+            try:
+                bias = self.server.context_bias(_keywords(transcription["keywords"]))
+            except VoxtralError as e:
+                raise SettingError(str(e), "transcription.keywords") from None
+        for name in ("language", "prompt", "languages"):
             if transcription.get(name):  # accepted, said in session.updated: not applied
                 log.warning("transcription.%s %r: not applied", name, transcription[name])
         self.format, self.rate, self.model = fmt, rate, model
+        self.context_bias = bias
         self.delay_ms, self.delay_level = delay_ms, level
         if not started:
             self._new_resampler()
@@ -269,6 +282,8 @@ class OpenAIDialect:
         """The session as it is: settings it does not apply say so (null)."""
         fmt = {"type": self.format} | ({"rate": self.rate} if self.format == "audio/pcm" else {})
         transcription = {"model": self.model, "language": None, "prompt": None}
+        bias = self.context_bias  # the custom vocabulary (its phrases), or null
+        transcription["keywords"] = [p for p, _ in bias.phrases] if bias else None
         if self.delay_level is not None:
             transcription["delay"] = self.delay_level
         if self.legacy:
@@ -317,7 +332,7 @@ class OpenAIDialect:
         self.fed += seconds
         self._queue(self.resampler(samples))
         if self.session is None:
-            await self.server.open_session(self, self.delay_ms, self.server.context_bias())
+            await self.server.open_session(self, self.delay_ms, self.context_bias)
         self.server.live_audio()
 
     def _queue(self, samples: np.ndarray) -> None:
@@ -617,6 +632,13 @@ def _turn_detection(given) -> dict | None:
             )
         vad[name] = value
     return vad
+
+
+def _keywords(given) -> list | None:
+    """`keywords`, as OpenAI types it: a list of words or phrases (or null)."""
+    if given is not None and not isinstance(given, list):
+        raise SettingError("keywords must be a list of words or phrases", "transcription.keywords")
+    return given
 
 
 def _legacy(session: dict) -> dict:
