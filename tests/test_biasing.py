@@ -2,6 +2,7 @@
 its failure arcs, the rule of where the bonus applies, and the library's doors, with the
 tiny trained model (its words are single Tekken pieces: " zero", " one", ...)."""
 
+import base64
 import json
 import shutil
 import subprocess
@@ -515,3 +516,60 @@ def test_openai_dialect_takes_keywords(trained, served):
                 conn.session.update(session=session(None, keywords=bad))
                 error = conn.recv()
                 assert error.type == "error" and error.error.param == "transcription.keywords"
+
+
+def test_browser_page_sends_its_vocabulary(trained, served, tmp_path):
+    """The page's Vocabulary field: a dropped file's upload and the live session.update
+    carry it (and the page keeps it); the words that come back are the list's."""
+    test_browser = pytest.importorskip("test_browser")
+    if test_browser.pytestmark.args[0]:
+        pytest.skip(test_browser.pytestmark.kwargs["reason"])
+    port, wav = served
+    audio = voxtral_mlx.load_audio(wav)
+    expected = voxtral_mlx.transcribe(trained, audio, context_bias=[("seven eight", 20.0)]).text
+    mic = tmp_path / "mic.wav"
+    sf.write(mic, np.concatenate([np.zeros(32000, np.float32), audio]), 16000, subtype="PCM_16")
+    with test_browser.sync_playwright() as p:
+        browser = test_browser.launch(
+            p,
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}%noloop",
+        )
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.evaluate(test_browser.SPY_ON_SOCKETS)
+        page.fill("#vocabulary", " seven eight , ")
+        page.dispatch_event("#vocabulary", "change")
+        data = base64.b64encode(wav.read_bytes()).decode()
+        page.evaluate(
+            """data => {
+                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+                const file = new File([bytes], 'u.wav', {type: 'audio/wav'});
+                const drop = new DataTransfer(); drop.items.add(file);
+                document.getElementById('transcript').dispatchEvent(
+                    new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
+            }""",
+            data,
+        )
+        page.wait_for_function(
+            "want => document.getElementById('transcript').innerText.trim() === want",
+            arg=expected,
+            timeout=60_000,
+        )
+        page.reload()  # the field is kept
+        page.evaluate(test_browser.SPY_ON_SOCKETS)
+        assert page.input_value("#vocabulary") == " seven eight , "
+        page.click("#start")
+        page.wait_for_function(
+            "document.getElementById('transcript').innerText.includes('seven')", timeout=60_000
+        )
+        page.click("#start")
+        page.wait_for_function(
+            "document.getElementById('state').textContent === 'done'", timeout=60_000
+        )
+        words = set(page.locator("#transcript").inner_text().split())
+        updates = [m for m in page.evaluate("window.sent") if m["type"] == "session.update"]
+        assert [u["context_bias"] for u in updates] == [["seven eight"]]
+        assert words <= {"seven", "eight"}, words
+        browser.close()
