@@ -68,7 +68,8 @@ class RemoteSession:
     WebSocket. With no `model`, it uses the one the server announces. Audio at `sample_rate`
     is sent as 16 kHz PCM16, resampled as Session does.
 
-    `delay_ms` is sent when given. `self.delay_ms` is the delay the server uses (from
+    `delay_ms` and `context_bias` (our extension: only our server takes it) are sent when
+    given. `self.delay_ms` is the delay the server uses (from
     transcription.done once it comes), None when it does not say. `timed`: the server speaks
     our extensions (its session.created says its delay), so the deltas carry times and the
     events words; with a vLLM server, TextDelta times are None and there are no words."""
@@ -298,7 +299,8 @@ def transcribe_remote(
     """One file through POST /v1/audio/transcriptions: verbose_json for the word times, or
     json where the server has none (vLLM answers 400 to verbose_json for this model).
     `delay_ms` is sent when given; the Transcript's is the delay the server says it used,
-    else the default its /health states, else None."""
+    else the default its /health states, else None. `context_bias` goes as the upload's
+    `context_bias` field (a JSON list of [phrase, weight] pairs)."""
     import requests
 
     data = path_or_bytes if isinstance(path_or_bytes, bytes) else _read(Path(path_or_bytes))
@@ -330,6 +332,9 @@ def transcribe_remote(
         raise VoxtralError(f"{target} did not answer with a transcription ({e})") from None
     used = body.get("delay_ms")  # our extension: the delay it used
     if not isinstance(used, int):
+        if context_bias:  # a server without our extensions: vLLM's has no such field
+            message = "the server is not voxtral serve: --context-bias may have been ignored"
+            warnings.warn(message, VoxtralWarning, stacklevel=2)
         used = server_delay(url, api_key)
         if delay_ms is not None:
             said = "unknown" if used is None else f"its default, {used} ms"

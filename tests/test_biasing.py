@@ -573,3 +573,27 @@ def test_browser_page_sends_its_vocabulary(trained, served, tmp_path):
         assert [u["context_bias"] for u in updates] == [["seven eight"]]
         assert words <= {"seven", "eight"}, words
         browser.close()
+
+
+def test_clients_send_their_list_to_a_server(trained, served):
+    """`transcribe --server` and `live --server` send the list to our server (the upload's
+    context_bias, session.update's); a vLLM server has no such field: live refuses in one
+    line, transcribe warns that it may have been ignored."""
+    from vllm_standin import VllmStandIn
+
+    port, wav = served
+    bias = ["--context-bias", "seven eight", "--context-bias-strength", "20"]
+    want = voxtral_mlx.transcribe(trained, wav, context_bias=[("seven eight", 20.0)]).text
+    assert want != voxtral_mlx.transcribe(trained, wav).text
+    done = voxtral("transcribe", "--server", f"http://127.0.0.1:{port}", wav, *bias)
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+    assert done.stdout.strip() == want
+    done = voxtral("live", "--server", f"ws://127.0.0.1:{port}", "--input", wav, "--fast", *bias)
+    assert done.returncode == 0 and done.stdout.strip() == want, done.stderr
+    with VllmStandIn(trained) as standin:
+        done = voxtral("live", "--server", standin.url, "--input", wav, "--fast", *bias)
+        assert done.returncode == 1 and "no context bias" in done.stderr, done.stderr
+        url = f"http://127.0.0.1:{standin.port}"
+        done = voxtral("transcribe", "--server", url, wav, *bias)
+        assert done.returncode == 0 and "may have been ignored" in done.stderr, done.stderr
+        assert json.loads(standin.upload_forms[-1]["context_bias"]) == [["seven eight", 20.0]]
