@@ -27,7 +27,7 @@ from voxtral_mlx.biasing import (
     parse_context_bias,
     read_context_bias_file,
 )
-from voxtral_mlx.convert import quantize
+from voxtral_mlx.convert import convert
 from voxtral_mlx.offline import encode_audio, pad_audio
 
 ASSET = Path(__file__).parent / "assets" / "tiny-voxtral"
@@ -308,10 +308,12 @@ def test_transcribe_many_with_a_list(trained, speech):
         )
 
 
-def test_a_quantized_model_decodes_with_a_list(speech):
-    """4-bit: the list takes effect, and drafts still equal one position a pass."""
-    model = voxtral_mlx.load(ASSET)
-    quantize(model, bits=4, group_size=64)
+def test_a_quantized_model_decodes_with_a_list(speech, tmp_path):
+    """`voxtral convert -q` at 4 bits: the list takes effect through the library and the
+    command, and drafts still equal one position a pass."""
+    folder = convert(ASSET, tmp_path / "q4", bits=4, group_size=64)
+    model = voxtral_mlx.load(folder)
+    assert model.decoder.layers[0].feed_forward.w1.bits == 4
     zero, one, two = (piece(model, w) for w in ("zero", "one", "two"))
     audio = speech[1]
     drafted = voxtral_mlx.transcribe(model, audio, context_bias=LOUD)
@@ -319,6 +321,11 @@ def test_a_quantized_model_decodes_with_a_list(speech):
     assert set(text) <= {zero, one, two} and one in text and two in text
     single = voxtral_mlx.transcribe(model, audio, context_bias=LOUD, max_draft=1)
     assert drafted.tokens == single.tokens
+    wav = tmp_path / "u.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")
+    bias = ["--context-bias", LOUD[0][0], "--context-bias-strength", LOUD[0][1]]
+    done = voxtral("transcribe", wav, "-m", folder, *bias)
+    assert done.returncode == 0 and done.stdout.strip() == drafted.text, done.stderr
 
 
 # --- the command line ---
