@@ -2,7 +2,6 @@
 its failure arcs, the rule of where the bonus applies, and the library's doors, with the
 tiny trained model (its words are single Tekken pieces: " zero", " one", ...)."""
 
-import base64
 import json
 import shutil
 import subprocess
@@ -548,17 +547,7 @@ def test_browser_page_sends_its_vocabulary(trained, served, tmp_path):
         page.evaluate(test_browser.SPY_ON_SOCKETS)
         page.fill("#vocabulary", " seven eight , ")
         page.dispatch_event("#vocabulary", "change")
-        data = base64.b64encode(wav.read_bytes()).decode()
-        page.evaluate(
-            """data => {
-                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
-                const file = new File([bytes], 'u.wav', {type: 'audio/wav'});
-                const drop = new DataTransfer(); drop.items.add(file);
-                document.getElementById('transcript').dispatchEvent(
-                    new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
-            }""",
-            data,
-        )
+        test_browser.drop_file(page, wav)
         page.wait_for_function(
             "want => document.getElementById('transcript').innerText.trim() === want",
             arg=expected,
