@@ -143,7 +143,8 @@ ContextBiasOpt = Annotated[
         metavar="PHRASES",
         help="Custom vocabulary: names or terms to prefer, comma-separated; repeatable "
         '(--context-bias "Voxtral, MLX, Kubernetes"). Where the model writes a word, a listed '
-        "one it nearly chose wins; no word is added where the model hears none.",
+        "one it nearly chose wins; no word is added where the model hears none. On serve: the "
+        "list of every request and session that sends none of its own.",
     ),
 ]
 ContextBiasFileOpt = Annotated[
@@ -162,7 +163,8 @@ ContextBiasStrengthOpt = Annotated[
         show_default=False,
         help=f"The logit bonus per token of listed phrases given without a weight, above 0 and "
         f"at most {MAX_WEIGHT:g}; more finds more listed words and writes more where others "
-        f"were said. Default: {DEFAULT_STRENGTH:g}.",
+        f"were said (on serve, also for the lists clients send). Default: "
+        f"{DEFAULT_STRENGTH:g}.",
     ),
 ]
 
@@ -567,11 +569,7 @@ def serve(
     context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
-    """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads.
-
-    --context-bias and --context-bias-file set the server's default list; a request or
-    session that sends its own list (context_bias, keywords) replaces it, weighed by
-    --context-bias-strength where it gives no weights."""
+    """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
     vocabulary = context_bias_list(
         context_bias, context_bias_file, context_bias_strength, serve=True
     )
