@@ -104,8 +104,8 @@ RULES = {  # name: (tree class, matcher class)
 
 def biased(tree_class, matcher_class):
     class Tree(tree_class):
-        def matcher(self):
-            return matcher_class(self)
+        def matcher(self, at_start: bool = True):
+            return matcher_class(self, at_start)
 
     return Tree
 

@@ -124,22 +124,28 @@ def test_a_thousand_phrases_and_the_file_format(trained, tmp_path):
 
 
 def test_the_forms_a_phrase_takes(trained):
-    """After a space (" six", " seven": two pieces) and at the start, as written ("six"
-    spelled in bytes, then " seven")."""
+    """After a space (" six", " seven": two pieces), and before any text as written ("six"
+    spelled in bytes, then " seven"); once text is written, not as written: "s" there would
+    glue the phrase onto the word before it."""
     tree = ContextBias(trained.tokenizer, [("six seven", 2.0)])
     encode = trained.tokenizer.tekken.encode
-    for form in (" six seven", "six seven"):
-        node = 0
+    for form, at_start in ((" six seven", True), ("six seven", True), (" six seven", False)):
+        m = tree.matcher(at_start)
         for token in encode(form, bos=False, eos=False):
-            assert token in tree.bonus(node)[0].tolist()
-            node = tree.goto(node, token)
-        assert not tree.nodes[node].children  # the end of the phrase
+            assert token in m.bonus()[0].tolist()
+            m.advance(token)
+        assert not tree.nodes[m.node].children  # the end of the phrase
+    (s,) = encode("s", bos=False, eos=False)
+    m = tree.matcher()
+    assert s in m.bonus()[0].tolist()
+    m.advance(piece(trained, "two"))  # text written: the phrase only after a space now
+    assert s not in m.bonus()[0].tolist() and same_bonus(m, tree.matcher(at_start=False))
 
 
 def test_multi_token_match_failure_arcs_and_a_fresh_start(trained):
     tree = ContextBias(trained.tokenizer, [("one two three", 2.0), ("two four", 3.0)])
-    one, two, three, four, six = (piece(trained, w) for w in "one two three four six".split())
-    root = tree.matcher()
+    one, two, three, four = (piece(trained, w) for w in "one two three four".split())
+    root = tree.matcher(at_start=False)
     m = tree.matcher()
     for token in (one, PAD, WORD, PAD, two):  # control tokens do not move the tree
         m.advance(token)
@@ -160,7 +166,7 @@ def test_a_broken_partial_match_gives_its_bonus_back(trained):
     leaves nothing of it: the stream's next bonus is a fresh stream's."""
     tree = ContextBias(trained.tokenizer, [("six seven eight", 2.0)])
     six, seven, two = (piece(trained, w) for w in ("six", "seven", "two"))
-    m, fresh = tree.matcher(), tree.matcher()
+    m, fresh = tree.matcher(), tree.matcher(at_start=False)
     m.advance(six)
     assert seven in m.bonus()[0].tolist() and seven not in fresh.bonus()[0].tolist()
     m.advance(seven)

@@ -2,11 +2,12 @@
 
 A list of phrases, each with a weight, becomes a token prefix tree (`ContextBias`), built
 once with the checkpoint's Tekken from the forms a phrase takes in the output: after a space,
-and at the start, as written. Each stream walks the tree with its own `BiasMatcher` as its
-text tokens come out. Failure arcs (Aho-Corasick) make a broken partial match fall back to
-the longest suffix that is still a phrase's prefix, the root if none, so a broken prefix
-earns nothing more (no lock-in); a completed phrase may start again. Control tokens
-([STREAMING_PAD], [STREAMING_WORD], EOS) carry no text and do not move the tree.
+and, before any text is written, as written. Each stream walks the tree with its own
+`BiasMatcher` as its text tokens come out. Failure arcs (Aho-Corasick) make a broken
+partial match fall back to the longest suffix that is still a phrase's prefix, the root if
+none, so a broken prefix earns nothing more (no lock-in); a completed phrase may start
+again. Control tokens ([STREAMING_PAD], [STREAMING_WORD], EOS) carry no text and do not
+move the tree.
 
 At each position, the tokens that start or continue a phrase from the stream's place get
 their phrase's weight added to their logit (`ContextBias.bonus`), where the rule of
@@ -38,6 +39,7 @@ MAX_PHRASE_CHARS = 100
 MAX_WEIGHT = 20.0  # a logit bonus per token; far beyond it the list writes itself
 DEFAULT_STRENGTH = 2.0  # the weight of a phrase given without one (benchmarks/RESULTS.md)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+ROOT, START = 0, 1  # the tree's two roots (ContextBias)
 
 # One position's bonus for one stream: token ids [K] int32, their bonuses [K] float32, and
 # the control token allowed to yield to them (-1: none); see BiasMatcher.bonus.
@@ -152,10 +154,13 @@ class ContextBias:
         self.text_from = tokenizer.num_special_tokens  # ids below are control tokens
         self.word_id = tokenizer.streaming_word_id
         self.pad_id = tokenizer.streaming_pad_id
-        self.nodes = [_Node()]
+        # two roots: ROOT, for a phrase after a space; START, where no text is written yet,
+        # also for a phrase as written (mid-text that form would glue onto a word: "HTMLX")
+        self.nodes = [_Node(), _Node()]
+        encode = tokenizer.tekken.encode
         for phrase, weight in phrases:
-            for form in dict.fromkeys((f" {phrase}", phrase)):  # after a space; at the start
-                self._insert(tokenizer.tekken.encode(form, bos=False, eos=False), weight)
+            self._insert(ROOT, encode(f" {phrase}", bos=False, eos=False), weight)
+            self._insert(START, encode(phrase, bos=False, eos=False), weight)
         self._link()
         self._bonuses: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -167,8 +172,7 @@ class ContextBias:
         phrases = parse_context_bias(value)
         return cls(tokenizer, phrases) if phrases else None
 
-    def _insert(self, tokens: list[int], weight: float) -> None:
-        node = 0
+    def _insert(self, node: int, tokens: list[int], weight: float) -> None:
         for token in tokens:
             child = self.nodes[node].children.get(token)
             if child is None:
@@ -180,8 +184,9 @@ class ContextBias:
             node = child
 
     def _link(self) -> None:
-        """Failure arcs, breadth first (a node's arc needs its parent's)."""
-        queue = list(self.nodes[0].children.values())
+        """Failure arcs, breadth first (a node's arc needs its parent's); the roots' children
+        and START itself fall back to ROOT."""
+        queue = [*self.nodes[ROOT].children.values(), *self.nodes[START].children.values()]
         for n in queue:
             node = self.nodes[n]
             for token, child in node.children.items():
@@ -194,8 +199,8 @@ class ContextBias:
             child = self.nodes[n].children.get(token)
             if child is not None:
                 return child
-            if n == 0:
-                return 0
+            if n == ROOT:
+                return ROOT
             n = self.nodes[n].fail
 
     def bonus(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +214,7 @@ class ContextBias:
             while True:
                 for token, child in self.nodes[m].children.items():
                     tokens.setdefault(token, self.nodes[child].weight)
-                if m == 0:
+                if m == ROOT:
                     break
                 m = self.nodes[m].fail
             cached = (
@@ -219,16 +224,17 @@ class ContextBias:
             self._bonuses[n] = cached
         return cached
 
-    def matcher(self) -> BiasMatcher:
-        return BiasMatcher(self)
+    def matcher(self, at_start: bool = True) -> BiasMatcher:
+        """A stream's place in the tree: at the start of its text, or after some."""
+        return BiasMatcher(self, at_start)
 
 
 class BiasMatcher:
     """One stream's place in a ContextBias, moved by each output token (`advance`)."""
 
-    def __init__(self, bias: ContextBias):
+    def __init__(self, bias: ContextBias, at_start: bool = True):
         self.bias = bias
-        self.node = 0
+        self.node = START if at_start else ROOT  # START: no text written yet
         self.announced = False  # a [STREAMING_WORD] came and its word has no text yet
 
     def advance(self, token: int) -> None:

@@ -292,7 +292,10 @@ class Session:
         """Another list (as `context_bias` of the constructor) from the next position on; a
         phrase the old list was matching is dropped."""
         self.context_bias = ContextBias.build(self.tokenizer, context_bias)
-        self._matcher = self.context_bias and self.context_bias.matcher()
+        written = self._forgotten or any(
+            t >= self.tokenizer.num_special_tokens for t in self._tokens
+        )
+        self._matcher = self.context_bias and self.context_bias.matcher(at_start=not written)
 
     def _bonus(self) -> Bonus | None:
         """The context-bias bonus of this session's next positions (None: no list)."""
