@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from voxtral_mlx.biasing import DEFAULT_STRENGTH, MAX_WEIGHT
 from voxtral_mlx.config import DEFAULT_DELAY_MS, DEFAULT_MODEL
 from voxtral_mlx.errors import VoxtralError, VoxtralWarning
 
@@ -174,6 +175,37 @@ FastOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, flag("--overwrite", help="Replace output files that exist (refused otherwise).")
 ]
+ContextBiasOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--context-bias",
+        metavar="PHRASES",
+        help="Custom vocabulary: names or terms to prefer, comma-separated; repeatable "
+        '(--context-bias "Voxtral, MLX, Kubernetes"). Where the model writes a word, a listed '
+        "one it nearly chose wins; no word is added where the model hears none. On serve: the "
+        "list of every request and session that sends none of its own.",
+    ),
+]
+ContextBiasFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--context-bias-file",
+        metavar="FILE",
+        help="Custom vocabulary from a file: a phrase per line, optionally a tab and its weight.",
+    ),
+]
+ContextBiasStrengthOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--context-bias-strength",
+        metavar="WEIGHT",
+        show_default=False,
+        help=f"The logit bonus per token of listed phrases given without a weight, above 0 and "
+        f"at most {MAX_WEIGHT:g}; more finds more listed words and writes more where others "
+        f"were said (on serve, also for the lists clients send). Default: "
+        f"{DEFAULT_STRENGTH:g}.",
+    ),
+]
 
 
 def load_model(model: str, offline: bool):
@@ -194,6 +226,27 @@ def given(ctx: typer.Context, name: str) -> bool:
     variable), rather than left at its default."""
     source = ctx.get_parameter_source(name)  # Click's enum (typer vendors Click: by name)
     return source is not None and source.name != "DEFAULT"
+
+
+def context_bias_list(
+    phrases: list[str] | None, file: Path | None, strength: float | None, serve: bool = False
+) -> list[tuple[str, float]] | None:
+    """The list of --context-bias (each comma-separated) and --context-bias-file, checked
+    before the model loads: a bad one is a usage error (exit 2). None: no list. (`serve`:
+    the strength also weighs the lists clients send, so it needs no list of its own.)"""
+    from voxtral_mlx.biasing import check_weight, parse_context_bias, read_context_bias_file
+
+    if strength is not None and not phrases and file is None and not serve:
+        bad_usage("--context-bias-strength needs --context-bias or --context-bias-file")
+    weight = DEFAULT_STRENGTH if strength is None else strength
+    try:
+        check_weight(weight, "--context-bias-strength")
+        items = [item for value in phrases or [] for item in parse_context_bias(value, weight)]
+        if file is not None:
+            items += read_context_bias_file(file, weight)
+        return parse_context_bias(items) or None
+    except VoxtralError as e:
+        bad_usage(str(e))
 
 
 def check_choice(value: str | None, choices: tuple, option: str) -> None:
@@ -236,6 +289,9 @@ def transcribe(
             "caches: up to 1.17 GB for the bf16 model).",
         ),
     ] = None,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
     protocol: ProtocolOpt = "auto",
@@ -246,6 +302,7 @@ def transcribe(
 
     from .batch import Batch
 
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     formats = None
     if output_format is not None:
         check_choice(output_format, (*FORMATS, "all"), "-f")
@@ -271,9 +328,9 @@ def transcribe(
             def engine(name, audio, progress):
                 label = "stdin.wav" if name == "-" else Path(name).name
                 if kind == "mistral":
-                    result = transcribe_mistral(server, audio, label, key, delay, asked)
+                    result = transcribe_mistral(server, audio, label, key, delay, asked, vocabulary)
                 else:
-                    result = transcribe_remote(server, audio, label, key, delay)
+                    result = transcribe_remote(server, audio, label, key, delay, vocabulary)
                 if result.text and not result.words and {"srt", "vtt"} & set(formats or ()):
                     raise VoxtralError(
                         "the server sent no word times (as vLLM's, for this model): srt and "
@@ -289,11 +346,13 @@ def transcribe(
 
             size = batch or min(8, streams_that_fit(loaded))
             if size > 1 and len(work.files) > 1:
-                work.run_pooled(loaded, delay, size)
+                work.run_pooled(loaded, delay, size, vocabulary)
             else:
 
                 def engine(name, audio, progress):
-                    return run(loaded, audio, delay_ms=delay, progress=progress)
+                    return run(
+                        loaded, audio, delay_ms=delay, progress=progress, context_bias=vocabulary
+                    )
 
                 work.run(engine)
     except VoxtralError as e:
@@ -359,6 +418,9 @@ def live(
     fast: FastOpt = False,
     word_timestamps: WordsOpt = False,
     overwrite: OverwriteOpt = False,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
     server: ServerOpt = None,
     protocol: ProtocolOpt = "auto",
@@ -371,6 +433,7 @@ def live(
 
     check_capture(device, input_file, fast)
     check_protocol(protocol, server)
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     if output is not None and output.suffix.lstrip(".").lower() not in LIVE_FORMATS:
         bad_usage(f"cannot write {output.name}: --output must end in .txt, .srt, .vtt or .jsonl")
 
@@ -393,6 +456,7 @@ def live(
                 server_key(api_key, kind),
                 delay,
                 source.rate,
+                context_bias=vocabulary,
             )
             subtitles = output is not None and output.suffix.lower() in (".srt", ".vtt")
             if subtitles and not session.timed:
@@ -407,7 +471,7 @@ def live(
 
             loaded = load_model(model, offline)
             source = open_source()
-            session = Session(loaded, delay, sample_rate=source.rate)
+            session = Session(loaded, delay, sample_rate=source.rate, context_bias=vocabulary)
         from rich.console import Console
 
         from .live import run_live
@@ -481,9 +545,13 @@ def meeting(
         ),
     ] = False,
     overwrite: OverwriteOpt = False,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """You and the call (the computer's output), one transcript; Ctrl+C flushes both, stops."""
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     check_capture(device, input_file, False)
     check_capture(system_device, system_input, False, ("--system-device", "--system-input"))
     if fast and (input_file is None or system_input is None):
@@ -504,7 +572,8 @@ def meeting(
         except BaseException:
             sources[0].close()
             raise
-        streams = open_streams(loaded, delay, list(zip(names, sources, strict=True)))
+        sides = list(zip(names, sources, strict=True))
+        streams = open_streams(loaded, delay, sides, vocabulary)
         run_meeting(streams, outputs, Console())
     except VoxtralError as e:
         fail(str(e))
@@ -597,10 +666,14 @@ def dictate(
     ] = False,
     input_file: InputOpt = None,
     fast: FastOpt = False,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Type what you say into the focused application as you speak; Ctrl+C flushes, stops."""
     check_capture(device, input_file, fast)
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     from .keyboard import default_hotkey, open_keyboard, parse_hotkey
 
     try:
@@ -616,7 +689,7 @@ def dictate(
         from .dictate import DictateOptions, run_dictate
 
         source = open_source()
-        session = Session(loaded, delay, sample_rate=source.rate)
+        session = Session(loaded, delay, sample_rate=source.rate, context_bias=vocabulary)
         options = DictateOptions(key, hold, paste, commands, cue, dry_run)
         run_dictate(session, source, keyboard, options)
     except VoxtralError as e:
@@ -725,9 +798,15 @@ def serve(
     open_page: Annotated[
         bool, flag("--open", help="Open the live transcription page in the browser.")
     ] = False,
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
+    vocabulary = context_bias_list(
+        context_bias, context_bias_file, context_bias_strength, serve=True
+    )
     if not 1 <= port <= 65535:
         bad_usage(f"--port {port}: choose 1-65535")
     from voxtral_mlx.serve.config import ConfigError, ServerConfig, raise_open_file_limit
@@ -757,6 +836,8 @@ def serve(
             idle_timeout=idle_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
+            context_bias=tuple(vocabulary or ()),
+            context_bias_strength=context_bias_strength or DEFAULT_STRENGTH,
         )
     except ConfigError as e:
         option, value = given[e.field]
@@ -836,6 +917,9 @@ def evaluate(
             "in published figures) or basic (numbers spelled out).",
         ),
     ] = "whisper",
+    context_bias: ContextBiasOpt = None,
+    context_bias_file: ContextBiasFileOpt = None,
+    context_bias_strength: ContextBiasStrengthOpt = None,
 ) -> None:
     """Word and character error rates (normalized text) over audio with reference transcripts."""
     from voxtral_mlx.evaluation import Report, check_normalizer, find_pairs
@@ -843,6 +927,7 @@ def evaluate(
 
     from .ui import INTERRUPTED_EXIT, about, plural
 
+    vocabulary = context_bias_list(context_bias, context_bias_file, context_bias_strength)
     try:
         check_normalizer(normalizer)
     except VoxtralError as e:
@@ -857,7 +942,7 @@ def evaluate(
     interrupted = False
     try:
         with status_spinner(f"transcribing {plural(len(pairs), 'file')}"):
-            run(loaded, pairs, delay, normalizer, report)
+            run(loaded, pairs, delay, normalizer, report, context_bias=vocabulary)
     except KeyboardInterrupt:  # the scores so far are still worth having
         interrupted = True
     for name, why in report.failed:

@@ -101,7 +101,7 @@ class Batch:
         self.failures += 1
         print_error(about(name, message))
 
-    def run_pooled(self, model, delay_ms: int | None, batch: int) -> None:
+    def run_pooled(self, model, delay_ms: int | None, batch: int, context_bias=None) -> None:
         """Local transcription, `batch` files at a time through one batched decoder."""
         from voxtral_mlx import transcribe_many
 
@@ -111,7 +111,8 @@ class Batch:
         with self._interruptible(), progress:
             label = f"{plural(len(names), 'file')}, {batch} at a time"
             task = progress.add_task(label, total=len(names), rtf="")
-            for index, result in transcribe_many(model, sources, delay_ms, batch):
+            results = transcribe_many(model, sources, delay_ms, batch, context_bias=context_bias)
+            for index, result in results:
                 progress.advance(task)
                 name = names[index]
                 if isinstance(result, VoxtralError):

@@ -48,14 +48,21 @@ class Stream:
         self.status = LiveStatus(self.source, self.session)
 
 
-def open_streams(model, delay_ms: int | None, sides: Sequence[tuple[str, Source]]) -> list[Stream]:
-    """A session per side, both in one SessionPool at the same delay: one decoder pass
-    serves both. The one place the meeting's sessions are made: what applies to both
-    streams is given to `pool.add` here."""
+def open_streams(
+    model, delay_ms: int | None, sides: Sequence[tuple[str, Source]], context_bias=None
+) -> list[Stream]:
+    """A session per side, both in one SessionPool at the same delay and with the same
+    custom vocabulary (`context_bias`): one decoder pass serves both. The one place the
+    meeting's sessions are made: what applies to both streams is given to `pool.add` here."""
     pool = SessionPool(model)
     streams = []
     for (speaker, source), style in zip(sides, STYLES, strict=True):
-        session = pool.add(delay_ms, sample_rate=source.rate, settle_seconds=SETTLE_SECONDS)
+        session = pool.add(
+            delay_ms,
+            sample_rate=source.rate,
+            settle_seconds=SETTLE_SECONDS,
+            context_bias=context_bias,
+        )
         streams.append(Stream(speaker, source, session, style))
     return streams
 

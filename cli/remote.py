@@ -117,7 +117,8 @@ class RemoteSession:
     WebSocket. With no `model`, it uses the one the server announces. Audio at `sample_rate`
     is sent as 16 kHz PCM16, resampled as Session does.
 
-    `delay_ms` is sent when given. `self.delay_ms` is the delay the server uses (from
+    `delay_ms` and `context_bias` (our extension: only our server takes it) are sent when
+    given. `self.delay_ms` is the delay the server uses (from
     transcription.done once it comes), None when it does not say. `timed`: the server speaks
     our extensions (its session.created says its delay), so the deltas carry times and the
     events words; with a vLLM server, TextDelta times are None and there are no words."""
@@ -132,13 +133,21 @@ class RemoteSession:
         api_key: str | None,
         delay_ms: int | None,
         sample_rate: int = SAMPLE_RATE,
+        context_bias: list[tuple[str, float]] | None = None,
     ):
         self._resampler = StreamResampler(sample_rate)
         self.result: Transcript | None = None
-        self._open(url, model, api_key, delay_ms)
+        self._open(url, model, api_key, delay_ms, context_bias)
         self._start_stream()
 
-    def _open(self, url: str, model: str | None, api_key: str | None, delay_ms: int | None):
+    def _open(
+        self,
+        url: str,
+        model: str | None,
+        api_key: str | None,
+        delay_ms: int | None,
+        context_bias: list[tuple[str, float]] | None,
+    ):
         """Connect, read session.created, start the session (VoxtralError: why not)."""
         target = realtime_url(url)
         self._connect(target, api_key, "set the key with --api-key or VOXTRAL_API_KEY")
@@ -160,6 +169,14 @@ class RemoteSession:
         update = {"type": "session.update", "model": model or served_model(url, api_key)}
         if delay_ms is not None:
             update["delay_ms"] = delay_ms
+        if context_bias:  # our extension; a vLLM server would refuse the session
+            if not self.timed:
+                self.close()
+                raise VoxtralError(
+                    "the server speaks only vLLM's protocol, which has no context bias: "
+                    "drop --context-bias"
+                )
+            update["context_bias"] = [list(item) for item in context_bias]
         if self.timed:  # audio faster than the server transcribes waits; none is dropped
             update["backpressure"] = "wait"
         self._send(update)
@@ -347,12 +364,18 @@ class RemoteSession:
 
 
 def transcribe_remote(
-    url: str, path_or_bytes: Path | bytes, name: str, api_key: str | None, delay_ms: int | None
+    url: str,
+    path_or_bytes: Path | bytes,
+    name: str,
+    api_key: str | None,
+    delay_ms: int | None,
+    context_bias: list[tuple[str, float]] | None = None,
 ) -> Transcript:
     """One file through POST /v1/audio/transcriptions: verbose_json for the word times, or
     json where the server has none (vLLM answers 400 to verbose_json for this model).
     `delay_ms` is sent when given; the Transcript's is the delay the server says it used,
-    else the default its /health states, else None."""
+    else the default its /health states, else None. `context_bias` goes as the upload's
+    `context_bias` field (a JSON list of [phrase, weight] pairs)."""
     import requests
 
     data = path_or_bytes if isinstance(path_or_bytes, bytes) else _read(Path(path_or_bytes))
@@ -361,6 +384,8 @@ def transcribe_remote(
     form = {"response_format": "verbose_json"}
     if delay_ms is not None:
         form["delay_ms"] = str(delay_ms)  # our extension
+    if context_bias:  # Mistral's field: a JSON list ([phrase, weight] pairs: ours)
+        form["context_bias"] = json.dumps([list(item) for item in context_bias])
 
     def post(form: dict) -> requests.Response:
         try:
@@ -382,6 +407,9 @@ def transcribe_remote(
         raise VoxtralError(f"{target} did not answer with a transcription ({e})") from None
     used = body.get("delay_ms")  # our extension: the delay it used
     if not isinstance(used, int):
+        if context_bias:  # a server without our extensions: vLLM's has no such field
+            message = "the server is not voxtral serve: --context-bias may have been ignored"
+            warnings.warn(message, VoxtralWarning, stacklevel=2)
         used = server_delay(url, api_key)
         if delay_ms is not None:
             said = "unknown" if used is None else f"its default, {used} ms"

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from voxtral_mlx import SAMPLE_RATE, Stats, Transcript, VoxtralError, Word, WordDone
+from voxtral_mlx.biasing import DEFAULT_STRENGTH
 from voxtral_mlx.errors import VoxtralWarning
 from voxtral_mlx.serve.config import MISTRAL_NAMES
 
@@ -37,6 +38,19 @@ def mistral_model(url: str, api_key: str | None, realtime: bool) -> str:
     return CLOUD_REALTIME_MODEL if realtime else CLOUD_UPLOAD_MODEL
 
 
+def mistral_phrases(context_bias: list[tuple[str, float]]) -> list[str]:
+    """A list's phrases as Mistral's protocol carries them: without weights, so the server
+    weighs each as it does phrases without one (ours: its --context-bias-strength; a
+    warning says so when a weight or a strength was given)."""
+    if any(weight != DEFAULT_STRENGTH for _, weight in context_bias):
+        message = (
+            "Mistral's protocol carries no weights: the server weighs every phrase alike "
+            "(ours: by its --context-bias-strength)"
+        )
+        warnings.warn(message, VoxtralWarning, stacklevel=3)
+    return [phrase for phrase, _ in context_bias]
+
+
 def error_text(event: dict) -> str:
     """A Mistral error event's message and code, on one line."""
     error = event.get("error")
@@ -56,7 +70,14 @@ class MistralSession(RemoteSession):
     APPEND = "input_audio.append"
     FINAL = {"type": "input_audio.flush"}
 
-    def _open(self, url: str, model: str | None, api_key: str | None, delay_ms: int | None):
+    def _open(
+        self,
+        url: str,
+        model: str | None,
+        api_key: str | None,
+        delay_ms: int | None,
+        context_bias: list[tuple[str, float]] | None,
+    ):
         name = model or mistral_model(url, api_key, realtime=True)
         target = f"{realtime_url(url, REALTIME_PATH)}?model={quote(name, safe='')}"
         self._connect(target, api_key, KEY_HINT)
@@ -73,6 +94,8 @@ class MistralSession(RemoteSession):
         settings = {"audio_format": {"encoding": "pcm_s16le", "sample_rate": SAMPLE_RATE}}
         if delay_ms is not None:
             settings["target_streaming_delay_ms"] = delay_ms
+        if context_bias:
+            settings["context_bias"] = mistral_phrases(context_bias)
         self._send({"type": "session.update", "session": settings})
         self._delta_times = False  # a delta came with its times (our server's extension)
 
@@ -110,10 +133,12 @@ def transcribe_mistral(
     api_key: str | None,
     delay_ms: int | None,
     model: str | None = None,
+    context_bias: list[tuple[str, float]] | None = None,
 ) -> Transcript:
     """One file through Mistral's POST /v1/audio/transcriptions, with word timestamps (the
     words are the segments). `delay_ms` is sent when given (our extension); the Transcript's
-    is the delay the server says it used, else None."""
+    is the delay the server says it used, else None. `context_bias`: its phrases, a field
+    each, as Mistral's SDK sends them."""
     import requests
 
     data = path_or_bytes if isinstance(path_or_bytes, bytes) else _read(Path(path_or_bytes))
@@ -127,9 +152,11 @@ def transcribe_mistral(
     }
     if delay_ms is not None:
         form["delay_ms"] = str(delay_ms)  # our extension
+    fields = list(form.items())
+    fields += [("context_bias", phrase) for phrase in mistral_phrases(context_bias or [])]
     try:
         files = {"file": (name, data)}
-        response = requests.post(target, headers=headers, files=files, data=form, timeout=3600)
+        response = requests.post(target, headers=headers, files=files, data=fields, timeout=3600)
     except requests.RequestException as e:
         raise VoxtralError(f"cannot reach {target}: {e}") from e
     if response.status_code != 200:

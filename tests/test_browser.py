@@ -174,21 +174,11 @@ def in_order(words: list[str], heard: list[str]) -> bool:
 def test_dropped_file_is_transcribed(server, speech, tmp_path):
     path, audio = speech
     expected = voxtral_mlx.transcribe(voxtral_mlx.load(ASSET), voxtral_mlx.load_audio(path)).text
-    data = base64.b64encode(path.read_bytes()).decode()
     with sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page()
         page.goto(server + "/")
-        page.evaluate(
-            """data => {
-                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
-                const file = new File([bytes], 'speech.wav', {type: 'audio/wav'});
-                const drop = new DataTransfer(); drop.items.add(file);
-                document.getElementById('transcript').dispatchEvent(
-                    new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
-            }""",
-            data,
-        )
+        drop_file(page, path)
         page.wait_for_function(
             "expected => document.getElementById('transcript').innerText.trim() === expected",
             arg=expected,
@@ -196,6 +186,20 @@ def test_dropped_file_is_transcribed(server, speech, tmp_path):
         )
         assert page.locator("#download").is_enabled()
         browser.close()
+
+
+def drop_file(page, path: Path) -> None:
+    """Drop the file on the page's transcript, as a user drags it there."""
+    page.evaluate(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const file = new File([bytes], name, {type: 'audio/wav'});
+            const drop = new DataTransfer(); drop.items.add(file);
+            document.getElementById('transcript').dispatchEvent(
+                new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name],
+    )
 
 
 def test_denied_microphone_permission_is_explained(server, tmp_path):

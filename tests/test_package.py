@@ -109,6 +109,7 @@ for argv, code in (
     (["serve", "--port", "99999"], 2),
     (["bench", "--size", "huge"], 2),
     (["transcribe", "x.wav", "--delay", "500"], 2),
+    (["transcribe", "x.wav", "--context-bias", "Voxtral, " + "x" * 101], 2),
 ):
     sys.argv = ["voxtral", *argv]
     try:
@@ -124,4 +125,4 @@ print("ok")
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-    assert done.stderr.count("error:") == 8
+    assert done.stderr.count("error:") == 9

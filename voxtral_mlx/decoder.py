@@ -11,6 +11,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
 from .layers import Attention, FeedForward, sinusoid_frequencies
 from .rings import RingPass, RowRings, pad_slots
@@ -65,6 +66,7 @@ class TextDecoder(nn.Module):
         self.layers = [DecoderLayer(args) for _ in range(args.n_layers)]
         self.norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
         self._compiled = None
+        self._compiled_biased = None
 
     def ffn_norm_weights(self, n_delay_tokens: int) -> mx.array:
         """ffn_norm.weight * (1 + ada_l) of every layer [n_layers, dim], in the model dtype.
@@ -118,6 +120,19 @@ class TextDecoder(nn.Module):
         h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
         return mx.argmax(self.head(h), axis=-1), keys, values
 
+    def greedy_biased(self, x, starts, ffn_norms, keys, values, bias):
+        """`greedy` with the rows' context-bias bonuses, `bias` = (ids, values, yields,
+        text_from) as `biasing.biased_greedy` takes them (MODEL.md "Context biasing").
+        Compiled like `greedy`, as a function of its own so that `greedy` is unchanged;
+        retraced per shape (B, L, capacity, K)."""
+        if self._compiled_biased is None:
+            self._compiled_biased = mx.compile(self._greedy_biased, inputs=self.state)
+        return self._compiled_biased(x, starts, ffn_norms, keys, values, *bias)
+
+    def _greedy_biased(self, x, starts, ffn_norms, keys, values, *bias):
+        h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
+        return biased_greedy(self.head(h), *bias), keys, values
+
 
 class DecoderBatch(RowRings):
     """Rows of streams decoded together: each row's key/value ring (one array per layer
@@ -129,9 +144,10 @@ class DecoderBatch(RowRings):
     GROW slots (slot = position); from window + max_pass - 1 on it is a ring (MODEL.md
     "Decoder passes")."""
 
-    def __init__(self, decoder: TextDecoder, max_pass: int = MAX_PASS):
+    def __init__(self, decoder: TextDecoder, max_pass: int = MAX_PASS, text_from: int = 0):
         super().__init__(decoder.args.sliding_window + max_pass - 1)
         self.decoder, self.max_pass = decoder, max_pass
+        self.text_from = text_from  # the first text id (the tokenizer's; for context bias)
         args = decoder.args
         self.dtype = decoder.norm.weight.dtype
         self.shape = (args.n_kv_heads, args.head_dim)
@@ -142,11 +158,13 @@ class DecoderBatch(RowRings):
         with its first pass: `prefill` (a pass of its own), or any `run`."""
         return Row(self.decoder.ffn_norm_weights(n_delay_tokens))
 
-    def prefill(self, row: Row, audio: mx.array, tokens, logits: bool = False) -> mx.array:
+    def prefill(
+        self, row: Row, audio: mx.array, tokens, logits: bool = False, bias: Bonus | None = None
+    ) -> mx.array:
         """A new row's first positions (the prompt) in a pass of its own, so that the
         other rows are not padded to its length; then it joins. Returns what `run` does."""
-        solo = DecoderBatch(self.decoder, self.max_pass)
-        out = solo.run({row: (audio, tokens)}, logits)
+        solo = DecoderBatch(self.decoder, self.max_pass, self.text_from)
+        out = solo.run({row: (audio, tokens)}, logits, {row: bias} if bias else None)
         self._join(row, solo.keys, solo.values)
         return out
 
@@ -175,13 +193,18 @@ class DecoderBatch(RowRings):
         self._norms = None
 
     def run(
-        self, inputs: dict[Row, tuple[mx.array, list[int] | mx.array]], logits: bool = False
+        self,
+        inputs: dict[Row, tuple[mx.array, list[int] | mx.array]],
+        logits: bool = False,
+        bias: dict[Row, Bonus] | None = None,
     ) -> mx.array:
         """One pass: for each row given, audio embeddings [n, dim] and the n token ids that
         go with them (the previous output, then any drafted continuation); the rows not
         given take no new position. Returns the greedy tokens [B, L] (lazy; row order of
         `rows`, L the longest n), or with `logits` the logits [B, L, vocab] (uncompiled: for
-        tests); the rows' positions advance by `n` (see `rewind`)."""
+        tests; no bias); the rows' positions advance by `n` (see `rewind`). `bias`: the
+        context-bias bonus of the rows that have one, the same at each of their positions
+        (a draft's pads do not move it); the other rows' tokens are the unbiased ones."""
         for row in inputs:
             if row not in self.rows:
                 self._join(row)
@@ -200,6 +223,12 @@ class DecoderBatch(RowRings):
                 x, starts, self._ffn_norms(), self.keys, self.values
             )
             out = self.decoder.head(h)
+        elif bias:
+            rows = bonus_rows(bias.get(row) for row in self.rows)
+            text_from = mx.array(self.text_from, dtype=mx.int32)
+            out, self.keys, self.values = self.decoder.greedy_biased(
+                x, starts, self._ffn_norms(), self.keys, self.values, (*rows, text_from)
+            )
         else:
             out, self.keys, self.values = self.decoder.greedy(
                 x, starts, self._ffn_norms(), self.keys, self.values

@@ -208,11 +208,12 @@ def evaluate(
     delay_ms: int,
     normalizer: str = DEFAULT_NORMALIZER,
     report: Report | None = None,
+    context_bias: object = None,
 ) -> Report:
     """Transcribe each (audio, reference) pair and score it with the named normalizer. A
     pair whose reference or audio cannot be read is skipped, with why (`Report.failed`).
     `report`: the Report to fill as files are done, so a caller interrupted midway keeps
-    the scores so far."""
+    the scores so far. `context_bias`: one list for every file (see Session)."""
     check_normalizer(normalizer)
     report = Report(normalizer) if report is None else report
     references = {}
@@ -224,7 +225,7 @@ def evaluate(
     tic = time.perf_counter()
     for audio, reference in references.items():
         try:
-            result = transcribe(model, audio, delay_ms=delay_ms)
+            result = transcribe(model, audio, delay_ms=delay_ms, context_bias=context_bias)
         except VoxtralError as e:
             report.failed.append((str(audio), str(e)))
             continue

@@ -29,6 +29,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import StreamResampler, as_samples
+from .biasing import BiasMatcher, Bonus, ContextBias, ContextBiasInput
 from .config import ENCODER_BATCH_TOKENS, MAX_DRAFT, SAMPLE_RATE
 from .decoder import MAX_PASS, DecoderBatch, Row
 from .encoder import EncoderBatch, EncoderRow
@@ -73,6 +74,10 @@ class Session:
     text added to it, without waiting for the next word (None: only the next word or the
     end completes it). For transcripts that must show a speaker's last word before they
     speak again (`voxtral meeting`); the text is the same either way.
+
+    `context_bias`: phrases the model should prefer (custom vocabulary): a list of phrases
+    or (phrase, weight) pairs, or a ContextBias (biasing.parse_context_bias); None or an
+    empty list decodes exactly as without (MODEL.md "Context biasing").
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Session:
         pool: SessionPool | None = None,
         max_draft: int = MAX_DRAFT,
         settle_seconds: float | None = None,
+        context_bias: ContextBiasInput | ContextBias = None,
     ):
         if model.tokenizer is None:
             raise VoxtralError("the model has no tokenizer: load it with voxtral_mlx.load")
@@ -97,6 +103,7 @@ class Session:
             raise VoxtralError(f"max_draft must be at least 1, got {max_draft}")
         self.max_draft = max_draft
         self.settle_seconds = settle_seconds
+        self.context_bias = ContextBias.build(self.tokenizer, context_bias)
         self.pool = pool if pool is not None else SessionPool(model)
         if self.pool.model is not model:
             raise VoxtralError("a session and its pool must share one model")
@@ -111,6 +118,7 @@ class Session:
         if self.lane is not None:
             self.pool.remove(self)
         self.lane = self.pool.join(self)
+        self._matcher: BiasMatcher | None = self.context_bias and self.context_bias.matcher()
         self._ended = False  # finish() has pushed the right pad
         self._detok = self.tokenizer.detokenizer()
         self._held_ids: list[int] = []  # text ids whose text the detokenizer holds back
@@ -263,6 +271,19 @@ class Session:
         if self._ended:
             raise VoxtralError("this session is finishing: no more audio can be added")
 
+    def set_context_bias(self, context_bias: ContextBiasInput | ContextBias) -> None:
+        """Another list (as `context_bias` of the constructor) from the next position on; a
+        phrase the old list was matching is dropped."""
+        self.context_bias = ContextBias.build(self.tokenizer, context_bias)
+        written = self._forgotten or any(
+            t >= self.tokenizer.num_special_tokens for t in self._tokens
+        )
+        self._matcher = self.context_bias and self.context_bias.matcher(at_start=not written)
+
+    def bonus(self) -> Bonus | None:
+        """The context-bias bonus of this session's next positions (None: no list)."""
+        return self._matcher.bonus() if self._matcher else None
+
     # --- the outputs, from its pool ---
     def decoded(self, tokens: list[int], position: int) -> list[Event]:
         """Its pool's outputs at decoder positions `position`, `position + 1`, ...: the
@@ -270,6 +291,8 @@ class Session:
         events: list[Event] = []
         for i, token in enumerate(tokens):
             self._tokens.append(token)
+            if self._matcher:
+                self._matcher.advance(token)
             word = self._words.add(position + i, token)
             if word is None and self.settle_seconds is not None:
                 word = self._words.settle(position + i, self.settle_seconds)
@@ -437,7 +460,8 @@ class SessionPool:
 
     def __init__(self, model: VoxtralRealtime, max_pass: int = MAX_PASS):
         self.model = model
-        self.batch = DecoderBatch(model.decoder, max_pass)
+        text_from = model.tokenizer.num_special_tokens if model.tokenizer else 0
+        self.batch = DecoderBatch(model.decoder, max_pass, text_from)
         self.encoders = EncoderBatch(model.encoder, ENCODER_BATCH_TOKENS)
         self._sessions: set[Session] = set()
         self._passes = 0
@@ -514,7 +538,7 @@ class SessionPool:
         for s in [s for s in inputs if s.lane.last_token is None]:
             lane, tic = s.lane, time.perf_counter()
             audio, prompt = inputs.pop(s)
-            token = self.batch.prefill(lane.row, audio, prompt)[0, -1].item()
+            token = self.batch.prefill(lane.row, audio, prompt, bias=s.bonus())[0, -1].item()
             lane.take(audio.shape[0])
             lane.accept([token])
             lane.elapsed += time.perf_counter() - tic
@@ -526,7 +550,8 @@ class SessionPool:
             most = max(1, PASS_POSITIONS // len(inputs))
             inputs = {s: (audio[:most], ids[:most]) for s, (audio, ids) in inputs.items()}
         tic = time.perf_counter()
-        tokens = self.batch.run({s.lane.row: given for s, given in inputs.items()})
+        bias = {s.lane.row: b for s in inputs if (b := s.bonus()) is not None}
+        tokens = self.batch.run({s.lane.row: given for s, given in inputs.items()}, bias=bias)
         rows = {row: b for b, row in enumerate(self.batch.rows)}
         grid = tokens.tolist()
         elapsed = time.perf_counter() - tic

@@ -26,12 +26,14 @@ def transcribe(
     *,
     sample_rate: int = SAMPLE_RATE,
     max_draft: int = MAX_DRAFT,
+    context_bias: Any = None,
 ) -> Transcript:
     """Transcribe a file, or in-memory samples at `sample_rate` (see `audio.as_samples`),
     greedily: the offline schedule, which stops at EOS and never runs past the padded audio.
 
     `delay_ms`: None for the checkpoint's own delay. `progress(seconds_done, seconds_total)`
-    is called after each block of audio. `max_draft`: see Session.
+    is called after each block of audio. `max_draft`, `context_bias` (custom vocabulary):
+    see Session.
     """
     from .audio import as_samples, load_audio
     from .session import Session
@@ -41,7 +43,12 @@ def transcribe(
     else:
         samples = as_samples(audio)
     session = Session(
-        model, delay_ms, stop_at_eos=True, sample_rate=sample_rate, max_draft=max_draft
+        model,
+        delay_ms,
+        stop_at_eos=True,
+        sample_rate=sample_rate,
+        max_draft=max_draft,
+        context_bias=context_bias,
     )
     block = round(ENCODER_BATCH_TOKENS * session.schedule.seconds_per_token * sample_rate)
     total = len(samples) / sample_rate
@@ -58,12 +65,14 @@ def transcribe_many(
     sources: Iterable[str | Path | Any],
     delay_ms: int | None = None,
     batch: int = 8,
+    *,
+    context_bias: Any = None,
 ) -> Iterator[tuple[int, Transcript | VoxtralError]]:
     """Transcribe many files (or 16 kHz arrays) `batch` at a time through one SessionPool:
     each decoder pass reads the weights once for every file in flight. Yields (index in
     `sources`, Transcript) as each file is done, or (index, VoxtralError) for one that
     cannot be read; sources are opened only when their turn comes. Each result equals
-    `transcribe()` of that file alone."""
+    `transcribe()` of that file alone. `context_bias`: one list for every file (Session)."""
     from .audio import as_samples, load_audio
     from .errors import VoxtralError
     from .session import SessionPool
@@ -71,6 +80,10 @@ def transcribe_many(
     if batch < 1:
         raise VoxtralError(f"batch must be at least 1, got {batch}")
     pool = SessionPool(model)
+    if context_bias is not None:  # one tree for every file (parsed before any file opens)
+        from .biasing import ContextBias
+
+        context_bias = ContextBias.build(model.tokenizer, context_bias)
     waiting = iter(enumerate(sources))
     active: dict[Session, _File] = {}
     while True:
@@ -82,7 +95,8 @@ def transcribe_many(
             except VoxtralError as e:
                 yield index, e
                 continue
-            active[pool.add(delay_ms, stop_at_eos=True)] = _File(index, samples)
+            session = pool.add(delay_ms, stop_at_eos=True, context_bias=context_bias)
+            active[session] = _File(index, samples)
         if not active:
             return
         for session, file in active.items():

@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..biasing import ContextBias
 from ..config import VALID_DELAYS_MS
 from ..model import VoxtralRealtime
 from ..session import streams_that_fit
@@ -83,7 +84,7 @@ async def models(request: Request) -> dict:
         "audio_transcription_capabilities": {
             "modes": ["offline", "realtime"],
             "diarization": False,
-            "context_bias": False,
+            "context_bias": True,
             "turn_detection": True,
             "timestamp_granularities": ["segment", "word"],
             "languages": [],  # accepted and echoed, never used: Voxtral takes no language
@@ -110,6 +111,7 @@ def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
     if config.max_connections is None:
         config = dataclasses.replace(config, max_connections=default_max_connections())
     app.state.server = Server(model, config, delay_ms, Scheduler(model))
+    app.state.server.default_bias = ContextBias.build(model.tokenizer, list(config.context_bias))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # the browser page: public (it holds no secret); its API calls carry the key

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..biasing import DEFAULT_STRENGTH, check_weight, parse_context_bias
 from ..config import check_delay
 from ..errors import VoxtralError, VoxtralWarning
 
@@ -43,6 +44,10 @@ class ServerConfig:
     idle_timeout: float = 60.0  # seconds a realtime connection may idle (Connection.idle_seconds)
     read_timeout: float = 20.0  # seconds for a request's headers, and between upload reads
     max_connections: int | None = None  # open connections, at most; None: from the file limit
+    # the custom vocabulary of every request and session that sends none of its own:
+    # (phrase, weight) pairs, or anything biasing.parse_context_bias reads
+    context_bias: tuple[tuple[str, float], ...] = ()
+    context_bias_strength: float = DEFAULT_STRENGTH  # of the phrases clients send unweighted
 
     def __post_init__(self) -> None:
         """ConfigError (a VoxtralError) for a limit out of its range."""
@@ -65,6 +70,15 @@ class ServerConfig:
                 raise ConfigError(name, value, AT_LEAST_ONE)
         if self.served_model_name is not None and not self.served_model_name.strip():
             raise ConfigError("served_model_name", self.served_model_name, "give a name")
+        try:
+            check_weight(self.context_bias_strength)
+        except VoxtralError as e:
+            raise ConfigError("context_bias_strength", self.context_bias_strength, str(e)) from None
+        try:
+            phrases = parse_context_bias(list(self.context_bias), self.context_bias_strength)
+        except VoxtralError as e:
+            raise ConfigError("context_bias", self.context_bias, str(e)) from None
+        self.context_bias = tuple(phrases)
 
     @property
     def model_id(self) -> str:

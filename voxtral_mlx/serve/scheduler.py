@@ -29,6 +29,7 @@ from typing import ClassVar, Protocol
 import mlx.core as mx
 import numpy as np
 
+from ..biasing import ContextBias
 from ..config import SAMPLE_RATE
 from ..events import Event
 from ..model import VoxtralRealtime
@@ -179,10 +180,12 @@ class Scheduler:
     def uploads(self) -> int:
         return sum(not stream.live for stream in self.streams)
 
-    async def open_session(self, stream: Stream, delay_ms: int) -> None:
-        """Give `stream` a session (of the upload pool for an upload); from there, the
-        scheduler feeds it."""
-        stream.session = await self.worker.run(self._add, delay_ms, not stream.live)
+    async def open_session(
+        self, stream: Stream, delay_ms: int, context_bias: ContextBias | None = None
+    ) -> None:
+        """Give `stream` a session (of the upload pool for an upload) with its custom
+        vocabulary (`context_bias`); from there, the scheduler feeds it."""
+        stream.session = await self.worker.run(self._add, delay_ms, not stream.live, context_bias)
         self.streams.add(stream)
         self.wake()
 
@@ -211,11 +214,12 @@ class Scheduler:
         """The server stops: the worker thread finishes and is joined (Worker.close)."""
         self.worker.close()
 
-    def _add(self, delay_ms: int, upload: bool) -> Session:
+    def _add(self, delay_ms: int, upload: bool, context_bias: ContextBias | None = None) -> Session:
         if self.live_pool is None:
             self.live_pool, self.upload_pool = SessionPool(self.model), SessionPool(self.model)
         pool = self.upload_pool if upload else self.live_pool
-        return pool.add(delay_ms, stop_at_eos=upload)  # files stop at EOS, live runs on
+        # files stop at EOS, live runs on
+        return pool.add(delay_ms, stop_at_eos=upload, context_bias=context_bias)
 
     async def _run(self) -> None:
         """Forever: take what each stream has ready, run a job, hand out the events."""

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from fastapi import HTTPException, Request
 
+from ..biasing import ContextBias, parse_context_bias
 from ..model import VoxtralRealtime
 from .config import ServerConfig
 from .errors import KEY_REFUSED, STOPPING, ServerStopping, authorized, shorten
@@ -34,6 +35,15 @@ class Server:
     started: float = field(default_factory=time.time)
     watcher: asyncio.Task | None = None  # the watch over idle connections (realtime.py)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on Ctrl+C (serve)
+    default_bias: ContextBias | None = None  # the list of sessions that send none (create_app)
+
+    def context_bias(self, value: object = None) -> ContextBias | None:
+        """The list a request or session sent (checked: VoxtralError), or the server's own
+        when it sent none (None)."""
+        if value is None:
+            return self.default_bias
+        phrases = parse_context_bias(value, self.config.context_bias_strength)
+        return ContextBias.build(self.model.tokenizer, phrases)
 
     def check_model(self, name) -> str | None:
         """Why `name` is not a model this server serves (None: it is, or names none)."""

@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from ..biasing import ContextBias
 from ..config import VALID_DELAYS_MS, check_delay
 from ..errors import VoxtralError
 from .config import ServerConfig
@@ -106,6 +107,7 @@ class UploadForm:
     model: str = ""  # the name the client asked for ("": the served model)
     mistral: bool = False
     granularities: tuple[str, ...] = ()
+    context_bias: ContextBias | None = None  # the custom vocabulary (the server's, if none)
 
     @classmethod
     def read(cls, form: FormData, server: Server, accept: str = "") -> UploadForm:
@@ -138,6 +140,12 @@ class UploadForm:
         if language is not None and not LANGUAGE_CODE.fullmatch(language):
             message = "language must be a language code such as en (ISO-639-1)"
             raise UploadRefused(message, 400, "invalid_language")
+        phrases = form.getlist("context_bias") + form.getlist("context_bias[]")
+        phrases = [p for p in phrases if p]  # an empty field is no field, as delay_ms's
+        try:
+            context_bias = server.context_bias(phrases or None)
+        except VoxtralError as e:
+            raise UploadRefused(str(e), 400, "invalid_context_bias") from None
         include = form.getlist("include[]") + form.getlist("include")
         if "logprobs" in include:
             message = "include[]=logprobs is not available: this server keeps no log probabilities"
@@ -168,6 +176,7 @@ class UploadForm:
             model,
             mistral,
             granularities,
+            context_bias,
         )
 
 
@@ -184,10 +193,6 @@ def _check_mistral(form: FormData) -> None:
         raise UploadRefused(message, 400, "unsupported_value")
     if "file_url" in form or "file_id" in form:
         raise UploadRefused(NO_URLS, 400, "unsupported_value")
-    if any(str(p).strip() for p in form.getlist("context_bias")):
-        # (biasing comes with its own issue, not on this branch yet)
-        message = "context_bias is not available on this server yet"
-        raise UploadRefused(message, 400, "unsupported_value")
 
 
 def _integer(text: str) -> int | str:
@@ -263,7 +268,8 @@ UPLOAD_FORM = {  # the upload's form in the API schema (the handler reads the bo
                         "context_bias": {
                             "type": "array",
                             "items": {"type": "string"},
-                            "description": "Mistral's: not available yet (an empty list)",
+                            "description": "custom vocabulary: phrases to prefer (a field "
+                            "each, or a JSON list; [phrase, weight] pairs are our extension)",
                         },
                     },
                 }

@@ -109,7 +109,7 @@ async def _transcribe(request: Request, server: Server):
         # and resample, and live sessions would wait for it
         upload = Upload(await asyncio.to_thread(_decode_bytes, data, name), server, asked.stream)
         del data
-        await server.scheduler.open_session(upload, asked.delay_ms)
+        await server.scheduler.open_session(upload, asked.delay_ms, asked.context_bias)
     except VoxtralError as e:
         return error_response(str(e), 400)
     if asked.stream:

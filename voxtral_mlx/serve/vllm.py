@@ -2,17 +2,19 @@
 work unchanged).
 
 The events:
-  server -> session.created {id, created, delay_ms}
-  client -> session.update {model, delay_ms?, backpressure?}  start the session
+  server -> session.created {id, created, delay_ms, context_bias}
+  client -> session.update {model, delay_ms?, context_bias?, backpressure?}  start the session
   client -> input_audio_buffer.append {audio}  base64 PCM16 little-endian, mono, 16 kHz
   client -> input_audio_buffer.commit          start an utterance (audio appended so far too)
   server -> transcription.delta {delta, start, end, rtf, words}  text, append-only, once decided
   client -> input_audio_buffer.commit {final: true}   end of the utterance: flush its words
-  server -> transcription.done {text, usage, delay_ms, words}  text: the deltas, concatenated
+  server -> transcription.done {text, usage, delay_ms, context_bias, words}  text: the deltas
   server -> error {error, code}                the connection stays usable
-`delay_ms`, `backpressure`, `start`/`end`/`rtf`/`words` (the words completed since the last
-delta, with their times, as the library's WordDone) and the `delay_ms` of created/done are our
-extensions (vLLM's clients ignore them). A commit sent while the previous utterance is still
+`delay_ms`, `context_bias` (custom vocabulary: phrases or [phrase, weight] pairs; from the next
+utterance on; [] for none), `backpressure`, `start`/`end`/`rtf`/`words` (the words completed
+since the last delta, with their times, as the library's WordDone) and the `delay_ms` and
+`context_bias` of created (the server's) and done (the utterance's) are our extensions
+(vLLM's clients ignore them). A commit sent while the previous utterance is still
 flushing starts the next one after it: every utterance gets its own done, in order.
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..biasing import ContextBias
 from ..config import SAMPLE_RATE, check_delay
 from ..errors import VoxtralError
 from ..session import Session, TextDelta, WordDone
@@ -35,6 +38,11 @@ from .connection import Connection
 from .errors import ClientError, buffer_full, shorten, vllm_error
 from .scheduler import SLICE_SECONDS, AudioQueue
 from .wire import decode_pcm16
+
+
+def phrases(bias: ContextBias | None) -> list[list]:
+    """A list as our events report it: [phrase, weight] pairs ([] for none)."""
+    return [list(item) for item in bias.phrases] if bias else []
 
 
 def lax_bool(value) -> bool:
@@ -90,6 +98,7 @@ class VllmDialect:
         self.scheduler = self.server.scheduler
         self.state = State.OPEN
         self.delay_ms = self.server.delay_ms  # of the next utterance (session.update may change it)
+        self.context_bias = self.server.context_bias()  # the same: the server's list, or none
         self.session: Session | None = None  # the first utterance's, once it is transcribed
         self.utterances: deque[Utterance] = deque()
         self.words: list[dict] = []  # words of the utterance completed since the last delta
@@ -118,6 +127,7 @@ class VllmDialect:
     async def start(self) -> None:
         created = {"type": "session.created", "id": f"sess-{uuid.uuid4().hex}"}
         created |= {"created": int(time.time()), "delay_ms": self.delay_ms}
+        created |= {"context_bias": phrases(self.context_bias)}
         await self.conn.send(created)
 
     async def error(
@@ -151,6 +161,11 @@ class VllmDialect:
                 self.delay_ms = check_delay(event["delay_ms"])
             except VoxtralError as e:
                 raise ClientError(str(e), "invalid_delay", "delay_ms") from None
+        if event.get("context_bias") is not None:  # our extension: from the next utterance on
+            try:
+                self.context_bias = self.server.context_bias(event["context_bias"])
+            except VoxtralError as e:
+                raise ClientError(str(e), "invalid_context_bias", "context_bias") from None
         if (mode := event.get("backpressure")) is not None:  # our extension
             if mode not in ("drop", "wait"):
                 message = "backpressure must be 'drop' (the default) or 'wait'"
@@ -229,7 +244,7 @@ class VllmDialect:
         """The first utterance goes to the model once it is committed (the ones behind it
         wait for its done)."""
         if self.session is None and self.utterances and self.utterances[0].committed:
-            await self.scheduler.open_session(self, self.delay_ms)
+            await self.scheduler.open_session(self, self.delay_ms, self.context_bias)
 
     def intake(self) -> tuple[np.ndarray | None, bool] | None:
         """For the scheduler: audio for the next job (while the decoder keeps up) and
@@ -268,7 +283,8 @@ class VllmDialect:
         usage = {"prompt_tokens": prompt, "total_tokens": prompt + completion}
         usage |= {"completion_tokens": completion, "prompt_tokens_details": None}
         done = {"type": "transcription.done", "text": session.text, "usage": usage}
-        done |= {"delay_ms": session.delay_ms, "words": self.words}
+        done |= {"delay_ms": session.delay_ms, "context_bias": phrases(session.context_bias)}
+        done |= {"words": self.words}
         self.words = []
         await self.conn.send(done, activity=True)
         await self._next_utterance(session)

@@ -2,6 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "voxtral-api-key";
+const VOCABULARY_STORE = "voxtral-vocabulary";
 const live = { ws: null, ctx: null, node: null, stream: null, sent: 0, opened: false, stopping: false,
                started: false, queue: [], opening: false };
 // Audio captured while the connection is being set up waits here (at most this many 100 ms
@@ -13,6 +14,8 @@ let cues = [];  // {start, end, text}
 
 function apiKey() { return localStorage.getItem(KEY_STORE) || ""; }
 function authHeaders() { return apiKey() ? { Authorization: "Bearer " + apiKey() } : {}; }
+// The custom vocabulary field: phrases separated by commas (none: the server's list).
+function vocabulary() { return $("vocabulary").value.split(",").map((p) => p.trim()).filter(Boolean); }
 function setState(s) { $("state").textContent = s; }
 function showMessage(msg) { const m = $("message"); m.textContent = msg; m.hidden = false; }
 function clearMessage() { $("message").hidden = true; $("message").textContent = ""; }
@@ -97,6 +100,7 @@ async function open() {
       live.opened = true;
       const update = { type: "session.update", model: null };
       if ($("delay").value) update.delay_ms = Number($("delay").value);  // else the server's
+      if (vocabulary().length) update.context_bias = vocabulary();  // else the server's
       ws.send(JSON.stringify(update));
       ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
       live.started = true;
@@ -183,6 +187,7 @@ function upload(file) {
   const form = new FormData();
   form.append("file", file);
   form.append("response_format", "verbose_json");
+  for (const phrase of vocabulary()) form.append("context_bias", phrase);
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/v1/audio/transcriptions");
   for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
@@ -220,6 +225,8 @@ function loadDelays() {
 
 function setup() {
   $("delay").add(new Option("server default", ""));  // until /health answers
+  $("vocabulary").value = localStorage.getItem(VOCABULARY_STORE) || "";
+  $("vocabulary").onchange = () => localStorage.setItem(VOCABULARY_STORE, $("vocabulary").value);
   loadDelays();
   $("start").onclick = () => (live.ws ? stop() : start());
   $("copy").onclick = () => navigator.clipboard.writeText(text.trim());

@@ -97,7 +97,9 @@ class MistralDialect:
         asked = conn.ws.query_params.get("model")
         self.refused = self.server.check_model(asked)  # why the model is not served, if not
         model = asked or self.server.config.model_id
-        self.settings = Settings(model=model, delay_ms=self.server.delay_ms)
+        self.settings = Settings(
+            model=model, delay_ms=self.server.delay_ms, context_bias=self.server.context_bias()
+        )
         self.resampler = StreamResampler(self.settings.rate)
         self.partial = b""  # the bytes of a sample an append cut: the next one's start
         self.session: Session | None = None
@@ -164,7 +166,7 @@ class MistralDialect:
                 "invalid_event",
                 "session",
             )
-        settings = self.settings.updated(event.get("session"))
+        settings = self.settings.updated(event.get("session"), self.server)
         if settings.rate != self.settings.rate:
             self.resampler = StreamResampler(settings.rate)
         if settings.encoding != self.settings.encoding:
@@ -242,7 +244,8 @@ class MistralDialect:
             utterance = self.utterances[0]
             if utterance.samples:
                 utterance.listen_for_turns(self.server.model)
-                await self.scheduler.open_session(self, utterance.settings.delay_ms)
+                settings = utterance.settings
+                await self.scheduler.open_session(self, settings.delay_ms, settings.context_bias)
                 return
             if not utterance.final:
                 return

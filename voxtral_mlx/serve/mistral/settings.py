@@ -9,9 +9,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ...biasing import ContextBias
 from ...config import SAMPLE_RATE, check_delay
 from ...errors import VoxtralError
 from ..errors import ClientError, shorten
+from ..server import Server
 from ..upload_form import LANGUAGE_CODE
 from ..wire import PCM_SAMPLES, g711_to_float, pcm_to_float
 
@@ -50,10 +52,10 @@ class Settings:
     encoding: str = "pcm_s16le"
     rate: int = SAMPLE_RATE  # the client's sample rate
     language: str | None = None  # the client's, echoed: Voxtral detects none
-    context_bias: tuple[str, ...] | None = None
+    context_bias: ContextBias | None = None  # the custom vocabulary (None: no list)
     turn_detection: dict | None = None  # None: no turn.* events
 
-    def updated(self, session) -> Settings:
+    def updated(self, session, server: Server) -> Settings:
         """The settings a session.update's `session` asks for, or a SettingError that
         changes nothing. Fields left out (or null) stay as they are."""
         if not isinstance(session, dict):
@@ -82,7 +84,7 @@ class Settings:
                 "speaker_references",
             )
         if (bias := session.get("context_bias")) is not None:
-            changes["context_bias"] = context_bias(bias)
+            changes["context_bias"] = context_bias(bias, server)
         if (language := session.get("language")) is not None:
             if not isinstance(language, str) or not LANGUAGE_CODE.fullmatch(language):
                 raise SettingError(
@@ -102,7 +104,9 @@ class Settings:
             "audio_format": {"encoding": self.encoding, "sample_rate": self.rate},
             "target_streaming_delay_ms": self.delay_ms,
             "diarize": False,
-            "context_bias": None if self.context_bias is None else list(self.context_bias),
+            "context_bias": [phrase for phrase, _ in self.context_bias.phrases]
+            if self.context_bias
+            else None,
             "language": self.language,
             "speaker_references": None,
             "turn_detection": self.turn_detection,
@@ -123,14 +127,15 @@ class Settings:
         return pcm_to_float(raw, kind)
 
 
-def context_bias(value) -> tuple[str, ...] | None:
-    """A context-bias list. Biasing comes with its own issue (not on this branch yet): an
-    empty list is accepted, any phrase refused."""
+def context_bias(value, server: Server) -> ContextBias | None:
+    """The custom vocabulary a session.update sends: a list of phrases, each weighed by the
+    server's --context-bias-strength ([]: none; it replaces the server's list)."""
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         raise SettingError("context_bias must be a list of strings", "context_bias")
-    if value:
-        raise SettingError("context_bias is not available on this server yet", "context_bias")
-    return None
+    try:
+        return server.context_bias(value)
+    except VoxtralError as e:
+        raise SettingError(f"context_bias: {e}", "context_bias") from None
 
 
 def _audio_format(given) -> tuple[str, int]:

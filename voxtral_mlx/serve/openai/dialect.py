@@ -51,7 +51,11 @@ class OpenAIDialect:
         self.conn, self.server = conn, conn.server
         self.scheduler = self.server.scheduler
         self.id = f"sess_{uuid.uuid4().hex[:20]}"
-        self.settings = Settings(model=self.server.config.model_id, delay_ms=self.server.delay_ms)
+        self.settings = Settings(
+            model=self.server.config.model_id,
+            delay_ms=self.server.delay_ms,
+            context_bias=self.server.context_bias(),  # the server's list, or none
+        )
         self.session: Session | None = None
         self.audio = AudioQueue()  # not yet given to the model
         self.clock = StreamClock(self.settings.rate)
@@ -126,6 +130,9 @@ class OpenAIDialect:
             self.clock.restart(self.settings.rate)
         if self.settings.vad != old.vad:
             self.vad.configure(self.settings.vad, self.turns.open.start)
+        bias = self.settings.context_bias
+        if self.session is not None and bias is not old.context_bias:  # from the next output
+            await self.scheduler.worker.run(self.session.set_context_bias, bias)
         kind = "transcription_session.updated" if self.settings.legacy else "session.updated"
         await self.send(kind, session=self.settings.describe(self.id))
         early, self.early = self.early, []
@@ -150,7 +157,9 @@ class OpenAIDialect:
         self.pad.heard(now)
         self.audio.append(self.clock.resample(samples))
         if self.session is None:
-            await self.scheduler.open_session(self, self.settings.delay_ms)
+            await self.scheduler.open_session(
+                self, self.settings.delay_ms, self.settings.context_bias
+            )
         self.scheduler.live_audio()
 
     async def commit(self, event: dict) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
+from ...biasing import ContextBias
+from ...errors import VoxtralError
 from ..errors import ClientError
 from ..server import Server
 
@@ -46,6 +48,7 @@ class Settings:
     rate: int = FORMATS["audio/pcm"]  # the client's sample rate
     vad: dict | None = field(default_factory=default_vad)  # None: the client commits turns
     legacy: bool = False  # the client spoke the beta's transcription_session.update
+    context_bias: ContextBias | None = None  # transcription.keywords (None: no list)
 
     def updated(self, event: dict, server: Server, started: bool) -> Settings:
         """The settings `event` asks for (a session.update, or the beta's
@@ -85,7 +88,13 @@ class Settings:
         vad = self.vad
         if "turn_detection" in audio_in:
             vad = _turn_detection(audio_in["turn_detection"])
-        for name in ("language", "prompt", "keywords", "languages"):
+        bias = self.context_bias
+        if "keywords" in transcription:  # the custom vocabulary; null: the server's
+            try:
+                bias = server.context_bias(_keywords(transcription["keywords"]))
+            except VoxtralError as e:
+                raise SettingError(str(e), "transcription.keywords") from None
+        for name in ("language", "prompt", "languages"):
             if transcription.get(name):  # accepted, said in session.updated: not applied
                 log.warning("transcription.%s %r: not applied", name, transcription[name])
         return replace(
@@ -97,6 +106,7 @@ class Settings:
             rate=rate,
             vad=vad,
             legacy=legacy,
+            context_bias=bias,
         )
 
     def describe(self, session_id: str) -> dict:
@@ -104,6 +114,8 @@ class Settings:
         so (null)."""
         fmt = {"type": self.format} | ({"rate": self.rate} if self.format == "audio/pcm" else {})
         transcription = {"model": self.model, "language": None, "prompt": None}
+        bias = self.context_bias  # the custom vocabulary (its phrases), or null
+        transcription["keywords"] = [phrase for phrase, _ in bias.phrases] if bias else None
         if self.delay_level is not None:
             transcription["delay"] = self.delay_level
         if self.legacy:
@@ -177,6 +189,13 @@ def _turn_detection(given) -> dict | None:
             )
         vad[name] = value
     return vad
+
+
+def _keywords(given) -> list | None:
+    """`keywords`, as OpenAI types it: a list of words or phrases (or null)."""
+    if given is not None and not isinstance(given, list):
+        raise SettingError("keywords must be a list of words or phrases", "transcription.keywords")
+    return given
 
 
 def _legacy(session: dict) -> dict:
