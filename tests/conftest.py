@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from voxtral_mlx.testing import TinySpec, shared_audio, tiny_hf_model, write_official
+from voxtral_mlx.testing import TinySpec, tiny_hf_model, write_official
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +30,11 @@ def model(official_dir):
 
 @pytest.fixture(scope="session")
 def jfk():
+    """The 11 s clip the package ships (`voxtral bench`'s speech)."""
     import voxtral_mlx
+    from voxtral_mlx.bench import BUNDLED_SPEECH
 
-    path = shared_audio("jfk.wav")
-    if not path.is_file():
-        pytest.skip(f"shared audio not found at {path}")
-    return voxtral_mlx.load_audio(path)
+    return voxtral_mlx.load_audio(BUNDLED_SPEECH)
 
 
 TRAINED = Path(__file__).parent / "assets" / "tiny-voxtral"  # the tiny trained model

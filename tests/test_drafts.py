@@ -41,8 +41,7 @@ def test_any_chunking(model, clip):
             session.feed(clip[lo : lo + n])
             lo += n
         session.finish()
-        assert session.result.tokens == voxtral_mlx.transcribe(model, clip, max_draft=1).tokens
-        assert max_draft == 1 or session.result.tokens == want
+        assert session.result.tokens == want, max_draft
 
 
 def test_eos_inside_a_draft(official_dir, clip):
