@@ -351,8 +351,9 @@ def test_several_files_are_named_and_piped_text_is_bare(official_dir, wav, expec
 
 def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tmp_path):
     """Ctrl+C says so, keeps the files already written and writes nothing half done."""
-    long = tmp_path / "long.wav"
-    sf.write(long, np.tile(sf.read(wav, dtype="float32")[0], 12), 16000)  # 2 minutes
+    long = tmp_path / "long.wav"  # 40 minutes: far more than a loaded machine gets through
+    # between the first file's last output and the signal (the signal comes at once)
+    sf.write(long, np.tile(sf.read(wav, dtype="int16")[0], 240), 16000, subtype="PCM_16")
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [
@@ -374,8 +375,7 @@ def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tm
     )
     deadline = time.monotonic() + 120
     while not (out / "jfk.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
