@@ -89,6 +89,7 @@ class Source:
 
     def __init__(self, maxsize: int = 0):
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize)
+        self.overflows = 0  # times the device had audio we did not read in time (lost)
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
         """Blocks until the source ends; once `stop` is set, capture stops and what was
@@ -127,6 +128,15 @@ class Source:
         pass
 
 
+def overflow_warning(source: Source) -> str:
+    """What a user is told when the device overflowed: audio was lost, and why."""
+    times = "once" if source.overflows == 1 else f"{source.overflows} times"
+    return (
+        f"{source.name} overflowed {times}: some audio was lost (the machine was too busy to "
+        "read it in time) and its words may be missing"
+    )
+
+
 class MicrophoneSource(Source):
     """An input device through PortAudio (a microphone, or a loopback of the output)."""
 
@@ -141,8 +151,6 @@ class MicrophoneSource(Source):
                 self.overflows += 1
             self._queue.put(indata.mean(axis=1).astype(np.float32))
 
-        self.overflows = 0
-
         try:
             self._stream = sd.InputStream(
                 device=device.index,
@@ -150,6 +158,9 @@ class MicrophoneSource(Source):
                 samplerate=device.rate,
                 dtype="float32",
                 blocksize=int(device.rate * BLOCK_SECONDS),
+                # the device's buffer at its largest: a callback held up (the decoder holds
+                # the interpreter) loses no audio; it adds tens of ms to the delay at most
+                latency="high",
                 callback=callback,
             )
             self._stream.start()

@@ -20,7 +20,7 @@ from rich.text import Text
 from voxtral_mlx import TextDelta, Transcript, WordDone
 from voxtral_mlx.formats import LiveWriter, TextStream
 
-from .capture import FileSource, Source
+from .capture import FileSource, Source, overflow_warning
 
 SILENCE_WARNING_SECONDS = 4.0
 PERMISSION_HINT = (
@@ -185,6 +185,8 @@ def run_live(
                     last_draw = time.perf_counter()
             handle(session.finish())
             final = session.result
+            if source.overflows:
+                err.print(f"[yellow]warning:[/yellow] {overflow_warning(source)}", highlight=False)
             if live:
                 live.update(render(status, final.text, console.width), refresh=True)
             elif final.text or transcript:

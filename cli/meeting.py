@@ -23,7 +23,7 @@ from voxtral_mlx.formats import MeetingWriter
 from voxtral_mlx.meeting import SETTLE_SECONDS, Conversation, Echo, Said
 from voxtral_mlx.words import Word
 
-from .capture import Source
+from .capture import Source, overflow_warning
 from .live import LiveStatus, source_line, stop_on_ctrl_c, view
 
 STYLES = ("cyan", "magenta")  # you, the others
@@ -218,6 +218,9 @@ def run_meeting(streams: list[Stream], outputs: list[Path], console: Console) ->
             for writer in writers:
                 for s in streams:
                     writer.done(s.speaker, conversation.text(s.speaker), s.session.result)
+            for s in streams:
+                if s.source.overflows:
+                    meeting_view.warn(overflow_warning(s.source))
             complete = True
             return conversation
         finally:

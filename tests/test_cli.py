@@ -628,3 +628,19 @@ def test_bench_refuses_audio_shorter_than_a_token(tmp_path):
     assert done.returncode == 1 and done.stderr.splitlines() == [
         "error: the audio is 0.1 ms long: bench needs at least one token of it (80 ms)"
     ]
+
+
+def test_lost_audio_is_said_once_at_the_end(official_dir, wav, expected, monkeypatch):
+    """A device that overflowed (audio lost while the decoder held the interpreter) is one
+    warning line at the end, with the text still printed in full."""
+    real_blocks = capture.FileSource.blocks
+
+    def overflowing(self, stop):
+        self.overflows = 2
+        yield from real_blocks(self, stop)
+
+    monkeypatch.setattr(capture.FileSource, "blocks", overflowing)
+    done = voxtral("live", "--input", wav, "--fast", "--model", official_dir)
+    assert done.returncode == 0 and done.stdout.strip() == expected.text.strip()
+    (warning,) = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert "overflowed 2 times: some audio was lost" in warning
