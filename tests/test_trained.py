@@ -225,9 +225,12 @@ def srt_seconds(stamp: str) -> float:
 def test_virtual_microphone(held_out, tmp_path):
     """PulseAudio's null sink at 44.1 kHz: the speech is resampled twice and reaches us in
     device-sized blocks, and `voxtral live` stops on Ctrl+C, flushing the last word. One run
-    in real time (two utterances, 8.5 s), the suite's only one through a sound server."""
+    in real time (two utterances, 11 words in 8.6 s: the tiny model is not made for streams
+    much longer than its ~12 s training clips), the suite's only one through a sound server.
+    One word may differ from the file's transcript (exact on these): the sound server
+    resamples with its own filter and the speech falls elsewhere on the 80 ms grid."""
     _, utterances = held_out
-    chosen = [utterances[16], utterances[18]]
+    chosen = [utterances[10], utterances[16]]
     wav, out = tmp_path / "mic.wav", tmp_path / "mic.jsonl"
     sf.write(wav, np.concatenate([u.audio for u in chosen]), 16000, subtype="PCM_16")
     code, stdout, stderr = live_through_virtual_mic(ASSET, wav, "-o", out)
@@ -238,7 +241,8 @@ def test_virtual_microphone(held_out, tmp_path):
     assert events[-1]["stats"]["audio_seconds"] >= heard  # all of it heard
     measured = wer([(" ".join(u.text for u in chosen), stdout)])
     print(f"virtual microphone WER {100 * measured:.2f}%: {basic_normalize(stdout)}")
-    assert measured <= MAX_WER
+    words = sum(len(u.text.split()) for u in chosen)
+    assert round(measured * words) <= 1, stderr  # (a device overflow, audio lost, says so)
 
 
 def readme_block(after: str) -> str:
