@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,47 @@ def jfk():
     from voxtral_mlx.bench import BUNDLED_SPEECH
 
     return voxtral_mlx.load_audio(BUNDLED_SPEECH)
+
+
+@pytest.fixture(scope="session")
+def reference_tokens(hf_model, model, jfk, tmp_path_factory, worker_id):
+    """transformers' greedy tokens for the jfk clip at a delay (`reference_tokens(480)`),
+    the reference of the parity tests: generate() once per delay in a run, shared by the
+    pytest-xdist workers through a file in the run's temporary folder (the tiny model is
+    seeded, so every worker's is the same)."""
+    import torch
+    from filelock import FileLock
+    from transformers import VoxtralRealtimeFeatureExtractor
+
+    from voxtral_mlx.offline import pad_audio
+
+    # the run's folder (above each worker's); without workers, this process's own
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if worker_id != "master" else shared
+
+    def generate(delay_ms: int) -> list[int]:
+        args = model.args.schedule(delay_ms)
+        feats = VoxtralRealtimeFeatureExtractor()(
+            pad_audio(jfk, args), sampling_rate=16000, return_tensors="pt"
+        )["input_features"]
+        prompt = [1] + [32] * (args.prompt_length - 1)
+        with torch.no_grad():
+            out = hf_model.generate(
+                input_ids=torch.tensor([prompt]),
+                input_features=feats,
+                num_delay_tokens=args.n_delay_tokens,
+                do_sample=False,
+            )
+        return out[0, len(prompt) :].tolist()
+
+    def tokens(delay_ms: int) -> list[int]:
+        path = shared / f"reference-jfk-{delay_ms}ms.json"
+        with FileLock(f"{path}.lock"):
+            if not path.is_file():
+                path.write_text(json.dumps(generate(delay_ms)))
+            return json.loads(path.read_text())
+
+    return tokens
 
 
 TRAINED = Path(__file__).parent / "assets" / "tiny-voxtral"  # the tiny trained model
