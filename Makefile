@@ -11,8 +11,10 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 
+# Two workers (pytest-xdist), each taking whole test files: a file's fixtures (its servers,
+# its models) are made once, in one worker. `pytest tests/x.py` alone runs in one process.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check voxtral_mlx cli tests benchmarks training

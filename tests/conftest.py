@@ -113,3 +113,29 @@ def trained_server():
     yield port
     proc.terminate()
     proc.wait(10)
+
+
+# `make test` runs the files on two pytest-xdist workers, a whole file at a time (--dist
+# loadfile): the longest files go first, so that none of them starts last while the other
+# worker sits idle (the order of a run's per-file durations, `pytest --durations=0`).
+LONGEST_FIRST = (
+    "test_trained.py",
+    "test_biasing.py",
+    "test_parity.py",
+    "test_quantized.py",
+    "test_session.py",
+    "test_server.py",
+    "test_serve_limits.py",
+    "test_bench.py",
+    "test_pool.py",
+    "test_cli.py",
+    "test_dictate.py",
+    "test_browser.py",
+    "test_mistral_api.py",
+    "test_meeting.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
