@@ -330,8 +330,8 @@ def test_a_quantized_model_decodes_with_a_list(speech, tmp_path):
 
 
 def test_cli_doors_decode_with_a_list(trained, speech, tmp_path):
-    """transcribe (one file, and several pooled), live, eval and dictate --dry-run write
-    what the library writes with the same list, given inline or in a file."""
+    """transcribe (one file, and several pooled), live, eval, dictate --dry-run and meeting
+    write what the library writes with the same list, given inline or in a file."""
     folder = tmp_path / "speech"
     folder.mkdir()
     for i in (0, 1):
@@ -371,6 +371,13 @@ def test_cli_doors_decode_with_a_list(trained, speech, tmp_path):
     )
     assert dictated.returncode == 0, dictated.stderr
     assert dictated.stdout.strip().lower() == want[0].strip().lower()
+    silence = tmp_path / "call.wav"  # a silent call: the microphone's words are the file's
+    sf.write(silence, np.zeros(32000, np.float32), 16000)
+    met = voxtral(
+        "meeting", "--input", wav, "--system-input", silence, "--fast", "-m", ASSET, *inline
+    )
+    assert met.returncode == 0, met.stderr
+    assert [line.split(": ", 1) for line in met.stdout.splitlines()] == [["You", want[0].strip()]]
 
 
 def test_cli_list_errors_exit_2_before_the_model_loads(tmp_path):
