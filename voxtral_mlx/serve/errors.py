@@ -3,7 +3,9 @@ API key check that refuses a request.
 
 HTTP errors have OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`), so its
 clients show the message; on /v1/realtime vLLM's dialect sends `{"type": "error", "error",
-"code"}` and OpenAI's its error event. A client's text quoted back is `shorten`ed.
+"code"}` and OpenAI's its error event; Mistral's dialect (and its uploads' server-sent
+events) `{"type": "error", "error": {"message", "code"}}` with an integer code
+(`mistral_error`). A client's text quoted back is `shorten`ed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,22 @@ from fastapi.responses import JSONResponse
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set WebSocket headers
 KEY_REFUSED = "missing or wrong API key (Authorization: Bearer KEY)"
 ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+# our error codes (the dialects') as Mistral's integer codes: HTTP's statuses, which
+# clients read as such (LiveKit's plugin raises an APIStatusError with it); others are 400
+MISTRAL_CODES = {
+    "model_not_found": 404,
+    "idle_timeout": 408,
+    "too_many_sessions": 429,
+    "buffer_full": 429,
+    "processing_error": 500,
+    "server_stopping": 503,
+}
+
+
+def mistral_error(message: str, code: str) -> dict:
+    """Mistral's `error` event (realtime, and an upload's stream()): `error.code` must be an
+    int, or the SDK cannot read it."""
+    return {"type": "error", "error": {"message": message, "code": MISTRAL_CODES.get(code, 400)}}
 
 
 def shorten(text: str, most: int = 64) -> str:

@@ -21,8 +21,8 @@ from ..formats import CueBuilder, StrippedStream, cues, render
 from ..model import VoxtralRealtime
 from ..session import Session, TextDelta, Transcript, WordDone
 from ..words import Word, words_with_tokens
-from .errors import ServerStopping, error_body, error_response
-from .mistral.events import error_event, segment, segment_event, sse, usage, word_item
+from .errors import ServerStopping, error_body, error_response, mistral_error
+from .mistral.events import segment, segment_event, sse, usage, word_item
 from .scheduler import AudioQueue
 from .server import Server, keyed
 from .upload_form import UploadForm, UploadRefused, audio_file, read_upload
@@ -317,10 +317,10 @@ async def _mistral_events(upload: Upload, asked: UploadForm, server: Server) -> 
     try:
         result = upload.done.result()
     except ServerStopping as e:  # (sent, not raised: the response has started)
-        yield sse(error_event(str(e), "server_stopping"))
+        yield sse(mistral_error(str(e), "server_stopping"))
         return
     except Exception as e:
-        yield sse(error_event(f"transcription failed: {e}", "processing_error"))
+        yield sse(mistral_error(f"transcription failed: {e}", "processing_error"))
         return
     if result is not None:
         yield sse(_mistral_done(result, asked, server))

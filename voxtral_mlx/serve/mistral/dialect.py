@@ -20,10 +20,10 @@ from ...session import Session, TextDelta, WordDone
 from ...turns import SlotEnergy, SpeechStarted, TurnDetector
 from ...words import Word
 from ..connection import Connection
-from ..errors import ClientError, shorten
+from ..errors import ClientError, mistral_error, shorten
 from ..scheduler import SLICE_SECONDS, AudioQueue
 from ..wire import decode_base64
-from .events import error_event, segment, segment_event, usage, word_item
+from .events import segment, segment_event, usage, word_item
 from .settings import Settings
 
 # what one transcription.done carries at most: an event must stay under the SDK's 1 MiB
@@ -116,7 +116,7 @@ class MistralDialect:
 
     @staticmethod
     def refusal(message: str, code: str) -> dict:
-        return error_event(message, code)
+        return mistral_error(message, code)
 
     def early_audio(self) -> list[np.ndarray]:
         return []
@@ -125,7 +125,7 @@ class MistralDialect:
         pass  # (never undecided: no connection is handed to it)
 
     async def error(self, message: str, code: str, param: str | None = None, client_event=None):
-        await self.conn.send(error_event(message, code))
+        await self.conn.send(mistral_error(message, code))
 
     async def start(self) -> None:
         """session.created, or an error and the end for a model this server does not serve

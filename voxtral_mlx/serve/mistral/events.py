@@ -1,6 +1,6 @@
 """The shapes of Mistral's transcription events and answers, as the official `mistralai` SDK
 validates them (3.8.0: `mistralai/client/models/`), shared by the realtime dialect and the
-uploads: errors with an integer `code`, `usage` with whole `prompt_audio_seconds`, segments
+uploads: `usage` with whole `prompt_audio_seconds`, segments
 typed `transcription_segment`, and the server-sent events of `stream()`."""
 
 from __future__ import annotations
@@ -10,22 +10,7 @@ import math
 
 from ...words import Word
 
-# our error codes (errors.py, the dialects) as Mistral's integer codes: HTTP's statuses, which
-# clients read as such (LiveKit's plugin raises an APIStatusError with it); others are 400
-ERROR_CODES = {
-    "model_not_found": 404,
-    "idle_timeout": 408,
-    "too_many_sessions": 429,
-    "buffer_full": 429,
-    "processing_error": 500,
-    "server_stopping": 503,
-}
 SEGMENT = "transcription_segment"  # a segment's `type` (the SDK takes no other)
-
-
-def error_event(message: str, code: str) -> dict:
-    """The realtime `error` event: `error.code` must be an int, or the SDK cannot read it."""
-    return {"type": "error", "error": {"message": message, "code": ERROR_CODES.get(code, 400)}}
 
 
 def segment(text: str, start: float, end: float) -> dict:
