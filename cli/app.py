@@ -821,6 +821,9 @@ def serve(
         "read_timeout": ("--read-timeout", read_timeout),
         "max_connections": ("--max-connections", max_connections),
         "served_model_name": ("--served-model-name", served_model_name),
+        "delay_ms": ("--delay", delay),
+        "context_bias": ("--context-bias", None),
+        "context_bias_strength": ("--context-bias-strength", context_bias_strength),
     }
     try:
         config = ServerConfig(

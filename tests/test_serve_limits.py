@@ -371,6 +371,7 @@ def test_server_config_checks_its_limits():
     """A library user's ServerConfig refuses what the CLI refuses (a VoxtralError that names
     the field), and takes the smallest limits that make sense."""
     from voxtral_mlx.serve import ServerConfig
+    from voxtral_mlx.serve.config import ConfigError
 
     with pytest.raises(voxtral_mlx.VoxtralError, match="max_backlog_seconds -1"):
         ServerConfig(model_name="m", max_backlog_seconds=-1)
@@ -382,11 +383,17 @@ def test_server_config_checks_its_limits():
         ("idle_timeout", float("inf")),
         ("read_timeout", float("nan")),
         ("served_model_name", " "),
+        ("delay_ms", 500),
+        ("context_bias", (("", 2.0),)),
+        ("context_bias_strength", 0),
     ):
-        with pytest.raises(voxtral_mlx.VoxtralError, match=field):
+        with pytest.raises(ConfigError, match=field) as caught:
             ServerConfig(model_name="m", **{field: value})
+        assert caught.value.field == field
     with pytest.raises(voxtral_mlx.VoxtralError, match="invalid delay 500"):
         ServerConfig(model_name="m", delay_ms=500)
+    listed = ServerConfig("m", context_bias=("Northwind", ("Quillara", 4)))
+    assert listed.context_bias == (("Northwind", 2.0), ("Quillara", 4.0))
     small = ServerConfig("m", 80, max_sessions=1, max_connections=1, max_backlog_seconds=0.1)
     assert (small.max_sessions, small.max_connections, small.delay_ms) == (1, 1, 80)
 

@@ -52,7 +52,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         """ConfigError (a VoxtralError) for a limit out of its range."""
         if self.delay_ms is not None:
-            check_delay(self.delay_ms)
+            try:
+                check_delay(self.delay_ms)
+            except VoxtralError as e:
+                raise ConfigError("delay_ms", self.delay_ms, str(e)) from None
         for name in (
             "max_message_bytes",
             "max_backlog_seconds",
