@@ -73,3 +73,56 @@ def test_the_serving_package_is_read():
 def test_no_module_imports_itself_back():
     cycle = find_cycle(imports(PACKAGE))
     assert cycle is None, " -> ".join(cycle)
+
+
+def members(cls: type) -> set[str]:
+    """What a class defines or its instances get: the names of its body (and its bases'),
+    and every `self.NAME = ...` of its methods (read from its source)."""
+    import inspect
+    import textwrap
+
+    names = set()
+    for klass in cls.__mro__[:-1]:  # (object's are no stream's)
+        names |= set(vars(klass))
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        for node in ast.walk(tree):
+            targets = (
+                node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            )
+            for target in targets:
+                if isinstance(target, ast.Attribute) and getattr(target.value, "id", "") == "self":
+                    names.add(target.attr)
+    return names
+
+
+def protocol_members(protocol: type) -> set[str]:
+    """A Protocol's members: its annotated attributes and its methods, its bases' too."""
+    names = set()
+    for klass in protocol.__mro__:
+        if klass.__dict__.get("_is_protocol") and klass.__name__ not in ("Protocol", "Generic"):
+            names |= set(klass.__dict__.get("__annotations__", {}))
+            names |= {
+                n for n, v in vars(klass).items() if callable(v) or isinstance(v, staticmethod)
+            }
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_every_stream_kind_has_what_the_scheduler_and_connection_ask():
+    """The declared interfaces, checked: every kind of stream (an upload, each dialect) has
+    every member of scheduler.Stream, and each dialect every member of connection.Dialect."""
+    from voxtral_mlx.serve.connection import Dialect
+    from voxtral_mlx.serve.mistral import MistralDialect
+    from voxtral_mlx.serve.openai import OpenAIDialect
+    from voxtral_mlx.serve.scheduler import Stream
+    from voxtral_mlx.serve.uploads import Upload
+    from voxtral_mlx.serve.vllm import VllmDialect
+
+    stream, dialect = protocol_members(Stream), protocol_members(Dialect)
+    assert {"live", "session", "intake", "deliver", "failed"} <= stream < dialect
+    assert {"speaks", "refusal", "start", "handle", "room", "busy", "undecided"} <= dialect
+    assert not stream - members(Upload), stream - members(Upload)
+    for kind in (VllmDialect, OpenAIDialect, MistralDialect):
+        assert not dialect - members(kind), (kind.__name__, dialect - members(kind))
