@@ -4,6 +4,7 @@ that can be written, no file replaced without --overwrite), written whole."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from voxtral_mlx.errors import VoxtralError
@@ -20,6 +21,10 @@ def writable_folder(folder: Path) -> str | None:
         return f"{existing} is not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
+    try:  # what the permission bits do not say (root, a read-only or pseudo file system)
+        os.rmdir(tempfile.mkdtemp(prefix=".voxtral-check-", dir=existing))
+    except OSError as e:
+        return f"{existing} is not writable ({e.strerror.lower()})"
     return None
 
 

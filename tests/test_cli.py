@@ -251,6 +251,9 @@ def test_cli_errors(official_dir, wav, tmp_path):
         (["transcribe", wav, "--model", tmp_path / "nope"], "model not found"),
         (["transcribe", wav, "--model", "nobody/no-model", "--offline"], "--offline"),
         (["transcribe", wav, "-o", tmp_path / "afile" / "out"], "is not a folder"),
+        # the permission bits allow it (root, here) but nothing can be made there: the model
+        # (which does not exist) is never looked for
+        (["transcribe", wav, "-o", "/proc/x", "--model", tmp_path / "nope"], "not writable"),
         (
             ["live", "--input", tmp_path / "missing.wav", "--model", official_dir],
             "no such audio file",
