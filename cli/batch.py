@@ -53,6 +53,7 @@ class Batch:
         overwrite: bool = False,
     ):
         self.files, self.formats, self.output_dir, self.words = files, formats, output_dir, words
+        self.named = len(files) > 1  # lines named by the inputs given, not those that exist
         self.overwrite = overwrite
         self.failures = 0
         self.done = 0
@@ -174,7 +175,7 @@ class Batch:
     def _output(self, name: str, result: Transcript) -> bool:
         """Print the text or write the files; False when a file could not be written."""
         if not self.formats:
-            print(f"{name}: {result.text}" if len(self.files) > 1 else result.text, flush=True)
+            print(f"{name}: {result.text}" if self.named else result.text, flush=True)
             return True
         return self._write(name, result)
 

@@ -350,6 +350,9 @@ def test_several_files_are_named_and_piped_text_is_bare(official_dir, wav, expec
         assert set(done.stdout.splitlines()) == want, extra
     one = voxtral("transcribe", wav, "-m", official_dir)
     assert one.stdout == expected.text + "\n"
+    # named because several were given, though one of them is missing (scripts parse this)
+    missing = voxtral("transcribe", wav, tmp_path / "nope.wav", "-m", official_dir)
+    assert missing.returncode == 1 and missing.stdout == f"{wav}: {expected.text}\n"
 
 
 def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tmp_path):
