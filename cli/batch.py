@@ -66,7 +66,7 @@ class Batch:
         from voxtral_mlx.audio import check_audio_file
 
         if self.files.count("-") > 1:
-            raise VoxtralError("stdin (-) can be read only once")
+            bad_usage("stdin (-) can be read only once")
         if self.formats and (why := writable_folder(self.output_dir)):
             raise VoxtralError(f"cannot write to {self.output_dir}: {why}")
         present = []

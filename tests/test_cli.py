@@ -245,6 +245,7 @@ def test_cli_errors(official_dir, wav, tmp_path):
         (["serve", "--port", "abc"], "Invalid value for '--port'"),
         (["transcribe", "--server", "127.0.0.1:8765", wav, wav], "use http://HOST:PORT"),
         (["live", "--server", "ftp://x"], "'ftp://x': use http://HOST:PORT or ws://HOST:PORT"),
+        (["transcribe", "-", "-", "--model", official_dir], "stdin (-) can be read only once"),
     ]
     work = [
         (["transcribe", tmp_path / "missing.wav", "--model", official_dir], "no such audio file"),
