@@ -1,6 +1,7 @@
 """`voxtral convert`: our MLX layout, float or quantized, read back by voxtral_mlx.load."""
 
 import json
+import os
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -33,7 +34,12 @@ def test_float_roundtrip_is_exact(official_dir, tmp_path, float_logits):
 
 
 def test_dtype_cast(official_dir, tmp_path):
-    model = voxtral_mlx.load(convert(official_dir, tmp_path / "bf16", dtype=mx.bfloat16))
+    folder = convert(official_dir, tmp_path / "bf16", dtype=mx.bfloat16)
+    # readable as any folder made here would be (not the temporary folder's private mode)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask
+    model = voxtral_mlx.load(folder)
     assert model.decoder.layers[0].attention.wq.weight.dtype == mx.bfloat16
     assert model.encoder.conv1.weight.dtype == mx.bfloat16
 

@@ -8,6 +8,7 @@ Our layout: `params.json` (the official config, plus `quantization` when quantiz
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -75,6 +76,7 @@ def convert(
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+        partial.chmod(0o777 & ~_umask())  # a folder as mkdir makes it (mkdtemp's is private)
     except OSError as e:
         raise VoxtralError(f"cannot write to {destination}: {e.strerror}") from None
     try:
@@ -87,6 +89,12 @@ def convert(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return destination
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write(folder: Path, model: nn.Module, params: dict, source: Path) -> None:
