@@ -1165,6 +1165,8 @@ def bench(
         bad_usage("--size applies to --random-weights (a model's size is its own)")
     check_choice(q_bits, QUANT_BITS, "--q-bits")
     check_choice(q_group_size, QUANT_GROUP_SIZES, "--q-group-size")
+    if given(ctx, "q_group_size") and q_bits is None:
+        bad_usage("--q-group-size applies to --q-bits (give the bits to quantize to)")
     import mlx.core as mx
 
     from voxtral_mlx import load_audio

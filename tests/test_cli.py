@@ -237,6 +237,7 @@ def test_cli_errors(official_dir, wav, tmp_path):
         (["transcribe", wav, "-f", "doc"], "-f 'doc': choose txt, srt, vtt, json, all"),
         (["bench", "--size", "huge"], "--size 'huge': choose full, small"),
         (["bench", "--q-bits", "3"], "--q-bits 3"),
+        (["bench", "--q-group-size", "32"], "--q-group-size applies to --q-bits"),
         (["serve", "--port", "99999"], "--port 99999: choose 1-65535"),
         (["serve", "--max-sessions", "0"], "--max-sessions 0"),
         (["transcribe", wav, "--delay", "500ms"], "invalid delay '500ms'"),
