@@ -86,9 +86,20 @@ def whisper_english_normalizer() -> Callable[[str], str]:
     transformers' copy of OpenAI's; the British-to-American spelling list it needs (Whisper's
     english.json, which transformers reads from a tokenizer on the hub) comes from the
     whisper-normalizer package, which ships it unchanged."""
+    import os
     from importlib.resources import files
 
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    # transformers says at import that PyTorch is missing (a user of eval needs none): its
+    # advisory warnings are off while it is imported
+    advisory = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+    try:
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    finally:
+        if advisory is None:
+            del os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"]
+        else:
+            os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = advisory
 
     spellings = files("whisper_normalizer") / "normalizers" / "english.json"
     return EnglishTextNormalizer(json.loads(spellings.read_text(encoding="utf-8")))
