@@ -112,6 +112,19 @@ def served_models(url: str, api_key: str | None) -> list[str]:
         return []
 
 
+def why_unreachable(error: Exception) -> str:
+    """The reason in a requests error, as a user reads it ("Connection refused"), rather
+    than urllib3's nested description of its connection pool."""
+    import requests
+
+    if isinstance(error, requests.Timeout):
+        return "no answer in time"
+    text = str(error)
+    if found := re.search(r"\[Errno -?\d+\] ([^'\")]+)", text):
+        return found.group(1).strip()
+    return text
+
+
 class RemoteSession:
     """The Session interface (feed, finish, result, delay_ms, backlog_seconds) over a
     WebSocket. With no `model`, it uses the one the server announces. Audio at `sample_rate`
@@ -392,7 +405,7 @@ def transcribe_remote(
             files = {"file": (name, data)}
             return requests.post(target, headers=headers, files=files, data=form, timeout=3600)
         except requests.RequestException as e:
-            raise VoxtralError(f"cannot reach {target}: {e}") from e
+            raise VoxtralError(f"cannot reach {target}: {why_unreachable(e)}") from e
 
     response = post(form)
     if response.status_code == 400 and "verbose_json" in _message(response):

@@ -20,7 +20,15 @@ from voxtral_mlx.biasing import DEFAULT_STRENGTH
 from voxtral_mlx.errors import VoxtralWarning
 from voxtral_mlx.serve.config import MISTRAL_NAMES
 
-from .remote import RemoteSession, _message, _read, http_url, realtime_url, served_models
+from .remote import (
+    RemoteSession,
+    _message,
+    _read,
+    http_url,
+    realtime_url,
+    served_models,
+    why_unreachable,
+)
 
 REALTIME_PATH = "/v1/audio/transcriptions/realtime"
 # Mistral's cloud names, asked for where the server does not serve exactly one model
@@ -158,7 +166,7 @@ def transcribe_mistral(
         files = {"file": (name, data)}
         response = requests.post(target, headers=headers, files=files, data=fields, timeout=3600)
     except requests.RequestException as e:
-        raise VoxtralError(f"cannot reach {target}: {e}") from e
+        raise VoxtralError(f"cannot reach {target}: {why_unreachable(e)}") from e
     if response.status_code != 200:
         raise VoxtralError(f"server answered {response.status_code}: {_message(response)}")
     try:

@@ -261,6 +261,7 @@ def test_cli_errors(official_dir, wav, tmp_path):
             "no such audio file",
         ),
         (["convert", "--hf-path", official_dir, "--mlx-path", tmp_path / "afile"], "not an empty"),
+        (["transcribe", wav, "--server", "http://127.0.0.1:1"], "1/v1/audio/transcriptions: Conn"),
     ]
     for cases, code in ((usage, 2), (work, 1)):
         for args, message in cases:
