@@ -109,8 +109,15 @@ def test_a_thousand_phrases_and_the_file_format(trained, tmp_path):
     file.write_text("Voxtral\tlots\n")
     with pytest.raises(VoxtralError, match="line 1: the weight after the tab must be a number"):
         read_context_bias_file(file)
-    with pytest.raises(VoxtralError, match="cannot read the context-bias file"):
+    file.write_text("Voxtral\t0\n")
+    with pytest.raises(VoxtralError, match="line 1: the weight after the tab must be above 0"):
+        read_context_bias_file(file)
+    file.write_bytes(b"Vox\xe4tral\n")
+    with pytest.raises(VoxtralError, match="is not UTF-8 text"):
+        read_context_bias_file(file)
+    with pytest.raises(VoxtralError) as caught:
         read_context_bias_file(tmp_path / "missing.txt")
+    assert str(caught.value).endswith("missing.txt: No such file or directory")
 
 
 # --- the tree ---

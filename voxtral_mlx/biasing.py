@@ -72,8 +72,13 @@ def read_context_bias_file(
     """A phrase per line, optionally a tab and its weight; blank lines are skipped."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise VoxtralError(f"cannot read the context-bias file {path}: {e}") from e
+    except OSError as e:
+        raise VoxtralError(f"cannot read the context-bias file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise VoxtralError(
+            f"the context-bias file {path} is not UTF-8 text (byte {e.object[e.start]:#x} at "
+            f"offset {e.start}): save it as UTF-8"
+        ) from e
     items: list[str | tuple[str, float]] = []
     for number, line in enumerate(lines, 1):
         phrase, tab, weight = line.partition("\t")
@@ -81,11 +86,13 @@ def read_context_bias_file(
             items += [phrase] if phrase.strip() else []
             continue
         try:
-            items.append((phrase, float(weight)))
+            items.append((phrase, check_weight(float(weight), "the weight after the tab")))
         except ValueError:
             raise VoxtralError(
                 f"{path}, line {number}: the weight after the tab must be a number, got {weight!r}"
             ) from None
+        except VoxtralError as e:
+            raise VoxtralError(f"{path}, line {number}: {e}") from None
     return parse_context_bias(items, strength)
 
 
