@@ -175,15 +175,27 @@ FastOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, flag("--overwrite", help="Replace output files that exist (refused otherwise).")
 ]
+CONTEXT_BIAS_HELP = (
+    "Custom vocabulary: names or terms to prefer, comma-separated; repeatable "
+    '(--context-bias "Voxtral, MLX, Kubernetes"). Where the model writes a word, a listed '
+    "one it nearly chose wins; no word is added where the model hears none."
+)
+STRENGTH_HELP = (
+    f"The logit bonus per token of listed phrases given without a weight, above 0 and at most "
+    f"{MAX_WEIGHT:g}; more finds more listed words and writes more where others were said. "
+    f"Default: {DEFAULT_STRENGTH:g}."
+)
 ContextBiasOpt = Annotated[
+    list[str] | None,
+    typer.Option("--context-bias", metavar="PHRASES", help=CONTEXT_BIAS_HELP),
+]
+ServeContextBiasOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--context-bias",
         metavar="PHRASES",
-        help="Custom vocabulary: names or terms to prefer, comma-separated; repeatable "
-        '(--context-bias "Voxtral, MLX, Kubernetes"). Where the model writes a word, a listed '
-        "one it nearly chose wins; no word is added where the model hears none. On serve: the "
-        "list of every request and session that sends none of its own.",
+        help=CONTEXT_BIAS_HELP
+        + " The list of every request and session that sends none of its own.",
     ),
 ]
 ContextBiasFileOpt = Annotated[
@@ -197,13 +209,16 @@ ContextBiasFileOpt = Annotated[
 ContextBiasStrengthOpt = Annotated[
     float | None,
     typer.Option(
+        "--context-bias-strength", metavar="WEIGHT", show_default=False, help=STRENGTH_HELP
+    ),
+]
+ServeContextBiasStrengthOpt = Annotated[
+    float | None,
+    typer.Option(
         "--context-bias-strength",
         metavar="WEIGHT",
         show_default=False,
-        help=f"The logit bonus per token of listed phrases given without a weight, above 0 and "
-        f"at most {MAX_WEIGHT:g}; more finds more listed words and writes more where others "
-        f"were said (on serve, also for the lists clients send). Default: "
-        f"{DEFAULT_STRENGTH:g}.",
+        help=STRENGTH_HELP + " Also weighs the phrases clients send without weights.",
     ),
 ]
 
@@ -798,9 +813,9 @@ def serve(
     open_page: Annotated[
         bool, flag("--open", help="Open the live transcription page in the browser.")
     ] = False,
-    context_bias: ContextBiasOpt = None,
+    context_bias: ServeContextBiasOpt = None,
     context_bias_file: ContextBiasFileOpt = None,
-    context_bias_strength: ContextBiasStrengthOpt = None,
+    context_bias_strength: ServeContextBiasStrengthOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Serve the live page (/), the realtime API (/v1/realtime, vLLM-compatible) and uploads."""
