@@ -374,6 +374,9 @@ class RemoteSession:
 
     def close(self) -> None:
         self._ws.close()
+        receiver = getattr(self, "_receiver", None)
+        if receiver is not None and receiver is not threading.current_thread():
+            receiver.join(timeout=5)  # it ends with the connection: it holds this session
 
 
 def transcribe_remote(
