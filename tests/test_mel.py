@@ -168,13 +168,16 @@ def test_load_audio_errors(tmp_path, monkeypatch):
     empty.write_bytes(b"")
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all\n")
+    notes = tmp_path / "notes.txt"  # (ffmpeg reads .txt as no audio either)
+    notes.write_text("Grüße, a transcript\n")
     damaged = tmp_path / "bad.wav"
     damaged.write_bytes(b"RIFF\x00\x00garbage")
     m4a = tmp_path / "talk.m4a"
     m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
     for path, message in [
         (empty, "empty.wav is empty \\(0 bytes\\)"),
-        (text, "notes.wav: not a .wav audio file \\(Format not recognised\\)"),
+        (text, "notes.wav: it is a text file, not audio"),
+        (notes, "notes.txt: it is a text file, not audio"),
         (damaged, "bad.wav: damaged audio file"),
         (m4a, "talk.m4a: not WAV, FLAC, OGG or MP3, and ffmpeg.*brew install.*apt install"),
     ]:
