@@ -13,6 +13,7 @@ split: one model, one command at a time), and the table of all of them is printe
     python benchmarks/full_size.py --dir /work/fullsize --clip-seconds 1
     python benchmarks/full_size.py --dir /work/fullsize --models q4 --commands bench
     python benchmarks/full_size.py --dir /tmp/fs --size small      # the same steps, small
+    python benchmarks/full_size.py --kernels    # one FFN matrix product in each precision
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from voxtral_mlx.testing import (
     write_random_official,
 )
 
-GB = 2**30
+GB = 10**9  # decimal, as the checkpoint sizes are quoted (8.86 GB)
 COMMANDS = ["load", "transcribe", "live", "serve", "bench"]  # load: what every door does first
 SIZES = {"full": FULL_SIZE, "small": SMALL_SIZE}
 CONVERSIONS = {  # model -> the model it is converted from, `voxtral convert` options
@@ -214,6 +215,37 @@ def door(name: str, model: Path, clip: Path) -> dict:
 # --- the steps ---
 
 
+def kernels(rounds: int = 3) -> None:
+    """One decoder FFN product (9216 x 3072) for 1 row (a decoding step) and 39 (the
+    prompt) in bf16, fp32 and 4 bits with bf16 or fp32 scales: the precisions alternate,
+    best of `rounds`."""
+    import mlx.core as mx
+
+    w = mx.random.normal((9216, 3072), key=mx.random.key(0)) / 3072**0.5
+    forms = {}
+    for dtype in (mx.bfloat16, mx.float32):
+        dense = w.astype(dtype)
+        q, scales, biases = mx.quantize(dense, 64, 4)
+        name = str(dtype).split(".")[-1]
+        forms[name] = (dense, lambda x, d=dense: x @ d.T)
+        forms[f"4-bit, {name} scales"] = (
+            dense,
+            lambda x, q=q, s=scales, b=biases: mx.quantized_matmul(x, q, s, b, bits=4),
+        )
+        mx.eval(dense, q, scales, biases)
+    for rows in (1, 39):
+        best = dict.fromkeys(forms, float("inf"))
+        for _ in range(rounds):
+            for name, (dense, product) in forms.items():
+                x = mx.ones((rows, 3072), dense.dtype)
+                mx.eval(product(x))  # warm
+                tic = time.perf_counter()
+                mx.eval(product(x))
+                best[name] = min(best[name], time.perf_counter() - tic)
+        cells = ", ".join(f"{name} {1000 * t:.1f} ms" for name, t in best.items())
+        print(f"{rows:>2} row(s) x 9216 x 3072: {cells}")
+
+
 def write_checkpoint(folder: Path, size: str) -> dict:
     """The random bf16 checkpoint in the official layout, in a child process."""
     tic = time.perf_counter()
@@ -236,7 +268,7 @@ def make_clip(path: Path, seconds: float) -> Path:
 
 
 def size(n: int) -> str:
-    return f"{n / GB:.2f} GB" if abs(n) >= GB / 10 else f"{n / 2**20:.1f} MB"
+    return f"{n / GB:.2f} GB" if abs(n) >= GB / 10 else f"{n / 10**6:.1f} MB"
 
 
 def expected(fig: dict) -> str:
@@ -287,7 +319,8 @@ def report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, required=True, help="where the checkpoints go")
+    parser.add_argument("--dir", type=Path, help="where the checkpoints go")
+    parser.add_argument("--kernels", action="store_true", help="time the matrix products only")
     parser.add_argument("--size", choices=SIZES, default="full")
     parser.add_argument(
         "--models", nargs="+", default=["bf16", "q4"], choices=["bf16", *CONVERSIONS]
@@ -296,6 +329,10 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=float, default=1.0, help="of jfk.wav")
     parser.add_argument("--json", type=Path, help="add the figures to this file")
     a = parser.parse_args()
+    if a.kernels:
+        return kernels()
+    if a.dir is None:
+        parser.error("--dir is required")
     a.dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(a.json.read_text()) if a.json and a.json.is_file() else {}
 
