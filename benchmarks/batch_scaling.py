@@ -2,11 +2,13 @@
 gives each of B rows one position and reads the weights once for all of them.
 
 A real-depth checkpoint (26 decoder layers, the real vocabulary 131072, the real windows),
-narrow widths (stated in the output), random weights; each row prefilled with its prompt,
-then one-position passes; B = 1, 2, 4, 8, 16 measured in rotating order, `--rounds` times,
+narrow widths (stated in the output), random weights, or the decoder of a checkpoint
+(`--model DIR`, e.g. benchmarks/full_size.py's); each row prefilled with its prompt, then
+one-position passes; B = 1, 2, 4, 8, 16 measured in rotating order, `--rounds` times,
 medians reported. Tokens/s counts every row's positions.
 
     python benchmarks/batch_scaling.py --dim 512 --rounds 3
+    python benchmarks/batch_scaling.py --model /work/fullsize/q4 --batches 1 2 4 8 16 32 64
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import mlx.core as mx
 
+import voxtral_mlx
 from voxtral_mlx.bench import architecture, backend_name, chip_name
 from voxtral_mlx.decoder import DecoderBatch, TextDecoder
 from voxtral_mlx.model import VoxtralRealtime
@@ -54,6 +57,7 @@ def tokens_per_second(model: TextDecoder, rows: int, passes: int, prompt: int = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a checkpoint whose decoder to run (not --dim/--dtype)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--layers", type=int, default=26)
     parser.add_argument("--vocab", type=int, default=131072)
@@ -63,7 +67,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--json", action="store_true")
     a = parser.parse_args()
-    model = decoder(a.dim, a.layers, a.vocab, getattr(mx, a.dtype))
+    if a.model:
+        model = voxtral_mlx.load(a.model).decoder
+        quantized = getattr(model.layers[0].feed_forward.w1, "bits", None)
+        what = f"{a.model} ({f'{quantized}-bit' if quantized else model.norm.weight.dtype})"
+    else:
+        model = decoder(a.dim, a.layers, a.vocab, getattr(mx, a.dtype))
+        what = f"random weights, {a.dtype}"
+    args = model.args
     runs: dict[int, list[float]] = {b: [] for b in a.batches}
     for r in range(a.rounds):
         order = a.batches[r % len(a.batches) :] + a.batches[: r % len(a.batches)]
@@ -72,12 +83,13 @@ def main() -> None:
     median = {b: statistics.median(v) for b, v in runs.items()}
     base = median[a.batches[0]]
     if a.json:
-        print(json.dumps({"median_tokens_per_s": median, "runs": runs}, indent=2))
+        print(json.dumps({"model": what, "median_tokens_per_s": median, "runs": runs}, indent=2))
         return
     print(
-        f"{chip_name()}, MLX {mx.__version__} ({backend_name()}), {a.dtype}; decoder "
-        f"{a.layers} layers, dim {a.dim}, heads {a.dim // 64}/{a.dim // 256} of 64, FFN "
-        f"{3 * a.dim}, vocabulary {a.vocab}; {a.passes} passes, median of {a.rounds} rounds"
+        f"{chip_name()}, MLX {mx.__version__} ({backend_name()}), {what}; decoder "
+        f"{args.n_layers} layers, dim {args.dim}, heads {args.n_heads}/{args.n_kv_heads} of "
+        f"{args.head_dim}, FFN {args.hidden_dim}, vocabulary {args.vocab_size}; {a.passes} "
+        f"passes, median of {a.rounds} rounds"
     )
     print(f"{'B':>3} {'tokens/s':>10} {'ms/pass':>8} {'x B=' + str(a.batches[0]):>8}")
     for b in a.batches:

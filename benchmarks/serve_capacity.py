@@ -9,6 +9,10 @@ a level fails; the capacity is the last level that passed. Loopback only.
 
     git worktree add /tmp/baseline <commit>
     python benchmarks/serve_capacity.py --baseline /tmp/baseline --enc 256 4 --dec 768 12
+    python benchmarks/serve_capacity.py --model /work/fullsize/q4 --levels 1 2 4 8 16 32 64
+
+Without `--baseline` only this tree's server is measured; with `--model DIR` that
+checkpoint is served instead of a random one of `--enc`/`--dec`.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ def start(tree: Path, model: Path, max_sessions: int) -> tuple[subprocess.Popen,
     cmd = [sys.executable, "-m", "voxtral_cli.app", "serve", "--model", str(model)]
     cmd += ["--port", str(port), "--max-sessions", str(max_sessions)]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):
+    deadline = time.monotonic() + 600  # a full-size checkpoint may load for minutes
+    while time.monotonic() < deadline:
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
                 return proc, port
@@ -138,7 +143,8 @@ def capacity(label: str, tree: Path, model: Path, pcm: np.ndarray, levels, max_l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", type=Path, required=True, help="checkout to compare with")
+    parser.add_argument("--baseline", type=Path, help="checkout to compare with")
+    parser.add_argument("--model", type=Path, help="serve this checkpoint (not --enc/--dec)")
     parser.add_argument("--enc", type=int, nargs=2, default=[256, 4], metavar=("DIM", "LAYERS"))
     parser.add_argument("--dec", type=int, nargs=2, default=[768, 12], metavar=("DIM", "LAYERS"))
     parser.add_argument("--vocab", type=int, default=131072)
@@ -148,16 +154,24 @@ def main() -> None:
     a = parser.parse_args()
     pcm = sf.read(shared_audio(a.clip), dtype="int16")[0]
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / "model"
-        write_checkpoint(model, a.enc, a.dec, a.vocab)
+        if a.model:
+            model, described = a.model, f"{a.model}"
+        else:
+            model = Path(tmp) / "model"
+            write_checkpoint(model, a.enc, a.dec, a.vocab)
+            described = (
+                f"random weights, encoder {a.enc[1]} layers of {a.enc[0]}, decoder "
+                f"{a.dec[1]} layers of {a.dec[0]}, vocabulary {a.vocab}, fp32"
+            )
         print(
-            f"{chip_name()}; checkpoint: random weights, encoder {a.enc[1]} layers of "
-            f"{a.enc[0]}, decoder {a.dec[1]} layers of {a.dec[0]}, vocabulary {a.vocab}, fp32; "
-            f"clip {a.clip} ({len(pcm) / 16000:.1f} s) "
+            f"{chip_name()}; checkpoint: {described}; clip {a.clip} ({len(pcm) / 16000:.1f} s) "
             f"streamed in real time, {CHUNK_SECONDS * 1000:.0f} ms messages; pass: every done "
             f"within {a.max_lag} s of its final commit, no error"
         )
         ours = capacity("this tree", ROOT, model, pcm, a.levels, a.max_lag)
+        if a.baseline is None:
+            print(f"capacity: {ours} streams")
+            return
         theirs = capacity("baseline", a.baseline.resolve(), model, pcm, a.levels, a.max_lag)
     print(f"capacity: this tree {ours} streams, baseline {theirs} streams")
 

@@ -228,12 +228,15 @@ def load_model(model: str, offline: bool):
         os.environ["HF_HUB_OFFLINE"] = "1"
     import voxtral_mlx
     from voxtral_mlx.errors import ModelUnavailable
+    from voxtral_mlx.memory import settle_memory
 
     try:
         with status_spinner(f"loading {model}"):
-            return voxtral_mlx.load(model, offline=offline or None)
+            loaded = voxtral_mlx.load(model, offline=offline or None)
     except ModelUnavailable as e:  # a local directory would help: say how to give one
         raise VoxtralError(f"{e} (--model DIR)") from e
+    settle_memory(loaded)  # the process holds the model until it exits
+    return loaded
 
 
 def given(ctx: typer.Context, name: str) -> bool:

@@ -1,17 +1,21 @@
-"""Tiny checkpoints in every layout voxtral_mlx.load reads, for tests, benchmarks and training.
+"""Checkpoints in every layout voxtral_mlx.load reads, for tests, benchmarks and training.
 
 Random Voxtral Realtime models are built in transformers (or in MLX) and written in the
-official, transformers, voxmlx and mlx-audio layouts. The writers are deliberately independent
-of voxtral_mlx's own name mapping (`VoxtralRealtime.sanitize`), so a mapping bug fails the
-tests. torch and transformers are imported only by the functions that build transformers
-models; nothing in voxtral_mlx imports this module.
+official, transformers, voxmlx and mlx-audio layouts; random bf16 checkpoints of any size,
+up to the real one (`FULL_SIZE`), are written in the official layout a slice at a time. The
+writers are deliberately independent of voxtral_mlx's own name mapping
+(`VoxtralRealtime.sanitize`), so a mapping bug fails the tests. torch and transformers are
+imported only by the functions that build transformers models; nothing in voxtral_mlx
+imports this module.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +62,43 @@ class TinySpec:
     dec_window: int = 24  # decoder positions: shorter than every prompt
     vocab_size: int = VOCAB_SIZE
     seed: int = 0
+
+
+# the real model's shapes (MODEL_SPEC.md): params_json(FULL_SIZE) is the hub's params.json
+FULL_SIZE = TinySpec(
+    enc_dim=1280,
+    enc_layers=32,
+    enc_heads=32,
+    enc_head_dim=64,
+    enc_hidden=5120,
+    enc_window=750,
+    dec_dim=3072,
+    dec_layers=26,
+    dec_heads=32,
+    dec_kv_heads=8,
+    dec_head_dim=128,
+    dec_hidden=9216,
+    dec_window=8192,
+    vocab_size=131072,
+)
+# the real depth (32 + 26 layers: the real 711 tensors), windows and GQA ratio at narrow
+# widths, each quantizable in 64-groups: the full size's code paths in seconds
+SMALL_SIZE = TinySpec(
+    enc_dim=64,
+    enc_layers=32,
+    enc_heads=2,
+    enc_head_dim=32,
+    enc_hidden=256,
+    enc_window=750,
+    dec_dim=128,
+    dec_layers=26,
+    dec_heads=4,
+    dec_kv_heads=1,
+    dec_head_dim=32,
+    dec_hidden=384,
+    dec_window=8192,
+    vocab_size=4096,
+)
 
 
 # --- tekken.json ---
@@ -508,6 +549,127 @@ def write_voxmlx(model, spec: TinySpec, path: Path) -> Path:
 def write_mlx_audio(model, spec: TinySpec, path: Path) -> Path:
     """The mlx-audio layout of a `tiny_hf_model`."""
     return save_mlx_audio(path, official_from_transformers(model, spec), params_json(spec))
+
+
+# --- random checkpoints of any size, written one tensor at a time ---
+
+
+def official_shapes(params: dict) -> dict[str, tuple[int, ...]]:
+    """Every tensor of consolidated.safetensors for an official `params` (params.json), in
+    the PyTorch layout ([out, in]; convs [out, in, kernel]), read from params alone
+    (MODEL_SPEC.md 1.5): the encoder, the adapter, the embedding, the decoder layers."""
+    enc = params["multimodal"]["whisper_model_args"]["encoder_args"]
+    factor = params["multimodal"]["whisper_model_args"]["downsample_args"]["downsample_factor"]
+    mels = enc["audio_encoding_args"]["num_mel_bins"]
+    e_dim, d_dim = enc["dim"], params["dim"]
+    e_q, e_kv = enc["n_heads"] * enc["head_dim"], enc["n_kv_heads"] * enc["head_dim"]
+    d_q, d_kv = params["n_heads"] * params["head_dim"], params["n_kv_heads"] * params["head_dim"]
+    w = _E + "whisper_encoder."
+    shapes = {
+        f"{w}conv_layers.0.conv.weight": (e_dim, mels, 3),
+        f"{w}conv_layers.0.conv.bias": (e_dim,),
+        f"{w}conv_layers.1.conv.weight": (e_dim, e_dim, 3),
+        f"{w}conv_layers.1.conv.bias": (e_dim,),
+    }
+    for i in range(enc["n_layers"]):
+        pre = f"{w}transformer.layers.{i}."
+        shapes |= {
+            pre + "attention.wq.weight": (e_q, e_dim),
+            pre + "attention.wq.bias": (e_q,),
+            pre + "attention.wk.weight": (e_kv, e_dim),  # no bias
+            pre + "attention.wv.weight": (e_kv, e_dim),
+            pre + "attention.wv.bias": (e_kv,),
+            pre + "attention.wo.weight": (e_dim, e_q),
+            pre + "attention.wo.bias": (e_dim,),
+            pre + "attention_norm.weight": (e_dim,),
+            pre + "feed_forward.w1.weight": (enc["hidden_dim"], e_dim),
+            pre + "feed_forward.w2.weight": (e_dim, enc["hidden_dim"]),
+            pre + "feed_forward.w2.bias": (e_dim,),
+            pre + "feed_forward.w3.weight": (enc["hidden_dim"], e_dim),
+            pre + "ffn_norm.weight": (e_dim,),
+        }
+    shapes |= {
+        f"{w}transformer.norm.weight": (e_dim,),
+        f"{_E}audio_language_projection.0.weight": (d_dim, e_dim * factor),
+        f"{_E}audio_language_projection.2.weight": (d_dim, d_dim),
+        f"{_E}tok_embeddings.weight": (params["vocab_size"], d_dim),
+    }
+    cond = params["ada_rms_norm_t_cond_dim"]
+    for i in range(params["n_layers"]):
+        pre = f"layers.{i}."
+        shapes |= {
+            pre + "attention_norm.weight": (d_dim,),
+            pre + "attention.wq.weight": (d_q, d_dim),
+            pre + "attention.wk.weight": (d_kv, d_dim),
+            pre + "attention.wv.weight": (d_kv, d_dim),
+            pre + "attention.wo.weight": (d_dim, d_q),
+            pre + "ffn_norm.weight": (d_dim,),
+            pre + "feed_forward.w1.weight": (params["hidden_dim"], d_dim),
+            pre + "feed_forward.w2.weight": (d_dim, params["hidden_dim"]),
+            pre + "feed_forward.w3.weight": (params["hidden_dim"], d_dim),
+            pre + "ada_rms_norm_t_cond.0.weight": (cond, d_dim),
+            pre + "ada_rms_norm_t_cond.2.weight": (d_dim, cond),
+        }
+    shapes["norm.weight"] = (d_dim,)
+    return shapes
+
+
+def write_random_official(path: Path, params: dict, seed: int = 0) -> Path:
+    """A random-weight bfloat16 checkpoint of `params` in the official layout (params.json,
+    consolidated.safetensors, tekken.json with the real Tekken pieces), at any size: the
+    weights are generated and written a slice at a time, so memory stays at tens of MB
+    even for the real 8.9 GB model. Matrices are normal / sqrt(fan in), norms 1 + 0.1
+    normal, biases 0.1 normal; tensor i of `official_shapes` from seed (seed, i)."""
+    path.mkdir(parents=True, exist_ok=True)
+    shapes = official_shapes(params)
+
+    def fill(i: int, name: str, shape: tuple[int, ...]):
+        rng = np.random.default_rng([seed, i])
+        rows = max(1, 2**22 // math.prod(shape[1:]))  # about 4 M values (16 MB) a slice
+        for lo in range(0, shape[0], rows):
+            x = rng.standard_normal((min(rows, shape[0] - lo), *shape[1:]), dtype=np.float32)
+            if len(shape) > 1:
+                x *= 1 / math.sqrt(math.prod(shape[1:]))
+            else:
+                x = 1 + 0.1 * x if "norm" in name else 0.1 * x
+            yield _bfloat16_bits(x)
+
+    _stream_safetensors(path / "consolidated.safetensors", shapes, "BF16", 2, fill)
+    (path / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+    write_tekken(path / "tekken.json", params["vocab_size"])
+    return path
+
+
+def _bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16, as the uint16 bit patterns (round to nearest even)."""
+    bits = x.view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def _stream_safetensors(file: Path, shapes: dict, dtype: str, itemsize: int, fill) -> None:
+    """A safetensors file written tensor by tensor: the header (an 8-byte little-endian
+    length, then JSON with each tensor's dtype, shape and byte range, padded to 8 bytes),
+    then each tensor's bytes as `fill(i, name, shape)` yields them. safetensors and MLX
+    save only whole dicts of arrays held in memory, 8.9 GB for the real model."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape) * itemsize
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(file, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for i, (name, shape) in enumerate(shapes.items()):
+            written = 0
+            for chunk in fill(i, name, shape):
+                f.write(chunk.tobytes())
+                written += chunk.nbytes
+            assert written == header[name]["data_offsets"][1] - header[name]["data_offsets"][0]
 
 
 def shared_audio(name: str) -> Path:
