@@ -224,3 +224,56 @@ def test_encoder_rows_equal_the_offline_encoder(model, which):
     assert max(want.shape[0] for want in wants) > batch.full  # the ring wrapped
     for i, want in enumerate(wants):
         np.testing.assert_allclose(np.concatenate(got[i]), want, rtol=1e-4, atol=1e-4)
+
+
+AGES = (600, 300, 40)  # positions: rings of 1024, 512 and 256 slots (window 8192)
+
+
+def test_rows_of_every_age_in_one_pass(trained):
+    """Rows 600, 300 and 40 positions old in the same passes, each over a ring of its own
+    size (the trained model's window is the real 8192), give at every position the tokens
+    of their runs alone, where each row's ring is the only one."""
+    import mlx.core as mx
+
+    from voxtral_mlx.decoder import DecoderBatch
+
+    rng = np.random.default_rng(5)
+    dim, vocab = trained.args.decoder.dim, trained.args.decoder.vocab_size
+    n = [age + 8 for age in AGES]  # then 8 positions a pass together
+    audio = [mx.array(rng.standard_normal((m, dim)).astype(np.float32)) for m in n]
+    ids = [rng.integers(0, vocab, m).tolist() for m in n]
+
+    def chunks(i: int, age_first: bool):
+        """Row i's (start, stop) a pass: 64 until its age (if age_first), then 8."""
+        p = 0
+        while p < n[i]:
+            size = min(64, AGES[i] - p) if age_first and p < AGES[i] else min(8, n[i] - p)
+            yield p, p + size
+            p += size
+
+    def run(batch, rows, schedule):
+        out = {i: [] for i in rows}
+        for passes in schedule:
+            inputs = {rows[i]: (audio[i][a:b], ids[i][a:b]) for i, (a, b) in passes.items()}
+            tokens = np.array(batch.run(inputs))
+            for i, (a, b) in passes.items():
+                out[i] += tokens[batch.rows.index(rows[i]), : b - a].tolist()
+        return out
+
+    alone = {}
+    for i in range(len(AGES)):
+        batch = DecoderBatch(trained.decoder)
+        alone |= run(batch, {i: batch.add(6)}, [{i: c} for c in chunks(i, True)])
+    # together: each row aged in 64-position passes beside the others (the youngest first:
+    # a row without positions in a pass still takes its L slots), then 8 a pass, all rows
+    batch = DecoderBatch(trained.decoder)
+    rows = {i: batch.add(6) for i in range(len(AGES))}
+    aging = [{i: c} for i in (2, 1, 0) for c in chunks(i, True) if c[1] <= AGES[i]]
+    together = [
+        dict(zip(rows, cs, strict=True))
+        for cs in zip(*([c for c in chunks(i, True) if c[0] >= AGES[i]] for i in rows), strict=True)
+    ]
+    got = run(batch, rows, aging + together)
+    assert [ring.slots for ring in batch.rings] == [256, 512, 1024]
+    for i in rows:
+        assert got[i] == alone[i], i
