@@ -182,8 +182,8 @@ def test_transcribe_many_equals_transcribe_of_each_file(model, clips, tmp_path):
 def test_encoder_rows_equal_the_offline_encoder(model, which):
     """EncoderBatch: rows fed different numbers of tokens a call (or none), joining and
     leaving, give the frames of one offline call over each whole signal; with the test
-    model's 12-frame window the ring is full at once, with the trained model's 750 it grows
-    (slots = frames) before it wraps."""
+    model's 12-frame window the ring is full at once, with the trained model's 750 a row's
+    ring doubles (slots = frames) before it wraps, rows of three sizes in one call."""
     import mlx.core as mx
 
     from voxtral_mlx.encoder import EncoderBatch
@@ -205,6 +205,7 @@ def test_encoder_rows_equal_the_offline_encoder(model, which):
     rows = {0: batch.add(), 1: batch.add()}  # 2 and 3 join later, 0 leaves when done
     got = {i: [] for i in range(len(mels))}
     done = [0] * len(mels)
+    sizes = 0  # the most ring sizes of one call
     while any(done[i] < len(m) for i, m in enumerate(mels)):
         if done[0] > 0 and 2 not in rows:
             rows[2] = batch.add()
@@ -218,10 +219,12 @@ def test_encoder_rows_equal_the_offline_encoder(model, which):
                 done[i] += mel.shape[0]
         for row, frames in (batch.run(inputs) if inputs else {}).items():
             got[next(i for i, r in rows.items() if r is row)].append(np.array(frames))
+        sizes = max(sizes, len(batch.rings))
         if done[0] == len(mels[0]) and 0 in rows:
             batch.remove(rows.pop(0))
     assert len(batch.rows) == 3 and batch.capacity == batch.full
     assert max(want.shape[0] for want in wants) > batch.full  # the ring wrapped
+    assert sizes == (1 if which == "test model" else 3)  # rows of every age in one call
     for i, want in enumerate(wants):
         np.testing.assert_allclose(np.concatenate(got[i]), want, rtol=1e-4, atol=1e-4)
 
