@@ -18,11 +18,13 @@ GROW = 256  # the slots of a new row's ring; it doubles from there until it is f
 
 
 def ring_slots(need: int, full: int) -> int:
-    """The slots of a ring that holds `need` positions: GROW x 2^k, or `full` (a ring)."""
+    """The slots of a ring that holds `need` positions: GROW x 2^k up to half of `full`,
+    then `full` (a ring): 256, 512, ..., 4096, 8255 for the decoder, 256, 512, 1125 for the
+    encoder, so a pass has at most 6 rings."""
     slots = GROW
     while slots < need:
         slots *= 2
-    return min(slots, full)
+    return slots if 2 * slots <= full else full
 
 
 @dataclass
