@@ -570,9 +570,8 @@ class SessionPool:
 
 def stream_bytes(model: VoxtralRealtime, max_pass: int = MAX_PASS) -> int:
     """The most memory one stream's caches take: its decoder row at the full ring (window +
-    max_pass - 1 positions) and its
-    encoder row (a ring of window - 1 frames plus those of the largest encoder call,
-    ENCODER_BATCH_TOKENS tokens of 4 frames)."""
+    max_pass - 1 positions) and its encoder row (a ring of window - 1 frames plus those of
+    the largest encoder call, ENCODER_BATCH_TOKENS tokens of 4 frames)."""
     dec, enc = model.args.decoder, model.args.encoder
     decoder = dec.n_layers * 2 * dec.n_kv_heads * dec.head_dim
     encoder = enc.n_layers * 2 * enc.n_kv_heads * enc.head_dim
