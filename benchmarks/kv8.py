@@ -14,6 +14,7 @@ quantized attention (`mx.quantized_matmul` over the packed ring), alternating. M
 the shapes, the real model's ring.
 
     python benchmarks/kv8.py
+    python benchmarks/kv8.py --skip-speed --bits 4   # the check that the prototype acts
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from voxtral_mlx.rings import RingPass
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ROOT / "tests" / "assets" / "tiny-voxtral"
 HELD_OUT_SEED = 987654  # tests/conftest.py's: utterances training never saw
-BITS = 8
+BITS = 8  # --bits: 4 or 2 show that the prototype reaches the compiled passes
 
 
 @contextmanager
@@ -143,7 +144,7 @@ def attention_ms(rows: int, slots: int, dtype, group: int, repeat: int) -> dict[
     def quantized():
         return quantized_heads(q, qk, qv, mask, attention.scale, group)
 
-    runs = {"ring": [], "8-bit ring": []}
+    runs = {"ring": [], "quantized ring": []}
     for r in range(repeat):
         for name, fn in list(zip(runs, (plain, quantized), strict=True))[:: 1 if r % 2 else -1]:
             mx.eval(fn())
@@ -180,28 +181,34 @@ def ring_bytes(group: int) -> dict[str, float]:
     real.set_dtype(mx.bfloat16)  # lazily built: nothing allocated
     dec = real.args.decoder
     slots = dec.sliding_window + MAX_PASS - 1
-    per_vector = {"bf16": 2 * dec.head_dim, "8-bit": dec.head_dim + 2 * 2 * dec.head_dim // group}
+    per_vector = {
+        "bf16": 2 * dec.head_dim,
+        "quantized": dec.head_dim * BITS // 8 + 4 * dec.head_dim // group,
+    }
     # a packed vector: head_dim bytes, plus a bf16 scale and bias per group (checked below)
     packed = mx.quantize(mx.zeros((1, dec.head_dim), mx.bfloat16), group, BITS)
-    assert sum(a.nbytes for a in packed) == per_vector["8-bit"]
+    assert sum(a.nbytes for a in packed) == per_vector["quantized"]
     vectors = dec.n_layers * 2 * dec.n_kv_heads * slots
     ring = {name: vectors * b / 1e9 for name, b in per_vector.items()}
     stream = stream_bytes(real) / 1e9
     return {
         "decoder ring bf16 (GB)": ring["bf16"],
-        "decoder ring 8-bit (GB)": ring["8-bit"],
+        "decoder ring quantized (GB)": ring["quantized"],
         "stream bf16 (GB)": stream,
-        "stream 8-bit ring (GB)": stream - ring["bf16"] + ring["8-bit"],
+        "stream, quantized ring (GB)": stream - ring["bf16"] + ring["quantized"],
     }
 
 
 def main() -> None:
+    global BITS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group", type=int, default=64, help="real model's group (mlx-lm)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--bits", type=int, default=8, choices=[2, 4, 8])
     a = parser.parse_args()
-    print(f"{chip_name()}, MLX {mx.__version__} ({backend_name()})")
+    BITS = a.bits
+    print(f"{chip_name()}, MLX {mx.__version__} ({backend_name()}); {BITS}-bit ring")
     for name, value in ring_bytes(a.group).items():
         print(f"  {name}: {value:.3f}")
     if not a.skip_speed:
@@ -227,7 +234,7 @@ def main() -> None:
                 32,
             ),
         }
-        print("token agreement, 8-bit ring against the unquantized ring (and bf16 weights")
+        print("token agreement, quantized ring against the unquantized ring (and bf16 weights")
         print("and ring against fp32, for scale):")
         for name, (path, clips, group) in sets.items():
             fp32 = None
