@@ -281,3 +281,37 @@ def test_rows_of_every_age_in_one_pass(trained):
     assert [ring.slots for ring in batch.rings] == [256, 512, 1024]
     for i in rows:
         assert got[i] == alone[i], i
+
+
+def test_sessions_of_two_ring_sizes_in_one_pool(trained, held_out):
+    """Through SessionPool: a stream 19 s old (its decoder ring 512 slots) and a fresh one
+    with a context bias (256) share passes, and each gives the tokens of its solo run."""
+    _, utterances = held_out
+    speech = [np.concatenate([u.audio for u in utterances[:8]]), utterances[8].audio]
+    options = [{}, {"context_bias": ["seven", "stop"]}]
+    pool, sessions, results, sizes = SessionPool(trained), {}, {}, set()
+    tick = 0
+    while len(results) < 2:
+        for i, start in enumerate((0, 19)):  # seconds
+            if tick == start:
+                sessions[i] = pool.add(480, **options[i])
+            session = sessions.get(i)
+            if session is None or session.ended:
+                continue
+            lo = (tick - start) * 16000  # 1 s a tick
+            session.push(speech[i][lo : lo + 16000])
+            if lo + 16000 >= len(speech[i]):
+                session.end()
+        while pool.step():
+            sizes.add(tuple(ring.slots for ring in pool.batch.rings))
+            for i, session in list(sessions.items()):
+                if session.result is not None:
+                    results[i] = session.result.tokens
+                    pool.remove(sessions.pop(i))
+        tick += 1
+    assert (256, 512) in sizes  # one pass held rows of both sizes
+    for i, audio in enumerate(speech):
+        alone = Session(trained, 480, **options[i])
+        alone.feed(audio)
+        alone.finish()
+        assert results[i] == alone.result.tokens, i
