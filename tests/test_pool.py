@@ -182,8 +182,9 @@ def test_transcribe_many_equals_transcribe_of_each_file(model, clips, tmp_path):
 def test_encoder_rows_equal_the_offline_encoder(model, which):
     """EncoderBatch: rows fed different numbers of tokens a call (or none), joining and
     leaving, give the frames of one offline call over each whole signal; with the test
-    model's 12-frame window the ring is full at once, with the trained model's 750 it grows
-    (slots = frames) before it wraps."""
+    model's 12-frame window the ring is full at once, with the trained model's 750 a row's
+    ring grows (256 slots = frames, then the full ring) before it wraps, rows of both sizes
+    in one call."""
     import mlx.core as mx
 
     from voxtral_mlx.encoder import EncoderBatch
@@ -205,6 +206,7 @@ def test_encoder_rows_equal_the_offline_encoder(model, which):
     rows = {0: batch.add(), 1: batch.add()}  # 2 and 3 join later, 0 leaves when done
     got = {i: [] for i in range(len(mels))}
     done = [0] * len(mels)
+    sizes = 0  # the most ring sizes of one call
     while any(done[i] < len(m) for i, m in enumerate(mels)):
         if done[0] > 0 and 2 not in rows:
             rows[2] = batch.add()
@@ -218,9 +220,98 @@ def test_encoder_rows_equal_the_offline_encoder(model, which):
                 done[i] += mel.shape[0]
         for row, frames in (batch.run(inputs) if inputs else {}).items():
             got[next(i for i, r in rows.items() if r is row)].append(np.array(frames))
+        sizes = max(sizes, len(batch.rings))
         if done[0] == len(mels[0]) and 0 in rows:
             batch.remove(rows.pop(0))
     assert len(batch.rows) == 3 and batch.capacity == batch.full
     assert max(want.shape[0] for want in wants) > batch.full  # the ring wrapped
+    assert sizes == (1 if which == "test model" else 2)  # rows of two ring sizes in one call
     for i, want in enumerate(wants):
         np.testing.assert_allclose(np.concatenate(got[i]), want, rtol=1e-4, atol=1e-4)
+
+
+AGES = (600, 300, 40)  # positions: rings of 1024, 512 and 256 slots (window 8192)
+
+
+def test_rows_of_every_age_in_one_pass(trained):
+    """Rows 600, 300 and 40 positions old in the same passes, each over a ring of its own
+    size (the trained model's window is the real 8192), give at every position the tokens
+    of their runs alone, where each row's ring is the only one."""
+    import mlx.core as mx
+
+    from voxtral_mlx.decoder import DecoderBatch
+
+    rng = np.random.default_rng(5)
+    dim, vocab = trained.args.decoder.dim, trained.args.decoder.vocab_size
+    n = [age + 8 for age in AGES]  # then 8 positions a pass together
+    audio = [mx.array(rng.standard_normal((m, dim)).astype(np.float32)) for m in n]
+    ids = [rng.integers(0, vocab, m).tolist() for m in n]
+
+    def chunks(i: int, age_first: bool):
+        """Row i's (start, stop) a pass: 64 until its age (if age_first), then 8."""
+        p = 0
+        while p < n[i]:
+            size = min(64, AGES[i] - p) if age_first and p < AGES[i] else min(8, n[i] - p)
+            yield p, p + size
+            p += size
+
+    def run(batch, rows, schedule):
+        out = {i: [] for i in rows}
+        for passes in schedule:
+            inputs = {rows[i]: (audio[i][a:b], ids[i][a:b]) for i, (a, b) in passes.items()}
+            tokens = np.array(batch.run(inputs))
+            for i, (a, b) in passes.items():
+                out[i] += tokens[batch.rows.index(rows[i]), : b - a].tolist()
+        return out
+
+    alone = {}
+    for i in range(len(AGES)):
+        batch = DecoderBatch(trained.decoder)
+        alone |= run(batch, {i: batch.add(6)}, [{i: c} for c in chunks(i, True)])
+    # together: each row aged in 64-position passes beside the others (the youngest first:
+    # a row without positions in a pass still takes its L slots), then 8 a pass, all rows
+    batch = DecoderBatch(trained.decoder)
+    rows = {i: batch.add(6) for i in range(len(AGES))}
+    aging = [{i: c} for i in (2, 1, 0) for c in chunks(i, True) if c[1] <= AGES[i]]
+    together = [
+        dict(zip(rows, cs, strict=True))
+        for cs in zip(*([c for c in chunks(i, True) if c[0] >= AGES[i]] for i in rows), strict=True)
+    ]
+    got = run(batch, rows, aging + together)
+    assert [ring.slots for ring in batch.rings] == [256, 512, 1024]
+    for i in rows:
+        assert got[i] == alone[i], i
+
+
+def test_sessions_of_two_ring_sizes_in_one_pool(trained, held_out):
+    """Through SessionPool: a stream 19 s old (its decoder ring 512 slots) and a fresh one
+    with a context bias (256) share passes, and each gives the tokens of its solo run."""
+    _, utterances = held_out
+    speech = [np.concatenate([u.audio for u in utterances[:8]]), utterances[8].audio]
+    options = [{}, {"context_bias": ["seven", "stop"]}]
+    pool, sessions, results, sizes = SessionPool(trained), {}, {}, set()
+    tick = 0
+    while len(results) < 2:
+        for i, start in enumerate((0, 19)):  # seconds
+            if tick == start:
+                sessions[i] = pool.add(480, **options[i])
+            session = sessions.get(i)
+            if session is None or session.ended:
+                continue
+            lo = (tick - start) * 16000  # 1 s a tick
+            session.push(speech[i][lo : lo + 16000])
+            if lo + 16000 >= len(speech[i]):
+                session.end()
+        while pool.step():
+            sizes.add(tuple(ring.slots for ring in pool.batch.rings))
+            for i, session in list(sessions.items()):
+                if session.result is not None:
+                    results[i] = session.result.tokens
+                    pool.remove(sessions.pop(i))
+        tick += 1
+    assert (256, 512) in sizes  # one pass held rows of both sizes
+    for i, audio in enumerate(speech):
+        alone = Session(trained, 480, **options[i])
+        alone.feed(audio)
+        alone.finish()
+        assert results[i] == alone.result.tokens, i

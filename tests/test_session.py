@@ -175,7 +175,7 @@ def test_caches_stay_within_their_windows(model, spec):
     ring = spec.enc_window - 1 + 4 * encoders.max_tokens
     for lo in range(0, len(audio), 1280):
         session.feed(audio[lo : lo + 1280])
-        assert all(k.shape[2] <= encoders.full == ring for k in encoders.keys + encoders.values)
+        assert all(k.shape[2] <= encoders.full == ring for k in encoders.arrays)
         assert batch.capacity <= batch.full == spec.dec_window + batch.max_pass - 1
     assert session.lane.encoder.position > ring  # it wrapped
     assert encoders.capacity == ring
@@ -317,8 +317,8 @@ def test_one_dtype_through_the_graph(official_dir, jfk):
     batch = session.pool.batch
     assert session.lane.row.ffn_norms.dtype == mx.bfloat16
     encoders = session.pool.encoders
-    assert all(k.dtype == mx.bfloat16 for k in encoders.keys + encoders.values)
-    assert all(k.dtype == mx.bfloat16 for k in batch.keys + batch.values)
+    assert all(k.dtype == mx.bfloat16 for k in encoders.arrays)
+    assert all(k.dtype == mx.bfloat16 for k in batch.arrays)
     assert session.lane.encoder.conv1_tail.dtype == mx.bfloat16
     assert session.lane.encoder.conv2_tail.dtype == mx.bfloat16
     x = model.decoder.tok_embeddings(mx.array([[1, 32]]))

@@ -14,7 +14,7 @@ import mlx.nn as nn
 from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
 from .layers import Attention, FeedForward, sinusoid_frequencies
-from .rings import RingPass, RowRings, pad_slots
+from .rings import GROW, RingPass, RowRings
 
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
 
@@ -45,8 +45,7 @@ class DecoderLayer(nn.Module):
     ) -> mx.array:
         """x [B, L, dim]; `ffn_norm` [B, 1, dim]: the rows' AdaRMSNorm-folded FFN weights."""
         q, k, v = self.attention.project(self.attention_norm(x), starts)
-        keys, values = rings.update_and_fetch(i, k, v)
-        x = x + self.attention.attend(q, keys, values, rings.mask)
+        x = x + self.attention.wo(rings.attend(i, q, k, v, self.attention.heads))
         # AdaRMSNorm: rms_norm(x) * w * (1 + ada); w * (1 + ada) is precomputed per delay
         h = mx.fast.rms_norm(x, None, self.ffn_norm.eps) * ffn_norm
         return x + self.feed_forward(h)
@@ -82,13 +81,13 @@ class TextDecoder(nn.Module):
         x: mx.array,
         starts: mx.array,
         ffn_norms: mx.array,
-        keys: list[mx.array],
-        values: list[mx.array],
-    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        keys: list[list[mx.array]],
+        values: list[list[mx.array]],
+    ) -> tuple[mx.array, list[list[mx.array]], list[list[mx.array]]]:
         """The one forward path. x [B, L, dim] (audio + token embeddings) at positions
         starts[b] .. starts[b] + L - 1 of each row; ffn_norms [n_layers, B, dim]; keys and
-        values per layer [B, n_kv, C, head_dim]. Returns the normed hidden states
-        [B, L, dim] and the updated rings."""
+        values per ring, per layer [B_g, n_kv, C_g, head_dim], ring g holding the next B_g
+        rows (RingPass). Returns the normed hidden states [B, L, dim] and the updated rings."""
         rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
         for i, layer in enumerate(self.layers):
             x = layer(x, ffn_norms[i][:, None], starts, rings, i)
@@ -99,7 +98,7 @@ class TextDecoder(nn.Module):
         pass over empty rings. `ffn_norms` [n_layers, dim] (one delay for all rows)."""
         B, L, _ = x.shape
         empty = mx.zeros((B, self.args.n_kv_heads, L, self.args.head_dim), x.dtype)
-        rings = [empty] * len(self.layers)
+        rings = [[empty] * len(self.layers)]
         norms = mx.broadcast_to(ffn_norms[:, None], (len(self.layers), B, ffn_norms.shape[-1]))
         h, _, _ = self.forward(x, mx.zeros((B,), mx.int32), norms, rings, rings)
         return self.head(h)
@@ -135,12 +134,13 @@ class TextDecoder(nn.Module):
 
 
 class DecoderBatch(RowRings):
-    """Rows of streams decoded together: each row's key/value ring (one array per layer
-    for all rows, [B, n_kv, C, head_dim]), its next position and its AdaRMSNorm weights.
+    """Rows of streams decoded together: each row's key/value ring, its next position and
+    its AdaRMSNorm weights. The rows whose rings have one size share one array per layer
+    (rings.py): a pass reads each row's ring at about its own length.
 
     Rows join (`add`, then their first pass) and leave (`remove`) at any pass; a pass
     (`run`) gives each row any number of new positions up to `max_pass` (or none) and
-    returns the greedy token at every position. Before the ring wraps, capacity grows by
+    returns the greedy token at every position. Before it wraps, a row's ring doubles from
     GROW slots (slot = position); from window + max_pass - 1 on it is a ring (MODEL.md
     "Decoder passes")."""
 
@@ -151,7 +151,7 @@ class DecoderBatch(RowRings):
         args = decoder.args
         self.dtype = decoder.norm.weight.dtype
         self.shape = (args.n_kv_heads, args.head_dim)
-        self._norms: mx.array | None = None  # [n_layers, B, dim], rebuilt as rows change
+        self._norms: tuple[list[Row], mx.array] = ([], mx.array(0))  # of the rows in order
 
     def add(self, n_delay_tokens: int) -> Row:
         """A new row (a stream at position 0) conditioned on its delay. It joins the batch
@@ -165,32 +165,18 @@ class DecoderBatch(RowRings):
         other rows are not padded to its length; then it joins. Returns what `run` does."""
         solo = DecoderBatch(self.decoder, self.max_pass, self.text_from)
         out = solo.run({row: (audio, tokens)}, logits, {row: bias} if bias else None)
-        self._join(row, solo.keys, solo.values)
+        self._insert([row], *solo.rings[0].take([0]))
         return out
 
     def remove(self, row: Row) -> None:
-        if row not in self.rows:
-            return
-        self._drop(row)
-        self._norms = None
+        if row in self.rows:
+            self._drop(row)
 
-    def _join(self, row: Row, keys: list[mx.array] | None = None, values=None) -> None:
-        """Add a row with its ring (empty if none): the smaller of its ring and the batch's
-        is padded at the end, where slots are still positions (MODEL.md)."""
-        if keys is None:
-            empty = mx.zeros((1, self.shape[0], self.capacity, self.shape[1]), self.dtype)
-            keys = values = [empty] * len(self.decoder.layers)
-        if keys[0].shape[2] > self.capacity and self.rows:
-            self._grow(keys[0].shape[2])
-        if self.rows:
-            keys = [pad_slots(k, self.capacity) for k in keys]
-            values = [pad_slots(v, self.capacity) for v in values]
-            self.keys = [mx.concatenate(pair) for pair in zip(self.keys, keys, strict=True)]
-            self.values = [mx.concatenate(pair) for pair in zip(self.values, values, strict=True)]
-        else:
-            self.keys, self.values = list(keys), list(values)
-        self.rows.append(row)
-        self._norms = None
+    def _join(self, row: Row) -> None:
+        """Add a row with an empty ring of GROW slots (its first pass may enlarge it)."""
+        empty = mx.zeros((1, self.shape[0], min(GROW, self.full), self.shape[1]), self.dtype)
+        rings = [empty] * len(self.decoder.layers)
+        self._insert([row], rings, rings)
 
     def run(
         self,
@@ -214,25 +200,21 @@ class DecoderBatch(RowRings):
         # the pass is padded to a power of two: a few shapes to trace (1, 2, 4, ..., max_pass)
         longest = max(n.values())
         L = min(self.max_pass, 1 << (longest - 1).bit_length())
-        self._reserve(L)
-        dim = self.decoder.args.dim
-        x = mx.stack([self._row_input(inputs.get(row), L, dim) for row in self.rows])
-        starts = mx.array([row.position for row in self.rows], dtype=mx.int32)
+        self._reserve(L)  # may reorder the rows
+        rows, dim = self.rows, self.decoder.args.dim
+        x = mx.stack([self._row_input(inputs.get(row), L, dim) for row in rows])
+        starts = mx.array([row.position for row in rows], dtype=mx.int32)
+        state = (x, starts, self._ffn_norms(rows), self.keys, self.values)
         if logits:
-            h, self.keys, self.values = self.decoder.forward(
-                x, starts, self._ffn_norms(), self.keys, self.values
-            )
+            h, keys, values = self.decoder.forward(*state)
             out = self.decoder.head(h)
         elif bias:
-            rows = bonus_rows(bias.get(row) for row in self.rows)
+            bonuses = bonus_rows(bias.get(row) for row in rows)
             text_from = mx.array(self.text_from, dtype=mx.int32)
-            out, self.keys, self.values = self.decoder.greedy_biased(
-                x, starts, self._ffn_norms(), self.keys, self.values, (*rows, text_from)
-            )
+            out, keys, values = self.decoder.greedy_biased(*state, (*bonuses, text_from))
         else:
-            out, self.keys, self.values = self.decoder.greedy(
-                x, starts, self._ffn_norms(), self.keys, self.values
-            )
+            out, keys, values = self.decoder.greedy(*state)
+        self._store(keys, values)
         for row, count in n.items():
             row.position += count
         return out[:, :longest]
@@ -252,10 +234,11 @@ class DecoderBatch(RowRings):
             x = mx.concatenate([x, mx.zeros((L - x.shape[0], dim), x.dtype)])
         return x
 
-    def _ffn_norms(self) -> mx.array:
-        if self._norms is None:
-            self._norms = mx.stack([row.ffn_norms for row in self.rows], axis=1)
-        return self._norms
+    def _ffn_norms(self, rows: list[Row]) -> mx.array:
+        """[n_layers, B, dim] of the rows in this order (kept while the order is)."""
+        if self._norms[0] != rows:
+            self._norms = (rows, mx.stack([row.ffn_norms for row in rows], axis=1))
+        return self._norms[1]
 
 
 class Row:

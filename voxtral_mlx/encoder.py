@@ -54,8 +54,7 @@ class EncoderLayer(nn.Module):
     def over_rows(self, x: mx.array, starts: mx.array, rings: RingPass, i: int) -> mx.array:
         """x [B, L, dim], row b at frames starts[b].., keys and values in the rows' rings."""
         q, k, v = self.attention.project(self.attention_norm(x), starts)
-        keys, values = rings.update_and_fetch(i, k, v)
-        x = x + self.attention.attend(q, keys, values, rings.mask)
+        x = x + self.attention.wo(rings.attend(i, q, k, v, self.attention.heads))
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -129,8 +128,8 @@ class EncoderBatch(RowRings):
     tokens (8 mel frames -> 4 encoder frames each, up to `max_tokens`; rows with fewer are
     padded, rows with none take none) and reads the weights once for all rows.
 
-    The rows' rings are the decoder's (rings.py; MODEL.md): C grows GROW frames at
-    a time while slots are frames, up to `full` = window + 4 * max_tokens - 1, a ring in
+    The rows' rings are the decoder's (rings.py; MODEL.md): a row's C doubles from GROW
+    frames while slots are frames, up to `full` = window + 4 * max_tokens - 1, a ring in
     which padded frames never overwrite a frame that a query still reads. The outputs equal
     the offline encoder's (`AudioEncoder` with `EncoderState`) to float rounding (tested)."""
 
@@ -148,15 +147,9 @@ class EncoderBatch(RowRings):
             conv1_tail=mx.zeros((self.encoder.conv1.left_pad, n_mels), self.dtype),
             conv2_tail=mx.zeros((self.encoder.conv2.left_pad, args.dim), self.dtype),
         )
-        slots = self.capacity or min(GROW, self.full)
-        empty = mx.zeros((1, args.n_kv_heads, slots, args.head_dim), self.dtype)
-        if self.rows:
-            self.keys = [mx.concatenate([k, empty]) for k in self.keys]
-            self.values = [mx.concatenate([v, empty]) for v in self.values]
-        else:
-            self.keys = [empty] * len(self.encoder.layers)
-            self.values = [empty] * len(self.encoder.layers)
-        self.rows.append(row)
+        empty = mx.zeros((1, args.n_kv_heads, min(GROW, self.full), args.head_dim), self.dtype)
+        rings = [empty] * len(self.encoder.layers)
+        self._insert([row], rings, rings)
         return row
 
     def remove(self, row: EncoderRow) -> None:
@@ -171,25 +164,26 @@ class EncoderBatch(RowRings):
         if F % 8 or not 0 < min(frames.values()) <= F <= 8 * self.max_tokens:
             raise ValueError(f"whole tokens, 1 to {self.max_tokens} per row, got {frames}")
         n_mels = enc.conv1.weight.shape[-1]
-        mel = mx.stack([_padded(mels.get(row), F, n_mels, self.dtype) for row in self.rows])
-        tails1 = mx.stack([row.conv1_tail for row in self.rows])
-        tails2 = mx.stack([row.conv2_tail for row in self.rows])
+        self._reserve(F // 2)  # may reorder the rows
+        rows = self.rows
+        mel = mx.stack([_padded(mels.get(row), F, n_mels, self.dtype) for row in rows])
+        tails1 = mx.stack([row.conv1_tail for row in rows])
+        tails2 = mx.stack([row.conv2_tail for row in rows])
         h = nn.gelu(enc.conv1(mel, tails1))  # [B, F, dim]
         x = nn.gelu(enc.conv2(h, tails2))  # [B, F / 2, dim]
-        for b, row in enumerate(self.rows):
+        for b, row in enumerate(rows):
             if row in mels:
                 n = frames[row]
                 row.conv1_tail = mels[row][n - enc.conv1.left_pad :]
                 row.conv2_tail = h[b, n - enc.conv2.left_pad : n]
-        self._reserve(F // 2)
-        starts = mx.array([row.position for row in self.rows], dtype=mx.int32)
+        starts = mx.array([row.position for row in rows], dtype=mx.int32)
         rings = RingPass(self.keys, self.values, starts, F // 2, enc.args.sliding_window)
         for i, layer in enumerate(enc.layers):
             x = layer.over_rows(x, starts, rings, i)
         x = enc.norm(x)
-        self.keys, self.values = rings.keys, rings.values
+        self._store(rings.keys, rings.values)
         out = {}
-        for b, row in enumerate(self.rows):
+        for b, row in enumerate(rows):
             if row in mels:
                 out[row] = x[b, : frames[row] // 2]
                 row.position += frames[row] // 2

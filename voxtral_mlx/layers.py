@@ -41,7 +41,12 @@ class Attention(nn.Module):
         return mx.fast.rope(q, self.head_dim, **rope), mx.fast.rope(k, self.head_dim, **rope), v
 
     def attend(self, q: mx.array, k: mx.array, v: mx.array, mask, grouped=None) -> mx.array:
-        """Attention of q over k, v, then the output projection: [B, L, dim].
+        """Attention of q over k, v, then the output projection: [B, L, dim]."""
+        return self.wo(self.heads(q, k, v, mask, grouped))
+
+    def heads(self, q: mx.array, k: mx.array, v: mx.array, mask, grouped=None) -> mx.array:
+        """Attention of q [B, heads, L, D] over k, v, before the output projection: the
+        heads side by side, [B, L, heads * D].
 
         `grouped` (default: on the CPU backend, for the decoder's [B, 1, L, C] boolean
         masks) computes it as two matrix products with the query heads of each KV head side
@@ -54,7 +59,7 @@ class Attention(nn.Module):
             o = self._grouped(q, k, v, mask)
         else:
             o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return self.wo(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return o.transpose(0, 2, 1, 3).reshape(B, L, -1)
 
     def _grouped(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
         B, _, L, D = q.shape

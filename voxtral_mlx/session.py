@@ -221,12 +221,10 @@ class Session:
 
     @property
     def state_bytes(self) -> int:
-        """Memory held by this session's caches: its share of the pool's encoder rings and
-        of its decoder rings (a decoder row's ring grows with the stream up to the window)."""
-        batch, encoders = self.pool.batch, self.pool.encoders
-        return encoders.nbytes // max(len(encoders.rows), 1) + batch.nbytes // max(
-            len(batch.rows), 1
-        )
+        """Memory held by this session's caches: its encoder and decoder rows' rings (each
+        grows with the stream up to its window)."""
+        lane = self.lane
+        return self.pool.encoders.row_bytes(lane.encoder) + self.pool.batch.row_bytes(lane.row)
 
     def feed(self, samples: np.ndarray) -> list[Event]:
         """Add samples (any count, at the session's rate); return the events they produced."""
@@ -572,9 +570,8 @@ class SessionPool:
 
 def stream_bytes(model: VoxtralRealtime, max_pass: int = MAX_PASS) -> int:
     """The most memory one stream's caches take: its decoder row at the full ring (window +
-    max_pass - 1 positions; every row of a pool has the longest row's capacity) and its
-    encoder row (a ring of window - 1 frames plus those of the largest encoder call,
-    ENCODER_BATCH_TOKENS tokens of 4 frames)."""
+    max_pass - 1 positions) and its encoder row (a ring of window - 1 frames plus those of
+    the largest encoder call, ENCODER_BATCH_TOKENS tokens of 4 frames)."""
     dec, enc = model.args.decoder, model.args.encoder
     decoder = dec.n_layers * 2 * dec.n_kv_heads * dec.head_dim
     encoder = enc.n_layers * 2 * enc.n_kv_heads * enc.head_dim
