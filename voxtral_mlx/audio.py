@@ -149,14 +149,16 @@ def decode_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
 
 
 def _is_text(head: bytes) -> bool:
-    """Whether a file's first bytes are text (UTF-8, no control bytes but white space)."""
+    """Whether a file's first bytes are text: UTF-8, no control bytes but white space, and
+    words (some white space: a few bytes of junk are no text file)."""
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:  # (a character cut at the end of `head` is still text)
         if e.start < len(head) - 3:
             return False
         text = head[: e.start].decode("utf-8")
-    return bool(text) and all(c.isprintable() or c in "\t\n\r\f" for c in text)
+    printable = all(c.isprintable() or c in "\t\n\r\f" for c in text)
+    return printable and any(c.isspace() for c in text)
 
 
 def _decode_with_ffmpeg(path: Path, soundfile_error: Exception) -> tuple[np.ndarray, int]:
@@ -164,10 +166,10 @@ def _decode_with_ffmpeg(path: Path, soundfile_error: Exception) -> tuple[np.ndar
     soundfile's own formats is broken, and ffmpeg is only suggested where it would help."""
     with path.open("rb") as f:
         head = f.read(4096)
-    if _is_text(head):  # ffmpeg would be no help
-        raise VoxtralError(f"cannot decode {path}: it is a text file, not audio")
     if head.startswith(SOUNDFILE_MAGIC):
         raise VoxtralError(f"cannot decode {path}: damaged audio file ({_reason(soundfile_error)})")
+    if _is_text(head):  # ffmpeg would be no help
+        raise VoxtralError(f"cannot decode {path}: it is a text file, not audio")
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         if path.suffix.lower() in SOUNDFILE_SUFFIXES:
