@@ -190,7 +190,7 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
         """What a Session's first pass does: a new row, the prompt."""
         batch = DecoderBatch(model.decoder)
         row = batch.add(schedule.n_delay_tokens)
-        return batch, row, batch.run({row: (embeds[:L], prompt)})[0, L - 1].item()
+        return batch, row, batch.prefill(row, embeds[:L], prompt).item()
 
     prefill_s = _timed(prefill, repeat=3)
     steps = n_tokens - L

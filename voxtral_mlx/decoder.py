@@ -108,30 +108,32 @@ class TextDecoder(nn.Module):
         """Logits of the tied LM head (works for a quantized embedding too)."""
         return self.tok_embeddings.as_linear(h)
 
-    def greedy(self, x, starts, ffn_norms, keys, values):
-        """`forward`, then the greedy token at every position [B, L]; compiled with the
+    def greedy(self, x, starts, ffn_norms, keys, values, last: bool = False):
+        """`forward`, then the greedy token at every position [B, L] (with `last`, at the
+        last position only [B, 1]: the LM head reads one position); compiled with the
         model's parameters declared as inputs, so a model changed later (quantized, cast)
-        is traced again, never replayed stale. Retraced per shape (B, L, capacity)."""
+        is traced again, never replayed stale. Retraced per shape (B, L, capacity) and
+        `last`."""
         if self._compiled is None:
             self._compiled = mx.compile(self._greedy, inputs=self.state)
-        return self._compiled(x, starts, ffn_norms, keys, values)
+        return self._compiled(x, starts, ffn_norms, keys, values, last)
 
-    def _greedy(self, x, starts, ffn_norms, keys, values):
+    def _greedy(self, x, starts, ffn_norms, keys, values, last):
         h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
-        return mx.argmax(self.head(h), axis=-1), keys, values
+        return mx.argmax(self.head(h[:, -1:] if last else h), axis=-1), keys, values
 
-    def greedy_biased(self, x, starts, ffn_norms, keys, values, bias):
+    def greedy_biased(self, x, starts, ffn_norms, keys, values, bias, last: bool = False):
         """`greedy` with the rows' context-bias bonuses, `bias` = (ids, values, yields,
         text_from) as `biasing.biased_greedy` takes them (MODEL.md "Context biasing").
         Compiled like `greedy`, as a function of its own so that `greedy` is unchanged;
-        retraced per shape (B, L, capacity, K)."""
+        retraced per shape (B, L, capacity, K) and `last`."""
         if self._compiled_biased is None:
             self._compiled_biased = mx.compile(self._greedy_biased, inputs=self.state)
-        return self._compiled_biased(x, starts, ffn_norms, keys, values, *bias)
+        return self._compiled_biased(x, starts, ffn_norms, keys, values, last, *bias)
 
-    def _greedy_biased(self, x, starts, ffn_norms, keys, values, *bias):
+    def _greedy_biased(self, x, starts, ffn_norms, keys, values, last, *bias):
         h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
-        return biased_greedy(self.head(h), *bias), keys, values
+        return biased_greedy(self.head(h[:, -1:] if last else h), *bias), keys, values
 
 
 class DecoderBatch(RowRings):
@@ -158,15 +160,14 @@ class DecoderBatch(RowRings):
         with its first pass: `prefill` (a pass of its own), or any `run`."""
         return Row(self.decoder.ffn_norm_weights(n_delay_tokens))
 
-    def prefill(
-        self, row: Row, audio: mx.array, tokens, logits: bool = False, bias: Bonus | None = None
-    ) -> mx.array:
+    def prefill(self, row: Row, audio: mx.array, tokens, bias: Bonus | None = None) -> mx.array:
         """A new row's first positions (the prompt) in a pass of its own, so that the
-        other rows are not padded to its length; then it joins. Returns what `run` does."""
+        other rows are not padded to its length; then it joins. Returns the greedy token
+        after the prompt, at its last position [1] (lazy): the only output a prompt has."""
         solo = DecoderBatch(self.decoder, self.max_pass, self.text_from)
-        out = solo.run({row: (audio, tokens)}, logits, {row: bias} if bias else None)
+        out = solo.run({row: (audio, tokens)}, bias={row: bias} if bias else None, last=True)
         self._join(row, solo.keys, solo.values)
-        return out
+        return out[:, 0]
 
     def remove(self, row: Row) -> None:
         if row not in self.rows:
@@ -197,6 +198,7 @@ class DecoderBatch(RowRings):
         inputs: dict[Row, tuple[mx.array, list[int] | mx.array]],
         logits: bool = False,
         bias: dict[Row, Bonus] | None = None,
+        last: bool = False,
     ) -> mx.array:
         """One pass: for each row given, audio embeddings [n, dim] and the n token ids that
         go with them (the previous output, then any drafted continuation); the rows not
@@ -204,16 +206,19 @@ class DecoderBatch(RowRings):
         `rows`, L the longest n), or with `logits` the logits [B, L, vocab] (uncompiled: for
         tests; no bias); the rows' positions advance by `n` (see `rewind`). `bias`: the
         context-bias bonus of the rows that have one, the same at each of their positions
-        (a draft's pads do not move it); the other rows' tokens are the unbiased ones."""
+        (a draft's pads do not move it); the other rows' tokens are the unbiased ones.
+        `last` (a prompt: every row given has n = L): only the outputs at position L - 1,
+        [B, 1], and the pass is not padded."""
         for row in inputs:
             if row not in self.rows:
                 self._join(row)
         n = {row: audio.shape[0] for row, (audio, _) in inputs.items()}
         if not 0 < min(n.values()) <= max(n.values()) <= self.max_pass:
             raise ValueError(f"1 to {self.max_pass} positions per row and pass, got {n}")
-        # the pass is padded to a power of two: a few shapes to trace (1, 2, 4, ..., max_pass)
+        # the pass is padded to a power of two: a few shapes to trace (1, 2, 4, ..., max_pass);
+        # a prompt's is not (one length per delay): padding costs rows of every product
         longest = max(n.values())
-        L = min(self.max_pass, 1 << (longest - 1).bit_length())
+        L = longest if last else min(self.max_pass, 1 << (longest - 1).bit_length())
         self._reserve(L)
         dim = self.decoder.args.dim
         x = mx.stack([self._row_input(inputs.get(row), L, dim) for row in self.rows])
@@ -222,20 +227,20 @@ class DecoderBatch(RowRings):
             h, self.keys, self.values = self.decoder.forward(
                 x, starts, self._ffn_norms(), self.keys, self.values
             )
-            out = self.decoder.head(h)
+            out = self.decoder.head(h[:, -1:] if last else h)
         elif bias:
             rows = bonus_rows(bias.get(row) for row in self.rows)
             text_from = mx.array(self.text_from, dtype=mx.int32)
             out, self.keys, self.values = self.decoder.greedy_biased(
-                x, starts, self._ffn_norms(), self.keys, self.values, (*rows, text_from)
+                x, starts, self._ffn_norms(), self.keys, self.values, (*rows, text_from), last
             )
         else:
             out, self.keys, self.values = self.decoder.greedy(
-                x, starts, self._ffn_norms(), self.keys, self.values
+                x, starts, self._ffn_norms(), self.keys, self.values, last
             )
         for row, count in n.items():
             row.position += count
-        return out[:, :longest]
+        return out if last else out[:, :longest]
 
     def rewind(self, row: Row, count: int) -> None:
         """Forget the last `count` positions of a row (rejected drafts): their keys stay in
