@@ -13,7 +13,7 @@ import mlx.nn as nn
 
 from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
-from .layers import Attention, FeedForward, sinusoid_frequencies
+from .layers import Attention, FeedForward, Rotation, sinusoid_frequencies
 from .rings import RingPass, RowRings, pad_slots
 
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
@@ -41,10 +41,17 @@ class DecoderLayer(nn.Module):
         self.feed_forward = FeedForward(args)
 
     def __call__(
-        self, x: mx.array, ffn_norm: mx.array, starts: mx.array, rings: RingPass, i: int
+        self,
+        x: mx.array,
+        ffn_norm: mx.array,
+        starts: mx.array,
+        rings: RingPass,
+        i: int,
+        rotation: Rotation | None = None,
     ) -> mx.array:
-        """x [B, L, dim]; `ffn_norm` [B, 1, dim]: the rows' AdaRMSNorm-folded FFN weights."""
-        q, k, v = self.attention.project(self.attention_norm(x), starts)
+        """x [B, L, dim]; `ffn_norm` [B, 1, dim]: the rows' AdaRMSNorm-folded FFN weights;
+        `rotation`: the pass's RoPE (None: mx.fast.rope)."""
+        q, k, v = self.attention.project(self.attention_norm(x), starts, rotation)
         keys, values = rings.update_and_fetch(i, k, v)
         x = x + self.attention.attend(q, keys, values, rings.mask)
         # AdaRMSNorm: rms_norm(x) * w * (1 + ada); w * (1 + ada) is precomputed per delay
@@ -90,8 +97,11 @@ class TextDecoder(nn.Module):
         values per layer [B, n_kv, C, head_dim]. Returns the normed hidden states
         [B, L, dim] and the updated rings."""
         rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
+        rotation = None
+        if mx.default_device().type == mx.cpu:  # elsewhere mx.fast.rope has a kernel
+            rotation = Rotation(starts, x.shape[1], self.args.head_dim, self.args.rope_theta)
         for i, layer in enumerate(self.layers):
-            x = layer(x, ffn_norms[i][:, None], starts, rings, i)
+            x = layer(x, ffn_norms[i][:, None], starts, rings, i, rotation)
         return self.norm(x), rings.keys, rings.values
 
     def __call__(self, x: mx.array, ffn_norms: mx.array) -> mx.array:

@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 from ._mlx_lm import RotatingKVCache, create_attention_mask
 from .config import EncoderArgs
-from .layers import Attention, FeedForward
+from .layers import Attention, FeedForward, Rotation
 from .rings import GROW, RingPass, RowRings
 
 
@@ -51,9 +51,12 @@ class EncoderLayer(nn.Module):
         x = x + self.attention(self.attention_norm(x), mask, cache)
         return x + self.feed_forward(self.ffn_norm(x))
 
-    def over_rows(self, x: mx.array, starts: mx.array, rings: RingPass, i: int) -> mx.array:
-        """x [B, L, dim], row b at frames starts[b].., keys and values in the rows' rings."""
-        q, k, v = self.attention.project(self.attention_norm(x), starts)
+    def over_rows(
+        self, x: mx.array, starts: mx.array, rings: RingPass, i: int, rotation: Rotation | None
+    ) -> mx.array:
+        """x [B, L, dim], row b at frames starts[b].., keys and values in the rows' rings;
+        `rotation`: the call's RoPE (None: mx.fast.rope)."""
+        q, k, v = self.attention.project(self.attention_norm(x), starts, rotation)
         keys, values = rings.update_and_fetch(i, k, v)
         x = x + self.attention.attend(q, keys, values, rings.mask)
         return x + self.feed_forward(self.ffn_norm(x))
@@ -184,8 +187,11 @@ class EncoderBatch(RowRings):
         self._reserve(F // 2)
         starts = mx.array([row.position for row in self.rows], dtype=mx.int32)
         rings = RingPass(self.keys, self.values, starts, F // 2, enc.args.sliding_window)
+        rotation = None
+        if mx.default_device().type == mx.cpu:  # as the decoder's passes (layers.Rotation)
+            rotation = Rotation(starts, F // 2, enc.args.head_dim, enc.args.rope_theta)
         for i, layer in enumerate(enc.layers):
-            x = layer.over_rows(x, starts, rings, i)
+            x = layer.over_rows(x, starts, rings, i, rotation)
         x = enc.norm(x)
         self.keys, self.values = rings.keys, rings.values
         out = {}
