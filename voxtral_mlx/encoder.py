@@ -83,6 +83,7 @@ class AudioEncoder(nn.Module):
         self.conv2 = CausalConv1d(args.dim, args.dim, 3, stride=2)
         self.layers = [EncoderLayer(args) for _ in range(args.n_layers)]
         self.norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
+        self._compiled_rows = None
 
     def conv_stem(self, mel: mx.array, state: EncoderState | None = None) -> mx.array:
         """mel: [B, T_mel, n_mels] -> [B, T_mel / 2, dim] (exact erf GELU after each conv)."""
@@ -106,6 +107,27 @@ class AudioEncoder(nn.Module):
     def __call__(self, mel: mx.array, state: EncoderState | None = None) -> mx.array:
         """Whole signal (no state) or the next whole tokens of a stream (with state)."""
         return self.transformer(self.conv_stem(mel, state), state.cache if state else None)
+
+    def rows(
+        self, x: mx.array, starts: mx.array, keys: list[mx.array], values: list[mx.array]
+    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        """The transformer over rows (EncoderBatch): x [B, L, dim] (conv-stem frames), row
+        b at frames starts[b].., over the rows' rings (rings.py). Returns the normed frames
+        [B, L, dim] and the updated rings."""
+        rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
+        rotation = None
+        if mx.default_device().type == mx.cpu:  # as the decoder's passes (layers.Rotation)
+            rotation = Rotation(starts, x.shape[1], self.args.head_dim, self.args.rope_theta)
+        for i, layer in enumerate(self.layers):
+            x = layer.over_rows(x, starts, rings, i, rotation)
+        return self.norm(x), rings.keys, rings.values
+
+    def rows_compiled(self, x, starts, keys, values):
+        """`rows` compiled with the parameters declared as inputs (as TextDecoder.greedy):
+        a model changed later is traced again. Retraced per shape (B, L, capacity)."""
+        if self._compiled_rows is None:
+            self._compiled_rows = mx.compile(self.rows, inputs=self.state)
+        return self._compiled_rows(x, starts, keys, values)
 
     def make_state(self) -> EncoderState:
         n_mels = self.conv1.weight.shape[-1]
@@ -186,14 +208,9 @@ class EncoderBatch(RowRings):
                 row.conv2_tail = h[b, n - enc.conv2.left_pad : n]
         self._reserve(F // 2)
         starts = mx.array([row.position for row in self.rows], dtype=mx.int32)
-        rings = RingPass(self.keys, self.values, starts, F // 2, enc.args.sliding_window)
-        rotation = None
-        if mx.default_device().type == mx.cpu:  # as the decoder's passes (layers.Rotation)
-            rotation = Rotation(starts, F // 2, enc.args.head_dim, enc.args.rope_theta)
-        for i, layer in enumerate(enc.layers):
-            x = layer.over_rows(x, starts, rings, i, rotation)
-        x = enc.norm(x)
-        self.keys, self.values = rings.keys, rings.values
+        # one token a row (the live stream): compiled, its per-call cost is the stream's
+        run = enc.rows_compiled if F == 8 else enc.rows
+        x, self.keys, self.values = run(x, starts, self.keys, self.values)
         out = {}
         for b, row in enumerate(self.rows):
             if row in mels:
