@@ -14,7 +14,7 @@ import mlx.nn as nn
 from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
 from .layers import Attention, FeedForward, Rotation, sinusoid_frequencies
-from .rings import RingPass, RowRings, pad_slots
+from .rings import GROW, RingPass, RowRings, pad_slots
 
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
 
@@ -188,8 +188,9 @@ class DecoderBatch(RowRings):
     def _join(self, row: Row, keys: list[mx.array] | None = None, values=None) -> None:
         """Add a row with its ring (empty if none): the smaller of its ring and the batch's
         is padded at the end, where slots are still positions (MODEL.md)."""
-        if keys is None:
-            empty = mx.zeros((1, self.shape[0], self.capacity, self.shape[1]), self.dtype)
+        if keys is None:  # into an empty batch: GROW slots at once, not a pad per layer later
+            slots = self.capacity or min(GROW, self.full)
+            empty = mx.zeros((1, self.shape[0], slots, self.shape[1]), self.dtype)
             keys = values = [empty] * len(self.decoder.layers)
         if keys[0].shape[2] > self.capacity and self.rows:
             self._grow(keys[0].shape[2])
