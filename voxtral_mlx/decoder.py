@@ -13,7 +13,7 @@ import mlx.nn as nn
 
 from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
-from .layers import Attention, FeedForward, Rotation, sinusoid_frequencies
+from .layers import Attention, FeedForward, Rotation, pass_rotation, sinusoid_frequencies
 from .rings import GROW, RingPass, RowRings, pad_slots
 
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
@@ -97,9 +97,7 @@ class TextDecoder(nn.Module):
         values per layer [B, n_kv, C, head_dim]. Returns the normed hidden states
         [B, L, dim] and the updated rings."""
         rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
-        rotation = None
-        if mx.default_device().type == mx.cpu:  # elsewhere mx.fast.rope has a kernel
-            rotation = Rotation(starts, x.shape[1], self.args.head_dim, self.args.rope_theta)
+        rotation = pass_rotation(starts, x.shape[1], self.args)
         for i, layer in enumerate(self.layers):
             x = layer(x, ffn_norms[i][:, None], starts, rings, i, rotation)
         return self.norm(x), rings.keys, rings.values

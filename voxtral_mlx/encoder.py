@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 from ._mlx_lm import RotatingKVCache, create_attention_mask
 from .config import EncoderArgs
-from .layers import Attention, FeedForward, Rotation
+from .layers import Attention, FeedForward, Rotation, pass_rotation
 from .rings import GROW, RingPass, RowRings
 
 
@@ -115,9 +115,7 @@ class AudioEncoder(nn.Module):
         b at frames starts[b].., over the rows' rings (rings.py). Returns the normed frames
         [B, L, dim] and the updated rings."""
         rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
-        rotation = None
-        if mx.default_device().type == mx.cpu:  # as the decoder's passes (layers.Rotation)
-            rotation = Rotation(starts, x.shape[1], self.args.head_dim, self.args.rope_theta)
+        rotation = pass_rotation(starts, x.shape[1], self.args)
         for i, layer in enumerate(self.layers):
             x = layer.over_rows(x, starts, rings, i, rotation)
         return self.norm(x), rings.keys, rings.values

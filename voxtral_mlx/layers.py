@@ -34,7 +34,7 @@ class Attention(nn.Module):
         self, x: mx.array, offset: int | mx.array, rotation: Rotation | None = None
     ) -> tuple[mx.array, ...]:
         """[B, L, dim] at positions offset.. (an int, or one per row [B]) -> q, k, v as
-        [B, heads, L, head_dim], rotated: by `rotation` (`rope_rotation` of the same
+        [B, heads, L, head_dim], rotated: by `rotation` (a `Rotation` of the same
         positions) when given, else by mx.fast.rope."""
         B, L, _ = x.shape
         q = self.wq(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
@@ -118,3 +118,11 @@ class Rotation:
         cos, sin = self.cos, self.sin
         out = mx.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
         return out.reshape(x.shape).astype(x.dtype)
+
+
+def pass_rotation(starts: mx.array, L: int, args: TransformerArgs) -> Rotation | None:
+    """The Rotation of a pass over rows on the CPU backend; None elsewhere, where
+    mx.fast.rope has a kernel."""
+    if mx.default_device().type != mx.cpu:
+        return None
+    return Rotation(starts, L, args.head_dim, args.rope_theta)
