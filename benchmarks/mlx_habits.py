@@ -46,7 +46,7 @@ def positions(model, seconds: float) -> tuple[mx.array, list[int]]:
 def prefilled(model, embeds, prompt) -> tuple[DecoderBatch, object, int]:
     batch = DecoderBatch(model.decoder)
     row = batch.add(model.args.schedule(480).n_delay_tokens)
-    token = batch.prefill(row, embeds[: len(prompt)], prompt)[0, -1].item()
+    token = batch.prefill(row, embeds[: len(prompt)], prompt).item()
     return batch, row, token
 
 

@@ -341,6 +341,23 @@ def test_grouped_attention_equals_the_fused_kernel(model, shape):
     np.testing.assert_allclose(np.array(grouped), np.array(fused), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_the_pass_rotation_equals_fast_rope(dtype):
+    """RoPE by one table of cos and sin a pass (the CPU path) against mx.fast.rope in
+    float32, bit for bit, at each row's own positions (the last one far into the window);
+    in bf16 it is that result rounded (as the GPU kernels compute it)."""
+    from voxtral_mlx.layers import Rotation
+
+    starts = mx.array([0, 37, 8191], dtype=mx.int32)
+    x = mx.random.normal((3, 4, 5, 64)).astype(dtype)
+    got = Rotation(starts, 5, 64, 1e6).apply(x)
+    assert got.dtype == dtype
+    for b in range(3):
+        rope = dict(traditional=True, base=1e6, scale=1.0, offset=starts[b].item())
+        want = mx.fast.rope(x[b : b + 1].astype(mx.float32), 64, **rope).astype(dtype)
+        assert mx.array_equal(got[b : b + 1], want).item()
+
+
 def test_forget_keeps_a_live_stream_bounded_and_its_outputs_the_same(model, jfk):
     """A stream that never ends drops its history (forget) after every chunk: the same
     outputs at the same times as a session that keeps everything, and nothing piles up."""

@@ -168,7 +168,9 @@ def check_length(audio: np.ndarray, args: AudioArgs | None = None) -> None:
 def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) -> BenchResult:
     """Time every stage on 16 kHz `audio` (delay None: the checkpoint's). It measures the
     whole process: MLX's peak-memory counter is reset before the transcription it reports."""
+    from .config import ENCODER_BATCH_TOKENS
     from .decoder import DecoderBatch, Row
+    from .encoder import EncoderBatch
     from .mel import log_mel_spectrogram
     from .offline import encode_audio, pad_audio
     from .session import Session
@@ -179,8 +181,21 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
     n_tokens = len(padded) // schedule.samples_per_token
 
     mel_s = _timed(lambda: log_mel_spectrogram(padded, schedule.audio))
-    batched_s = _timed(lambda: encode_audio(model, padded))
-    streamed_s = _timed(lambda: encode_audio(model, padded, batch_tokens=1))
+    per_token = schedule.audio.mel_frames_per_token
+    mel = log_mel_spectrogram(padded, schedule.audio)[: n_tokens * per_token]
+
+    def encode(tokens: int) -> None:
+        """A Session's encoder: one row of an EncoderBatch, `tokens` tokens a call (1: the
+        live stream), and the adapter."""
+        batch = EncoderBatch(model.encoder, tokens)
+        row = batch.add()
+        step = tokens * per_token
+        for lo in range(0, len(mel), step):
+            frames = batch.run({row: mx.array(mel[lo : lo + step], model.dtype)})[row]
+            mx.eval(model.adapter(frames[None]))
+
+    batched_s = _timed(lambda: encode(ENCODER_BATCH_TOKENS))
+    streamed_s = _timed(lambda: encode(1))
     embeds = encode_audio(model, padded)
 
     L = schedule.prompt_length
@@ -190,7 +205,7 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
         """What a Session's first pass does: a new row, the prompt."""
         batch = DecoderBatch(model.decoder)
         row = batch.add(schedule.n_delay_tokens)
-        return batch, row, batch.run({row: (embeds[:L], prompt)})[0, L - 1].item()
+        return batch, row, batch.prefill(row, embeds[:L], prompt).item()
 
     prefill_s = _timed(prefill, repeat=3)
     steps = n_tokens - L

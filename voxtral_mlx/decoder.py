@@ -13,7 +13,7 @@ import mlx.nn as nn
 
 from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
-from .layers import Attention, FeedForward, sinusoid_frequencies
+from .layers import Attention, FeedForward, Rotation, pass_rotation, sinusoid_frequencies
 from .rings import GROW, RingPass, RowRings
 
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
@@ -41,10 +41,17 @@ class DecoderLayer(nn.Module):
         self.feed_forward = FeedForward(args)
 
     def __call__(
-        self, x: mx.array, ffn_norm: mx.array, starts: mx.array, rings: RingPass, i: int
+        self,
+        x: mx.array,
+        ffn_norm: mx.array,
+        starts: mx.array,
+        rings: RingPass,
+        i: int,
+        rotation: Rotation | None = None,
     ) -> mx.array:
-        """x [B, L, dim]; `ffn_norm` [B, 1, dim]: the rows' AdaRMSNorm-folded FFN weights."""
-        q, k, v = self.attention.project(self.attention_norm(x), starts)
+        """x [B, L, dim]; `ffn_norm` [B, 1, dim]: the rows' AdaRMSNorm-folded FFN weights;
+        `rotation`: the pass's RoPE (None: mx.fast.rope)."""
+        q, k, v = self.attention.project(self.attention_norm(x), starts, rotation)
         x = x + self.attention.wo(rings.attend(i, q, k, v, self.attention.heads))
         # AdaRMSNorm: rms_norm(x) * w * (1 + ada); w * (1 + ada) is precomputed per delay
         h = mx.fast.rms_norm(x, None, self.ffn_norm.eps) * ffn_norm
@@ -89,8 +96,9 @@ class TextDecoder(nn.Module):
         values per ring, per layer [B_g, n_kv, C_g, head_dim], ring g holding the next B_g
         rows (RingPass). Returns the normed hidden states [B, L, dim] and the updated rings."""
         rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
+        rotation = pass_rotation(starts, x.shape[1], self.args)
         for i, layer in enumerate(self.layers):
-            x = layer(x, ffn_norms[i][:, None], starts, rings, i)
+            x = layer(x, ffn_norms[i][:, None], starts, rings, i, rotation)
         return self.norm(x), rings.keys, rings.values
 
     def __call__(self, x: mx.array, ffn_norms: mx.array) -> mx.array:
@@ -107,30 +115,32 @@ class TextDecoder(nn.Module):
         """Logits of the tied LM head (works for a quantized embedding too)."""
         return self.tok_embeddings.as_linear(h)
 
-    def greedy(self, x, starts, ffn_norms, keys, values):
-        """`forward`, then the greedy token at every position [B, L]; compiled with the
+    def greedy(self, x, starts, ffn_norms, keys, values, last: bool = False):
+        """`forward`, then the greedy token at every position [B, L] (with `last`, at the
+        last position only [B, 1]: the LM head reads one position); compiled with the
         model's parameters declared as inputs, so a model changed later (quantized, cast)
-        is traced again, never replayed stale. Retraced per shape (B, L, capacity)."""
+        is traced again, never replayed stale. Retraced per shape (B, L, capacity) and
+        `last`."""
         if self._compiled is None:
             self._compiled = mx.compile(self._greedy, inputs=self.state)
-        return self._compiled(x, starts, ffn_norms, keys, values)
+        return self._compiled(x, starts, ffn_norms, keys, values, last)
 
-    def _greedy(self, x, starts, ffn_norms, keys, values):
+    def _greedy(self, x, starts, ffn_norms, keys, values, last):
         h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
-        return mx.argmax(self.head(h), axis=-1), keys, values
+        return mx.argmax(self.head(h[:, -1:] if last else h), axis=-1), keys, values
 
-    def greedy_biased(self, x, starts, ffn_norms, keys, values, bias):
+    def greedy_biased(self, x, starts, ffn_norms, keys, values, bias, last: bool = False):
         """`greedy` with the rows' context-bias bonuses, `bias` = (ids, values, yields,
         text_from) as `biasing.biased_greedy` takes them (MODEL.md "Context biasing").
         Compiled like `greedy`, as a function of its own so that `greedy` is unchanged;
-        retraced per shape (B, L, capacity, K)."""
+        retraced per shape (B, L, capacity, K) and `last`."""
         if self._compiled_biased is None:
             self._compiled_biased = mx.compile(self._greedy_biased, inputs=self.state)
-        return self._compiled_biased(x, starts, ffn_norms, keys, values, *bias)
+        return self._compiled_biased(x, starts, ffn_norms, keys, values, last, *bias)
 
-    def _greedy_biased(self, x, starts, ffn_norms, keys, values, *bias):
+    def _greedy_biased(self, x, starts, ffn_norms, keys, values, last, *bias):
         h, keys, values = self.forward(x, starts, ffn_norms, keys, values)
-        return biased_greedy(self.head(h), *bias), keys, values
+        return biased_greedy(self.head(h[:, -1:] if last else h), *bias), keys, values
 
 
 class DecoderBatch(RowRings):
@@ -158,15 +168,14 @@ class DecoderBatch(RowRings):
         with its first pass: `prefill` (a pass of its own), or any `run`."""
         return Row(self.decoder.ffn_norm_weights(n_delay_tokens))
 
-    def prefill(
-        self, row: Row, audio: mx.array, tokens, logits: bool = False, bias: Bonus | None = None
-    ) -> mx.array:
+    def prefill(self, row: Row, audio: mx.array, tokens, bias: Bonus | None = None) -> mx.array:
         """A new row's first positions (the prompt) in a pass of its own, so that the
-        other rows are not padded to its length; then it joins. Returns what `run` does."""
+        other rows are not padded to its length; then it joins. Returns the greedy token
+        after the prompt, at its last position [1] (lazy): the only output a prompt has."""
         solo = DecoderBatch(self.decoder, self.max_pass, self.text_from)
-        out = solo.run({row: (audio, tokens)}, logits, {row: bias} if bias else None)
+        out = solo.run({row: (audio, tokens)}, bias={row: bias} if bias else None, last=True)
         self._insert([row], *solo.rings[0].take([0]))
-        return out
+        return out[:, 0]
 
     def remove(self, row: Row) -> None:
         if row in self.rows:
@@ -183,6 +192,7 @@ class DecoderBatch(RowRings):
         inputs: dict[Row, tuple[mx.array, list[int] | mx.array]],
         logits: bool = False,
         bias: dict[Row, Bonus] | None = None,
+        last: bool = False,
     ) -> mx.array:
         """One pass: for each row given, audio embeddings [n, dim] and the n token ids that
         go with them (the previous output, then any drafted continuation); the rows not
@@ -190,16 +200,19 @@ class DecoderBatch(RowRings):
         `rows`, L the longest n), or with `logits` the logits [B, L, vocab] (uncompiled: for
         tests; no bias); the rows' positions advance by `n` (see `rewind`). `bias`: the
         context-bias bonus of the rows that have one, the same at each of their positions
-        (a draft's pads do not move it); the other rows' tokens are the unbiased ones."""
+        (a draft's pads do not move it); the other rows' tokens are the unbiased ones.
+        `last` (a prompt: every row given has n = L): only the outputs at position L - 1,
+        [B, 1], and the pass is not padded."""
         for row in inputs:
             if row not in self.rows:
                 self._join(row)
         n = {row: audio.shape[0] for row, (audio, _) in inputs.items()}
         if not 0 < min(n.values()) <= max(n.values()) <= self.max_pass:
             raise ValueError(f"1 to {self.max_pass} positions per row and pass, got {n}")
-        # the pass is padded to a power of two: a few shapes to trace (1, 2, 4, ..., max_pass)
+        # the pass is padded to a power of two: a few shapes to trace (1, 2, 4, ..., max_pass);
+        # a prompt's is not (one length per delay): padding costs rows of every product
         longest = max(n.values())
-        L = min(self.max_pass, 1 << (longest - 1).bit_length())
+        L = longest if last else min(self.max_pass, 1 << (longest - 1).bit_length())
         self._reserve(L)  # may reorder the rows
         rows, dim = self.rows, self.decoder.args.dim
         x = mx.stack([self._row_input(inputs.get(row), L, dim) for row in rows])
@@ -207,17 +220,17 @@ class DecoderBatch(RowRings):
         state = (x, starts, self._ffn_norms(rows), self.keys, self.values)
         if logits:
             h, keys, values = self.decoder.forward(*state)
-            out = self.decoder.head(h)
+            out = self.decoder.head(h[:, -1:] if last else h)
         elif bias:
             bonuses = bonus_rows(bias.get(row) for row in rows)
             text_from = mx.array(self.text_from, dtype=mx.int32)
-            out, keys, values = self.decoder.greedy_biased(*state, (*bonuses, text_from))
+            out, keys, values = self.decoder.greedy_biased(*state, (*bonuses, text_from), last)
         else:
-            out, keys, values = self.decoder.greedy(*state)
+            out, keys, values = self.decoder.greedy(*state, last)
         self._store(keys, values)
         for row, count in n.items():
             row.position += count
-        return out[:, :longest]
+        return out if last else out[:, :longest]
 
     def rewind(self, row: Row, count: int) -> None:
         """Forget the last `count` positions of a row (rejected drafts): their keys stay in

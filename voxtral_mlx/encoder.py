@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 from ._mlx_lm import RotatingKVCache, create_attention_mask
 from .config import EncoderArgs
-from .layers import Attention, FeedForward
+from .layers import Attention, FeedForward, Rotation, pass_rotation
 from .rings import GROW, RingPass, RowRings
 
 
@@ -51,9 +51,12 @@ class EncoderLayer(nn.Module):
         x = x + self.attention(self.attention_norm(x), mask, cache)
         return x + self.feed_forward(self.ffn_norm(x))
 
-    def over_rows(self, x: mx.array, starts: mx.array, rings: RingPass, i: int) -> mx.array:
-        """x [B, L, dim], row b at frames starts[b].., keys and values in the rows' rings."""
-        q, k, v = self.attention.project(self.attention_norm(x), starts)
+    def over_rows(
+        self, x: mx.array, starts: mx.array, rings: RingPass, i: int, rotation: Rotation | None
+    ) -> mx.array:
+        """x [B, L, dim], row b at frames starts[b].., keys and values in the rows' rings;
+        `rotation`: the call's RoPE (None: mx.fast.rope)."""
+        q, k, v = self.attention.project(self.attention_norm(x), starts, rotation)
         x = x + self.attention.wo(rings.attend(i, q, k, v, self.attention.heads))
         return x + self.feed_forward(self.ffn_norm(x))
 
@@ -79,6 +82,7 @@ class AudioEncoder(nn.Module):
         self.conv2 = CausalConv1d(args.dim, args.dim, 3, stride=2)
         self.layers = [EncoderLayer(args) for _ in range(args.n_layers)]
         self.norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
+        self._compiled_rows = None
 
     def conv_stem(self, mel: mx.array, state: EncoderState | None = None) -> mx.array:
         """mel: [B, T_mel, n_mels] -> [B, T_mel / 2, dim] (exact erf GELU after each conv)."""
@@ -102,6 +106,29 @@ class AudioEncoder(nn.Module):
     def __call__(self, mel: mx.array, state: EncoderState | None = None) -> mx.array:
         """Whole signal (no state) or the next whole tokens of a stream (with state)."""
         return self.transformer(self.conv_stem(mel, state), state.cache if state else None)
+
+    def rows(
+        self,
+        x: mx.array,
+        starts: mx.array,
+        keys: list[list[mx.array]],
+        values: list[list[mx.array]],
+    ) -> tuple[mx.array, list[list[mx.array]], list[list[mx.array]]]:
+        """The transformer over rows (EncoderBatch): x [B, L, dim] (conv-stem frames), row
+        b at frames starts[b].., over the rows' rings (rings.py). Returns the normed frames
+        [B, L, dim] and the updated rings."""
+        rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
+        rotation = pass_rotation(starts, x.shape[1], self.args)
+        for i, layer in enumerate(self.layers):
+            x = layer.over_rows(x, starts, rings, i, rotation)
+        return self.norm(x), rings.keys, rings.values
+
+    def rows_compiled(self, x, starts, keys, values):
+        """`rows` compiled with the parameters declared as inputs (as TextDecoder.greedy):
+        a model changed later is traced again. Retraced per shape (B, L, capacity)."""
+        if self._compiled_rows is None:
+            self._compiled_rows = mx.compile(self.rows, inputs=self.state)
+        return self._compiled_rows(x, starts, keys, values)
 
     def make_state(self) -> EncoderState:
         n_mels = self.conv1.weight.shape[-1]
@@ -177,11 +204,10 @@ class EncoderBatch(RowRings):
                 row.conv1_tail = mels[row][n - enc.conv1.left_pad :]
                 row.conv2_tail = h[b, n - enc.conv2.left_pad : n]
         starts = mx.array([row.position for row in rows], dtype=mx.int32)
-        rings = RingPass(self.keys, self.values, starts, F // 2, enc.args.sliding_window)
-        for i, layer in enumerate(enc.layers):
-            x = layer.over_rows(x, starts, rings, i)
-        x = enc.norm(x)
-        self._store(rings.keys, rings.values)
+        # one token a row (the live stream): compiled, its per-call cost is the stream's
+        run = enc.rows_compiled if F == 8 else enc.rows
+        x, keys, values = run(x, starts, self.keys, self.values)
+        self._store(keys, values)
         out = {}
         for b, row in enumerate(rows):
             if row in mels:

@@ -30,13 +30,18 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=bias)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=bias)
 
-    def project(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, ...]:
+    def project(
+        self, x: mx.array, offset: int | mx.array, rotation: Rotation | None = None
+    ) -> tuple[mx.array, ...]:
         """[B, L, dim] at positions offset.. (an int, or one per row [B]) -> q, k, v as
-        [B, heads, L, head_dim], rotated."""
+        [B, heads, L, head_dim], rotated: by `rotation` (a `Rotation` of the same
+        positions) when given, else by mx.fast.rope."""
         B, L, _ = x.shape
         q = self.wq(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
         k = self.wk(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = self.wv(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        if rotation is not None:
+            return rotation.apply(q), rotation.apply(k), v
         rope = dict(traditional=True, base=self.rope_theta, scale=1.0, offset=offset)
         return mx.fast.rope(q, self.head_dim, **rope), mx.fast.rope(k, self.head_dim, **rope), v
 
@@ -94,6 +99,35 @@ class FeedForward(nn.Module):
 
 
 def sinusoid_frequencies(n: int, theta: float) -> mx.array:
-    """theta ** (-j / n) for j < n, in float32: the frequencies of the decoder's delay
-    embedding (n = dim / 2), as RoPE's are for n = head_dim / 2."""
+    """theta ** (-j / n) for j < n, in float32: the frequencies of RoPE (n = head_dim / 2)
+    and of the decoder's delay embedding (n = dim / 2)."""
     return mx.exp(-math.log(theta) * mx.arange(n, dtype=mx.float32) / n)
+
+
+class Rotation:
+    """Interleaved RoPE (pairs 2j, 2j + 1, as mx.fast.rope with traditional=True) of the
+    positions of one pass, by elementwise products with cos and sin computed once for every
+    layer. On the CPU backend mx.fast.rope has no kernel: each call is a chain of ops that
+    recomputes the angles, per layer and for q and k (MODEL.md "Decoder passes")."""
+
+    def __init__(self, starts: mx.array, L: int, head_dim: int, theta: float):
+        """Row b's positions starts[b] .. starts[b] + L - 1; angles in float32."""
+        positions = (starts[:, None] + mx.arange(L)).astype(mx.float32)  # [B, L]
+        angles = positions[:, None, :, None] * sinusoid_frequencies(head_dim // 2, theta)
+        self.cos, self.sin = mx.cos(angles), mx.sin(angles)  # [B, 1, L, head_dim / 2]
+
+    def apply(self, x: mx.array) -> mx.array:
+        """x [B, heads, L, head_dim] rotated, computed in float32, returned in x's dtype."""
+        pairs = x.astype(mx.float32).reshape(*x.shape[:-1], -1, 2)
+        even, odd = pairs[..., 0], pairs[..., 1]
+        cos, sin = self.cos, self.sin
+        out = mx.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
+        return out.reshape(x.shape).astype(x.dtype)
+
+
+def pass_rotation(starts: mx.array, L: int, args: TransformerArgs) -> Rotation | None:
+    """The Rotation of a pass over rows on the CPU backend; None elsewhere, where
+    mx.fast.rope has a kernel."""
+    if mx.default_device().type != mx.cpu:
+        return None
+    return Rotation(starts, L, args.head_dim, args.rope_theta)

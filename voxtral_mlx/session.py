@@ -536,7 +536,7 @@ class SessionPool:
         for s in [s for s in inputs if s.lane.last_token is None]:
             lane, tic = s.lane, time.perf_counter()
             audio, prompt = inputs.pop(s)
-            token = self.batch.prefill(lane.row, audio, prompt, bias=s.bonus())[0, -1].item()
+            token = self.batch.prefill(lane.row, audio, prompt, bias=s.bonus()).item()
             lane.take(audio.shape[0])
             lane.accept([token])
             lane.elapsed += time.perf_counter() - tic
