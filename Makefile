@@ -12,9 +12,12 @@ setup: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 
 # Two workers (pytest-xdist), each taking whole test files: a file's fixtures (its servers,
-# its models) are made once, in one worker. `pytest tests/x.py` alone runs in one process.
+# its models) are made once, in one worker; then the test marked `alone` (real-time audio
+# through the sound server, which a busy machine disturbs), with nothing else running.
+# `pytest tests/x.py` runs one file in one process.
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not alone"
+	$(BIN)/python -m pytest -m alone tests/test_trained.py
 
 lint: setup
 	$(BIN)/ruff check voxtral_mlx cli tests benchmarks training

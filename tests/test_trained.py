@@ -229,6 +229,7 @@ def srt_seconds(stamp: str) -> float:
     return 3600 * int(h) + 60 * int(m) + int(s) + int(ms) / 1000
 
 
+@pytest.mark.alone  # make test runs it with nothing else running: a busy machine disturbs it
 @pytest.mark.skipif(
     not have_virtual_mic(),
     reason="no virtual microphone: a PulseAudio null sink as the default input (see README, Tests)",
