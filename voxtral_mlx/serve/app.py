@@ -110,8 +110,8 @@ def create_app(model: VoxtralRealtime, config: ServerConfig) -> FastAPI:
         config = dataclasses.replace(config, max_sessions=streams_that_fit(model))
     if config.max_connections is None:
         config = dataclasses.replace(config, max_connections=default_max_connections())
-    app.state.server = Server(model, config, delay_ms, Scheduler(model))
-    app.state.server.default_bias = ContextBias.build(model.tokenizer, list(config.context_bias))
+    default_bias = ContextBias.build(model.tokenizer, list(config.context_bias))
+    app.state.server = Server(model, config, delay_ms, Scheduler(model), default_bias=default_bias)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # the browser page: public (it holds no secret); its API calls carry the key
