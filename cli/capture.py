@@ -65,9 +65,9 @@ def find_device(spec: str | None, option: str = "--device") -> InputDevice:
     """An input device by index or by a case-insensitive part of its name (None: default);
     `option` names where `spec` came from in the error."""
     devices = input_devices()
-    if not devices:
-        raise VoxtralError("no audio input device found")
     if spec is None:
+        if not devices:
+            raise VoxtralError("no audio input device found")
         return next((d for d in devices if d.is_default), devices[0])
     if spec.strip().isdigit():
         match = [d for d in devices if d.index == int(spec)]
