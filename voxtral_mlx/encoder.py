@@ -151,9 +151,10 @@ class EncoderRow:
 
 
 class EncoderBatch(RowRings):
-    """The encoders of many streams, run together: each call gives every row its next whole
-    tokens (8 mel frames -> 4 encoder frames each, up to `max_tokens`; rows with fewer are
-    padded, rows with none take none) and reads the weights once for all rows.
+    """The encoders of many streams, run together: each call gives the rows it is given their
+    next whole tokens (8 mel frames -> 4 encoder frames each, up to `max_tokens`; rows with
+    fewer are padded) and reads the weights once for all of them. Rows given nothing are
+    left out of the call (their rings taken out and written back), not padded through it.
 
     The rows' rings are the decoder's (rings.py; MODEL.md): a row's C doubles from GROW
     frames while slots are frames, up to `full` = window + 4 * max_tokens - 1, a ring in
@@ -192,33 +193,33 @@ class EncoderBatch(RowRings):
             raise ValueError(f"whole tokens, 1 to {self.max_tokens} per row, got {frames}")
         n_mels = enc.conv1.weight.shape[-1]
         self._reserve(F // 2)  # may reorder the rows
-        rows = self.rows
-        mel = mx.stack([_padded(mels.get(row), F, n_mels, self.dtype) for row in rows])
+        # the rows given, alone: a row with nothing to encode is not padded through the call
+        parts = self._some(set(mels))
+        rows = [ring.rows[b] for ring, picks in parts for b in picks]
+        rings = [ring.take(picks) for ring, picks in parts]
+        mel = mx.stack([_padded(mels[row], F, n_mels) for row in rows])
         tails1 = mx.stack([row.conv1_tail for row in rows])
         tails2 = mx.stack([row.conv2_tail for row in rows])
         h = nn.gelu(enc.conv1(mel, tails1))  # [B, F, dim]
         x = nn.gelu(enc.conv2(h, tails2))  # [B, F / 2, dim]
         for b, row in enumerate(rows):
-            if row in mels:
-                n = frames[row]
-                row.conv1_tail = mels[row][n - enc.conv1.left_pad :]
-                row.conv2_tail = h[b, n - enc.conv2.left_pad : n]
+            n = frames[row]
+            row.conv1_tail = mels[row][n - enc.conv1.left_pad :]
+            row.conv2_tail = h[b, n - enc.conv2.left_pad : n]
         starts = mx.array([row.position for row in rows], dtype=mx.int32)
         # one token a row (the live stream): compiled, its per-call cost is the stream's
         run = enc.rows_compiled if F == 8 else enc.rows
-        x, keys, values = run(x, starts, self.keys, self.values)
-        self._store(keys, values)
+        keys, values = [k for k, _ in rings], [v for _, v in rings]
+        x, keys, values = run(x, starts, keys, values)
+        self._store_some(parts, keys, values)
         out = {}
         for b, row in enumerate(rows):
-            if row in mels:
-                out[row] = x[b, : frames[row] // 2]
-                row.position += frames[row] // 2
+            out[row] = x[b, : frames[row] // 2]
+            row.position += frames[row] // 2
         return out
 
 
-def _padded(mel: mx.array | None, F: int, n_mels: int, dtype: mx.Dtype) -> mx.array:
-    if mel is None:
-        return mx.zeros((F, n_mels), dtype)
+def _padded(mel: mx.array, F: int, n_mels: int) -> mx.array:
     if mel.shape[0] < F:
         return mx.concatenate([mel, mx.zeros((F - mel.shape[0], n_mels), mel.dtype)])
     return mel

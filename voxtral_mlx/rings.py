@@ -141,6 +141,26 @@ class RowRings:
         for ring, k, v in zip(self.rings, keys, values, strict=True):
             ring.keys, ring.values = k, v
 
+    def _some(self, chosen) -> list[tuple[Ring, list[int]]]:
+        """The rings that hold rows of `chosen` (a set), each with its rows' indices: the
+        rings of a pass over those rows alone, in pass order (`Ring.take` of each)."""
+        parts = [
+            (ring, [b for b, row in enumerate(ring.rows) if row in chosen]) for ring in self.rings
+        ]
+        return [(ring, picks) for ring, picks in parts if picks]
+
+    def _store_some(self, parts: list[tuple[Ring, list[int]]], keys, values) -> None:
+        """The rings a pass over some rows wrote (`_some`'s parts, RingPass.keys, .values):
+        written back into those rows of each ring, the other rows' left as they were."""
+        for (ring, picks), k, v in zip(parts, keys, values, strict=True):
+            if picks == list(range(len(ring.rows))):
+                ring.keys, ring.values = k, v
+                continue
+            index = mx.array(picks)
+            for i in range(len(ring.keys)):
+                ring.keys[i][index] = k[i]
+                ring.values[i][index] = v[i]
+
     def _insert(self, rows: list, keys: list[mx.array], values: list[mx.array]) -> None:
         """Rows join with their rings ([n, n_kv, C, head_dim] per layer): the Ring of C."""
         ring = next((ring for ring in self.rings if ring.slots == keys[0].shape[2]), None)
