@@ -1,10 +1,18 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from voxtral_mlx.testing import TinySpec, tiny_hf_model, write_official
+
+
+def pytest_report_header(config):
+    """Which BLAS MLX's CPU backend computes with (make test loads OpenBLAS where it can)."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    blas = "OpenBLAS (LD_PRELOAD)" if "openblas" in preload else "the MLX wheel's own"
+    return f"BLAS: {blas}"
 
 
 @pytest.fixture(scope="session")
