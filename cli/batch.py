@@ -4,7 +4,9 @@ skip-and-continue, and a clean stop on Ctrl+C."""
 from __future__ import annotations
 
 import io
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -118,8 +120,8 @@ class Batch:
                 name = names[index]
                 if isinstance(result, VoxtralError):
                     self.fail(name, str(result))
-                elif self._output(name, result):
-                    self.done += 1
+                else:
+                    self._finish(name, result)
 
     def run(self, engine: Engine, remote: bool = False) -> None:
         progress = self._progress()
@@ -169,8 +171,14 @@ class Batch:
             return
         finally:
             progress.remove_task(task)
-        if self._output(name, result):
-            self.done += 1
+        self._finish(name, result)
+
+    def _finish(self, name: str, result: Transcript) -> None:
+        """Write a file's outputs and count it done, Ctrl+C held until both are: a file's
+        outputs are all written or none, and the count said on Ctrl+C is what was kept."""
+        with _ctrl_c_deferred():
+            if self._output(name, result):
+                self.done += 1
 
     def _output(self, name: str, result: Transcript) -> bool:
         """Print the text or write the files; False when a file could not be written."""
@@ -191,3 +199,20 @@ class Batch:
             self.fail(name, f"cannot write {e.filename or self.output_dir}: {e.strerror}")
             return False
         return True
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """Ctrl+C (SIGINT) inside the block is raised as it ends (main thread only; elsewhere
+    the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

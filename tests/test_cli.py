@@ -405,6 +405,24 @@ def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tm
     assert "Traceback" not in stderr
 
 
+def test_ctrl_c_waits_for_a_files_outputs_and_its_count():
+    """Ctrl+C while a file's outputs are written is raised once they are all written and the
+    file is counted (the interrupted message then counts what was kept)."""
+    import os
+
+    from voxtral_cli.batch import _ctrl_c_deferred
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a signal is handled between bytecodes: here, held
+            steps.append("written")
+            steps.append("counted")
+    assert steps == ["written", "counted"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_debug_variable_shows_the_traceback(wav, tmp_path):
     done = voxtral(
         "transcribe", wav, "--model", tmp_path / "nope", env={"VOXTRAL_DEBUG": "1"}, process=True
