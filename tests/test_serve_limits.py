@@ -3,6 +3,7 @@ loopback (raw sockets where a misbehaving client is the point), one server with 
 
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -78,11 +79,20 @@ def raw_request(port, head: bytes, body: bytes = b"", wait: float = 10.0) -> byt
         try:
             while chunk := s.recv(65536):
                 reply += chunk
-                if b"\r\n\r\n" in reply and b'"}' in reply:
+                if complete(reply):
                     break
         except (TimeoutError, ConnectionResetError):
             pass
         return reply
+
+
+def complete(reply: bytes) -> bool:
+    """A whole HTTP response: its head, and as much body as its Content-Length says."""
+    head, found, body = reply.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return length is not None and len(body) >= int(length.group(1))
 
 
 # --- 1. uploads share the model: live first ---
