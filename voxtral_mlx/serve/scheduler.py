@@ -114,6 +114,24 @@ class AudioQueue:
         self.samples = 0
 
 
+class Queued(Protocol):
+    """An utterance of a realtime connection as the scheduler sees it (the vLLM and Mistral
+    dialects' own Utterance classes)."""
+
+    audio: AudioQueue  # received, not yet given to the model
+    final: bool  # its last audio came: a flush is due
+
+
+def waiting_seconds(utterances: Iterable[Queued]) -> float:
+    """Audio received and not yet given to the model, in every utterance."""
+    return sum(u.audio.seconds for u in utterances)
+
+
+def waiting(utterances: Iterable[Queued]) -> bool:
+    """Audio of them waits for the model, or a final flush does (a stream's `busy`)."""
+    return any(u.audio or u.final for u in utterances)
+
+
 class Worker:
     """One thread for all model work, fed by the scheduler.
 

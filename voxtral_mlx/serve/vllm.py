@@ -36,7 +36,7 @@ from ..errors import VoxtralError
 from ..session import Session, TextDelta, WordDone
 from .connection import Connection
 from .errors import ClientError, buffer_full, shorten, vllm_error
-from .scheduler import SLICE_SECONDS, AudioQueue
+from .scheduler import SLICE_SECONDS, AudioQueue, waiting, waiting_seconds
 from .wire import decode_pcm16
 
 
@@ -176,13 +176,11 @@ class VllmDialect:
 
     @property
     def waiting_seconds(self) -> float:
-        """Audio received and not yet given to the model, in every utterance."""
-        return sum(u.audio.seconds for u in self.utterances)
+        return waiting_seconds(self.utterances)
 
     @property
     def busy(self) -> bool:
-        """Audio of it waits for the model, or its final commit does."""
-        return any(u.audio or u.final for u in self.utterances)
+        return waiting(self.utterances)
 
     def _open_utterance(self) -> Utterance:
         """The utterance new audio and commits go to: the last one, unless it is final."""

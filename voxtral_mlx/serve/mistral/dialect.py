@@ -21,7 +21,7 @@ from ...turns import SlotEnergy, SpeechStarted, TurnDetector
 from ...words import Word
 from ..connection import Connection
 from ..errors import ClientError, mistral_error, shorten
-from ..scheduler import SLICE_SECONDS, AudioQueue
+from ..scheduler import SLICE_SECONDS, AudioQueue, waiting, waiting_seconds
 from ..wire import decode_base64
 from .events import segment, segment_event, usage, word_item
 from .settings import Settings
@@ -231,11 +231,11 @@ class MistralDialect:
     # --- the scheduler's side ---
     @property
     def waiting_seconds(self) -> float:
-        return sum(u.audio.seconds for u in self.utterances)
+        return waiting_seconds(self.utterances)
 
     @property
     def busy(self) -> bool:
-        return any(u.audio or u.final for u in self.utterances)
+        return waiting(self.utterances)
 
     async def _start_next(self) -> None:
         """The first utterance goes to the model once it has audio (an empty flushed one is
