@@ -161,6 +161,7 @@ class ContextBias:
         self.text_from = tokenizer.num_special_tokens  # ids below are control tokens
         self.word_id = tokenizer.streaming_word_id
         self.pad_id = tokenizer.streaming_pad_id
+        self._byte_piece = tokenizer.byte_piece
         # two roots: ROOT, for a phrase after a space; START, where no text is written yet,
         # also for a phrase as written (mid-text that form would glue onto a word: "HTMLX")
         self.nodes = [_Node(), _Node()]
@@ -243,14 +244,30 @@ class BiasMatcher:
         self.bias = bias
         self.node = START if at_start else ROOT  # START: no text written yet
         self.announced = False  # a [STREAMING_WORD] came and its word has no text yet
+        # a listed token gave an announced word its text (perhaps before the model would
+        # have: a pad yielded); until the next [STREAMING_WORD], no new word may start
+        self.guarded = False
 
     def advance(self, token: int) -> None:
         bias = self.bias
         if token >= bias.text_from:
+            if self.announced:
+                listed, _ = bias.bonus(self.node)
+                self.guarded = token in listed
             self.node = bias.goto(self.node, token)
             self.announced = False
         elif token == bias.word_id:
-            self.announced = True
+            self.announced, self.guarded = True, False
+
+    def settle(self, token: int) -> int:
+        """The output as the stream takes it: while guarded, a token that starts a new word
+        (text after a space) is a [STREAMING_PAD]: the model writes its own text of the word
+        a listed token already wrote, and one announced word gets one word. Pads do not move
+        the guard: every position of a draft settles alike (MODEL.md "Context biasing")."""
+        if self.guarded and token >= self.bias.text_from:
+            if self.bias._byte_piece(token).startswith(b" "):
+                return self.bias.pad_id
+        return token
 
     def bonus(self) -> Bonus:
         """The bonus at the next position: (ids, values) of ContextBias.bonus, and the

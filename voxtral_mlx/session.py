@@ -282,6 +282,13 @@ class Session:
         """The context-bias bonus of this session's next positions (None: no list)."""
         return self._matcher.bonus() if self._matcher else None
 
+    def settle(self, outputs: list[int]) -> list[int]:
+        """A pass's outputs for this session as it takes them (BiasMatcher.settle; the
+        outputs themselves without a list)."""
+        if not self._matcher:
+            return outputs
+        return [self._matcher.settle(token) for token in outputs]
+
     # --- the outputs, from its pool ---
     def decoded(self, tokens: list[int], position: int) -> list[Event]:
         """Its pool's outputs at decoder positions `position`, `position + 1`, ...: the
@@ -538,7 +545,7 @@ class SessionPool:
             audio, prompt = inputs.pop(s)
             token = self.batch.prefill(lane.row, audio, prompt, bias=s.bonus()).item()
             lane.take(audio.shape[0])
-            lane.accept([token])
+            (token,) = lane.accept(s.settle([token]))
             lane.elapsed += time.perf_counter() - tic
             lane.passes += 1
             out[s] = out.get(s, []) + s.decoded([token], lane.row.position - 1)
@@ -556,7 +563,7 @@ class SessionPool:
         for s, (audio, _) in inputs.items():
             lane, n = s.lane, audio.shape[0]
             start = lane.row.position - n
-            accepted = lane.accept(grid[rows[lane.row]][:n])
+            accepted = lane.accept(s.settle(grid[rows[lane.row]][:n]))
             self.batch.rewind(lane.row, n - len(accepted))  # a rejected draft's positions
             lane.take(len(accepted))
             lane.elapsed += elapsed
