@@ -123,7 +123,8 @@ ProtocolOpt = Annotated[
     typer.Option(
         "--protocol",
         metavar="NAME",
-        help="The --server's API: vllm (/v1/realtime, as voxtral serve and vLLM speak it), "
+        help="The --server's API: vllm (as voxtral serve and vLLM speak it: /v1/realtime live, "
+        "/v1/audio/transcriptions for files), "
         "mistral (Mistral's, as voxtral serve and api.mistral.ai speak it), or auto: mistral "
         "for a URL whose path is /v1/audio/transcriptions or /v1/audio/transcriptions/realtime "
         "or whose host is mistral.ai, else vllm.",
@@ -332,6 +333,8 @@ def transcribe(
     if batch is not None and server:
         bad_usage("--batch applies to local transcription (the server batches its own)")
     check_protocol(protocol, server)
+    if word_timestamps and not {"srt", "vtt"} & set(formats or []):
+        bad_usage("--word-timestamps applies to srt and vtt output (-f srt, -f vtt, -f all)")
     work = Batch(files, formats, output_dir or Path("."), word_timestamps, overwrite)
     try:
         work.check()  # inputs and the output folder, before any model is loaded

@@ -135,6 +135,10 @@ def test_transcribe_word_timestamps(official_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     data = (tmp_path / "librivox-0880.srt").read_text().strip().split("\n\n")
     assert all(len(SRT_CUE.match(b).group(4).split(" ")) == 1 for b in data)
+    # where no cue is written the option would do nothing: refused, not ignored
+    for output in ([], ["-f", "json", "-o", tmp_path / "json"]):
+        done = voxtral("transcribe", path, "--model", official_dir, *output, "--word-timestamps")
+        assert done.returncode == 2 and "--word-timestamps applies to srt and vtt" in done.stderr
 
 
 @pytest.mark.parametrize("fmt", ["txt", "srt", "vtt", "jsonl"])
