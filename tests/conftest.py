@@ -9,9 +9,14 @@ from voxtral_mlx.testing import TinySpec, tiny_hf_model, write_official
 
 
 def pytest_report_header(config):
-    """Which BLAS MLX's CPU backend computes with (make test loads OpenBLAS where it can)."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    blas = "OpenBLAS (LD_PRELOAD)" if "openblas" in preload else "the MLX wheel's own"
+    """Which BLAS MLX's CPU backend computes with (make test loads OpenBLAS where it can):
+    read from the libraries this process has loaded, not from LD_PRELOAD's text."""
+    try:
+        maps = open("/proc/self/maps").read()
+    except OSError:  # not Linux
+        return "BLAS: the MLX build's own"
+    loaded = "libopenblas" in maps and "openblas" in os.environ.get("LD_PRELOAD", "")
+    blas = "OpenBLAS (LD_PRELOAD)" if loaded else "the MLX wheel's own (reference)"
     return f"BLAS: {blas}"
 
 
