@@ -260,9 +260,15 @@ def context_bias_list(
     weight = DEFAULT_STRENGTH if strength is None else strength
     try:
         check_weight(weight, "--context-bias-strength")
-        items = [item for value in phrases or [] for item in parse_context_bias(value, weight)]
+        items = []
+        for value in phrases or []:
+            if not (listed := parse_context_bias(value, weight)):
+                raise VoxtralError(f"--context-bias {value!r} lists no phrase")
+            items += listed
         if file is not None:
-            items += read_context_bias_file(file, weight)
+            if not (listed := read_context_bias_file(file, weight)):
+                raise VoxtralError(f"{file} lists no phrase (a phrase per line)")
+            items += listed
         return parse_context_bias(items) or None
     except VoxtralError as e:
         bad_usage(str(e))

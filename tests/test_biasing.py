@@ -416,6 +416,8 @@ def test_cli_list_errors_exit_2_before_the_model_loads(tmp_path):
     looked for."""
     bad = tmp_path / "bad.txt"
     bad.write_text("Voxtral\tlots\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
     nowhere = tmp_path / "no-model"
     for args, message in [
         (["transcribe", "x.wav", "--context-bias", "a, " + "b" * 101], "at most 100 characters"),
@@ -423,6 +425,9 @@ def test_cli_list_errors_exit_2_before_the_model_loads(tmp_path):
         (["eval", "x", "--context-bias", "a", "--context-bias-strength", "0"], "above 0"),
         (["serve", "--context-bias-file", tmp_path / "missing.txt"], "cannot read"),
         (["dictate", "--context-bias-file", bad], "line 1: the weight after the tab"),
+        (["transcribe", "x.wav", "--context-bias", " , "], "lists no phrase"),
+        (["live", "--context-bias", "a", "--context-bias", ""], "'' lists no phrase"),
+        (["serve", "--context-bias-file", empty], "empty.txt lists no phrase"),
     ]:
         done = voxtral(*args, "-m", nowhere)
         lines = done.stderr.strip().splitlines()
