@@ -148,11 +148,13 @@ class Batch:
             yield
         except KeyboardInterrupt:
             total = plural(len(self.files), "file")
-            print_error(
-                f"stopped after {self.done} of {total}; the finished ones are kept, "
-                "nothing of those in progress was written",
-                label="interrupted",
-            )
+            if not self.formats:  # texts printed as each file was done
+                said = "the texts of those in progress were not printed"
+            elif self.done:
+                said = "the finished ones are kept, nothing of those in progress was written"
+            else:
+                said = "nothing was written"
+            print_error(f"stopped after {self.done} of {total}; {said}", label="interrupted")
             raise typer.Exit(INTERRUPTED_EXIT) from None
 
     def _one(self, engine: Engine, name: str, progress: Progress, remote: bool) -> None:

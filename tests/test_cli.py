@@ -427,6 +427,25 @@ def test_ctrl_c_waits_for_a_files_outputs_and_its_count():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_the_interrupted_line_says_what_was_kept(capsys):
+    """Ctrl+C's line fits what the run did: files kept, none written, or texts printed."""
+    import typer
+    from voxtral_cli.batch import Batch
+
+    for formats, done, said in [
+        (["txt"], 2, "the finished ones are kept, nothing of those in progress was written"),
+        (["txt"], 0, "nothing was written"),
+        (None, 1, "the texts of those in progress were not printed"),
+    ]:
+        work = Batch(["a.wav", "b.wav", "c.wav"], formats, Path("."), False)
+        work.done = done
+        with pytest.raises(typer.Exit) as stopped, work._interruptible():
+            raise KeyboardInterrupt
+        assert stopped.value.exit_code == 130
+        line = f"interrupted: stopped after {done} of 3 files; {said}"
+        assert capsys.readouterr().err.strip() == line
+
+
 def test_debug_variable_shows_the_traceback(wav, tmp_path):
     done = voxtral(
         "transcribe", wav, "--model", tmp_path / "nope", env={"VOXTRAL_DEBUG": "1"}, process=True
