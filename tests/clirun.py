@@ -23,6 +23,13 @@ from pathlib import Path
 VOXTRAL = [sys.executable, "-m", "voxtral_cli.app"]
 
 
+def sigint_default() -> None:
+    """Popen's preexec_fn for a process a test stops with SIGINT: SIGINT at its default, as
+    a terminal starts it. A pytest-xdist worker was once seen with SIGINT ignored (SIG_IGN),
+    which a child inherits and Python then keeps: Ctrl+C would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def voxtral(
     *args: object,
     input: bytes | None = None,

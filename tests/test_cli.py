@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from clirun import voxtral
+from clirun import sigint_default, voxtral
 from typer.testing import CliRunner
 from voxtral_cli import capture
 from voxtral_cli.app import app
@@ -385,9 +385,7 @@ def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tm
         ],
         stderr=subprocess.PIPE,
         text=True,
-        # as a terminal starts it: a worker of pytest-xdist was once seen with SIGINT ignored
-        # (SIG_IGN), which a child inherits and Python then keeps (no KeyboardInterrupt)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_default,
     )
     deadline = time.monotonic() + 120
     while not (out / "jfk.json").exists() and time.monotonic() < deadline:

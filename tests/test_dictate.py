@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from clirun import sigint_default
 from typer.testing import CliRunner
 from voxtral_cli.app import app
 from voxtral_cli.keyboard import REPEAT_GAP, HotkeyState, parse_hotkey
@@ -289,6 +290,7 @@ def dictate_process(env: dict, *args, stdin=subprocess.DEVNULL) -> subprocess.Po
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_default,
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import voxtral
+from clirun import sigint_default, voxtral
 from voxtral_cli import system_audio
 
 import voxtral_mlx
@@ -302,6 +302,7 @@ def meeting_process(*args, env=None):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=sigint_default,
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
+from clirun import sigint_default
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -35,7 +36,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir, *extra, preexec_fn=None):
+def start_server(model_dir, *extra, preexec_fn=sigint_default):
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -522,6 +523,7 @@ def test_serve_open_opens_the_page_in_the_default_browser(official_dir, tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_default,
         env={**os.environ, "BROWSER": f"{browser} %s", "VOXTRAL_API_KEY": ""},
     )
     try:
