@@ -390,17 +390,8 @@ def test_ctrl_c_during_transcribe_keeps_the_finished_files(official_dir, wav, tm
     deadline = time.monotonic() + 120
     while not (out / "jfk.json").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    # Once, and again if the process goes on (a loaded machine may be slow to start it).
-    for _ in range(6):
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, stderr = proc.communicate(timeout=10)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    else:
-        proc.kill()
-        raise AssertionError("transcribe went on through six SIGINTs")
+    proc.send_signal(signal.SIGINT)  # once: one Ctrl+C stops it
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: stopped after 1 of 2 files")
     assert sorted(p.name for p in out.iterdir()) == [
