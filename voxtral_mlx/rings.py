@@ -46,10 +46,24 @@ class Ring:
 
     def take(self, picks: list[int]) -> tuple[list[mx.array], list[mx.array]]:
         """The keys and values of rows[picks] (no copy when that is every row)."""
-        if picks == list(range(len(self.rows))):
+        if self._every(picks):
             return self.keys, self.values
         index = mx.array(picks)
         return [k[index] for k in self.keys], [v[index] for v in self.values]
+
+    def put(self, picks: list[int], keys: list[mx.array], values: list[mx.array]) -> None:
+        """`take`'s reverse: keys and values written back as rows[picks]' (the other rows'
+        left as they were; when that is every row, the arrays themselves)."""
+        if self._every(picks):
+            self.keys, self.values = keys, values
+            return
+        index = mx.array(picks)
+        for i in range(len(self.keys)):
+            self.keys[i][index] = keys[i]
+            self.values[i][index] = values[i]
+
+    def _every(self, picks: list[int]) -> bool:
+        return picks == list(range(len(self.rows)))
 
 
 class RingPass:
@@ -153,13 +167,7 @@ class RowRings:
         """The rings a pass over some rows wrote (`_some`'s parts, RingPass.keys, .values):
         written back into those rows of each ring, the other rows' left as they were."""
         for (ring, picks), k, v in zip(parts, keys, values, strict=True):
-            if picks == list(range(len(ring.rows))):
-                ring.keys, ring.values = k, v
-                continue
-            index = mx.array(picks)
-            for i in range(len(ring.keys)):
-                ring.keys[i][index] = k[i]
-                ring.values[i][index] = v[i]
+            ring.put(picks, k, v)
 
     def _insert(self, rows: list, keys: list[mx.array], values: list[mx.array]) -> None:
         """Rows join with their rings ([n, n_kv, C, head_dim] per layer): the Ring of C."""
