@@ -161,7 +161,7 @@ class ContextBias:
         self.text_from = tokenizer.num_special_tokens  # ids below are control tokens
         self.word_id = tokenizer.streaming_word_id
         self.pad_id = tokenizer.streaming_pad_id
-        self._byte_piece = tokenizer.byte_piece
+        self._tokenizer = tokenizer
         # two roots: ROOT, for a phrase after a space; START, where no text is written yet,
         # also for a phrase as written (mid-text that form would glue onto a word: "HTMLX")
         self.nodes = [_Node(), _Node()]
@@ -232,6 +232,10 @@ class ContextBias:
             self._bonuses[n] = cached
         return cached
 
+    def starts_word(self, token: int) -> bool:
+        """A text token that starts a new word (its text begins with a space)."""
+        return token >= self.text_from and self._tokenizer.byte_piece(token)[:1] == b" "
+
     def matcher(self, at_start: bool = True) -> BiasMatcher:
         """A stream's place in the tree: at the start of its text, or after some."""
         return BiasMatcher(self, at_start)
@@ -264,10 +268,7 @@ class BiasMatcher:
         (text after a space) is a [STREAMING_PAD]: the model writes its own text of the word
         a listed token already wrote, and one announced word gets one word. Pads do not move
         the guard: every position of a draft settles alike (MODEL.md "Context biasing")."""
-        if self.guarded and token >= self.bias.text_from:
-            if self.bias._byte_piece(token).startswith(b" "):
-                return self.bias.pad_id
-        return token
+        return self.bias.pad_id if self.guarded and self.bias.starts_word(token) else token
 
     def bonus(self) -> Bonus:
         """The bonus at the next position: (ids, values) of ContextBias.bonus, and the
