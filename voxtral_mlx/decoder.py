@@ -87,18 +87,18 @@ class TextDecoder(nn.Module):
         self,
         x: mx.array,
         starts: mx.array,
-        ffn_norms: mx.array,
+        ffn_norms: list[mx.array],
         keys: list[list[mx.array]],
         values: list[list[mx.array]],
     ) -> tuple[mx.array, list[list[mx.array]], list[list[mx.array]]]:
         """The one forward path. x [B, L, dim] (audio + token embeddings) at positions
-        starts[b] .. starts[b] + L - 1 of each row; ffn_norms [n_layers, B, dim]; keys and
+        starts[b] .. starts[b] + L - 1 of each row; ffn_norms per layer [B, 1, dim]; keys and
         values per ring, per layer [B_g, n_kv, C_g, head_dim], ring g holding the next B_g
         rows (RingPass). Returns the normed hidden states [B, L, dim] and the updated rings."""
         rings = RingPass(keys, values, starts, x.shape[1], self.args.sliding_window)
         rotation = pass_rotation(starts, x.shape[1], self.args)
         for i, layer in enumerate(self.layers):
-            x = layer(x, ffn_norms[i][:, None], starts, rings, i, rotation)
+            x = layer(x, ffn_norms[i], starts, rings, i, rotation)
         return self.norm(x), rings.keys, rings.values
 
     def __call__(self, x: mx.array, ffn_norms: mx.array) -> mx.array:
@@ -107,7 +107,7 @@ class TextDecoder(nn.Module):
         B, L, _ = x.shape
         empty = mx.zeros((B, self.args.n_kv_heads, L, self.args.head_dim), x.dtype)
         rings = [[empty] * len(self.layers)]
-        norms = mx.broadcast_to(ffn_norms[:, None], (len(self.layers), B, ffn_norms.shape[-1]))
+        norms = [mx.broadcast_to(w, (B, 1, w.shape[-1])) for w in ffn_norms]
         h, _, _ = self.forward(x, mx.zeros((B,), mx.int32), norms, rings, rings)
         return self.head(h)
 
@@ -161,7 +161,7 @@ class DecoderBatch(RowRings):
         args = decoder.args
         self.dtype = decoder.norm.weight.dtype
         self.shape = (args.n_kv_heads, args.head_dim)
-        self._norms: tuple[list[Row], mx.array] = ([], mx.array(0))  # of the rows in order
+        self._norms: tuple[list[Row], list[mx.array]] = ([], [])  # of the rows in order
 
     def add(self, n_delay_tokens: int) -> Row:
         """A new row (a stream at position 0) conditioned on its delay. It joins the batch
@@ -247,10 +247,13 @@ class DecoderBatch(RowRings):
             x = mx.concatenate([x, mx.zeros((L - x.shape[0], dim), x.dtype)])
         return x
 
-    def _ffn_norms(self, rows: list[Row]) -> mx.array:
-        """[n_layers, B, dim] of the rows in this order (kept while the order is)."""
+    def _ffn_norms(self, rows: list[Row]) -> list[mx.array]:
+        """Per layer [B, 1, dim] of the rows in this order (kept while the order is): a
+        list, so that the compiled pass takes each layer's as an input, not a slice."""
         if self._norms[0] != rows:
-            self._norms = (rows, mx.stack([row.ffn_norms for row in rows], axis=1))
+            layers = list(mx.stack([row.ffn_norms for row in rows], axis=1)[:, :, None])
+            mx.eval(layers)
+            self._norms = (rows, layers)
         return self._norms[1]
 
 
