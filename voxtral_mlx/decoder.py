@@ -14,7 +14,7 @@ import mlx.nn as nn
 from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
 from .layers import Attention, FeedForward, Rotation, pass_rotation, sinusoid_frequencies
-from .rings import GROW, RingPass, RowRings
+from .rings import GROW, RingPass, RowRings, pad_slots, ring_slots
 
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
 
@@ -173,17 +173,25 @@ class DecoderBatch(RowRings):
         other rows are not padded to its length; then it joins. Returns the greedy token
         after the prompt, at its last position [1] (lazy): the only output a prompt has."""
         solo = DecoderBatch(self.decoder, self.max_pass, self.text_from)
+        L = audio.shape[0]
+        solo._join(row, 1 << (L - 1).bit_length())  # a ring the prompt's size: its attention
         out = solo.run({row: (audio, tokens)}, bias={row: bias} if bias else None, last=True)
-        self._insert([row], *solo.rings[0].take([0]))
+        # then it joins with the ring of GROW slots or more that every row has
+        keys, values = solo.rings[0].take([0])
+        slots = ring_slots(L, self.full)
+        self._insert(
+            [row], [pad_slots(k, slots) for k in keys], [pad_slots(v, slots) for v in values]
+        )
         return out[:, 0]
 
     def remove(self, row: Row) -> None:
         if row in self.rows:
             self._drop(row)
 
-    def _join(self, row: Row) -> None:
-        """Add a row with an empty ring of GROW slots (its first pass may enlarge it)."""
-        empty = mx.zeros((1, self.shape[0], min(GROW, self.full), self.shape[1]), self.dtype)
+    def _join(self, row: Row, slots: int = GROW) -> None:
+        """Add a row with an empty ring of `slots` (at most the full ring; its first pass
+        may enlarge it)."""
+        empty = mx.zeros((1, self.shape[0], min(slots, self.full), self.shape[1]), self.dtype)
         rings = [empty] * len(self.decoder.layers)
         self._insert([row], rings, rings)
 

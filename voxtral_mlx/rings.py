@@ -192,7 +192,7 @@ class RowRings:
         """Room for every row's next L positions: a row whose ring is too small moves to a
         larger one while slots are positions (its ring padded at the end)."""
         for ring in list(self.rings):
-            sizes = [ring_slots(row.position + L, self.full) for row in ring.rows]
+            sizes = [self._slots(row.position + L, ring.slots) for row in ring.rows]
             moving = {
                 s: [b for b, t in enumerate(sizes) if t == s] for s in sizes if s > ring.slots
             }
@@ -205,6 +205,12 @@ class RowRings:
             for rows, keys, values, slots in moved:
                 pad = [pad_slots(a, slots) for a in keys + values]
                 self._insert(rows, pad[: len(keys)], pad[len(keys) :])
+
+    def _slots(self, need: int, slots: int) -> int:
+        """The slots of the ring a row needs for positions up to `need`, in a ring of
+        `slots`: that one while it holds them (a prompt's ring may be smaller than GROW),
+        else `ring_slots`."""
+        return slots if need <= slots else ring_slots(need, self.full)
 
     def _drop(self, row) -> None:
         """Remove a row and its ring."""
