@@ -9,6 +9,7 @@ import pytest
 import voxtral_mlx
 from voxtral_mlx import Session, SessionPool, TextDelta, VoxtralError
 from voxtral_mlx.convert import quantize
+from voxtral_mlx.session import Ahead
 from voxtral_mlx.testing import shared_audio
 
 CLIPS = ["jfk.wav", *(f"librivox-{n}.wav" for n in ("0870", "0880", "0890", "0920", "0930"))]
@@ -315,3 +316,71 @@ def test_sessions_of_two_ring_sizes_in_one_pool(trained, held_out):
         alone.feed(audio)
         alone.finish()
         assert results[i] == alone.result.tokens, i
+
+
+def test_a_pass_started_ahead_changes_no_token(model, official_dir, clips, monkeypatch):
+    """A lone session's next pass is built from its last output before that output is read
+    (SessionPool._start_ahead). The same calls with and without it give the same tokens: a
+    lone file (passes started ahead and taken), EOS stopping a file (a pass started ahead
+    undone), and a pass in flight when another session joins, when a list is set, when the
+    session resets (undone and built again)."""
+    eos_model = voxtral_mlx.load(official_dir)
+    embeddings = eos_model.decoder.tok_embeddings
+    embeddings.weight = embeddings.weight.at[2].multiply(3.0)  # EOS comes in a few tokens
+    started, undone, in_flight = [], [], []
+    real_start, real_cancel = SessionPool._start_ahead, Ahead.cancel
+
+    def spy(pool, *args):
+        ahead = real_start(pool, *args)
+        started.append(ahead is not None)
+        return ahead
+
+    def cancel(ahead, batch):
+        undone.append(ahead)
+        real_cancel(ahead, batch)
+
+    monkeypatch.setattr(Ahead, "cancel", cancel)
+
+    def scenario(pool_model, audio, calls) -> list[list[int]]:
+        pool = SessionPool(pool_model)
+        a = pool.add(480, max_draft=1)  # one position a pass: each can start the next
+        a.push(audio)
+        a.end()
+        for _ in range(6):
+            pool.step()
+        in_flight.append(pool._ahead is not None)
+        extra = calls(pool, a)
+        while a.result is None or (extra and extra.result is None):
+            pool.step()
+        return [a.result.tokens] + ([extra.result.tokens] if extra else [])
+
+    def joins(pool, a):
+        b = pool.add(960)
+        b.push(clips[1][:32000])
+        b.end()
+        return b
+
+    def sets_a_list(pool, a):
+        a.set_context_bias(["and so"])
+
+    def resets(pool, a):
+        a.reset()
+        a.push(clips[3])
+        a.end()
+
+    cases = [
+        lambda: [voxtral_mlx.transcribe(eos_model, clips[2], max_draft=1).tokens],
+        lambda: [solo(model, clips[0], 480)],
+        lambda: scenario(model, clips[2], joins),
+        lambda: scenario(model, clips[2], sets_a_list),
+        lambda: scenario(model, clips[2], resets),
+    ]
+    for i, case in enumerate(cases):
+        started.clear(), undone.clear(), in_flight.clear()
+        monkeypatch.setattr(SessionPool, "_start_ahead", spy)
+        ahead = case()
+        assert any(started) and all(in_flight)  # a scenario's calls come with one in flight
+        assert bool(undone) == (i != 1)  # each case but the lone file undoes one
+        assert i or ahead[0][-1] == eos_model.tokenizer.eos_id
+        monkeypatch.setattr(SessionPool, "_start_ahead", lambda *args: None)
+        assert case() == ahead

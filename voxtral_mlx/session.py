@@ -195,7 +195,7 @@ class Session:
     @property
     def backlog_seconds(self) -> float:
         """Audio fed but not decoded yet (look-ahead and delay not counted)."""
-        decoded = self.schedule.decoded_seconds(self.lane.row.position)
+        decoded = self.schedule.decoded_seconds(self.lane.position)
         return max(self.audio_seconds - decoded, 0.0)
 
     @property
@@ -315,7 +315,7 @@ class Session:
         word; sets `result`."""
         events: list[Event] = []
         if (tail := self._detok.flush()) or self._held_ids:
-            events.append(self._delta(tail, self.lane.row.position))
+            events.append(self._delta(tail, self.lane.position))
         if word := self._words.flush():
             self._all_words.append(word)
             events.append(WordDone(word))
@@ -369,7 +369,8 @@ class Lane:
         self.tokenizer, self.stop_at_eos = tokenizer, session.stop_at_eos
         self.max_draft = session.max_draft
         self.pending: mx.array | None = None  # adapter outputs not decoded yet [n, dim]
-        self.last_token: int | None = None  # the output at position row.position - 1
+        self.last_token: int | None = None  # the output at position `position` - 1
+        self.in_flight = 0  # positions of a pass started before the last one was read
         self.stopped = False  # EOS came (stop_at_eos)
         self.run = 0  # [STREAMING_PAD]s output since the last other token
         self.runs = self.max_draft / 4  # recent pad runs: a moving average (see draft)
@@ -379,6 +380,11 @@ class Lane:
     @property
     def encoded(self) -> int:
         return 0 if self.pending is None else self.pending.shape[0]
+
+    @property
+    def position(self) -> int:
+        """The decoder position of the next output taken (a pass started ahead aside)."""
+        return self.row.position - self.in_flight
 
     @property
     def pending_positions(self) -> int:
@@ -413,6 +419,19 @@ class Lane:
             return (self.pending[:L], self.prompt) if self.encoded >= L else None
         k = min(self.draft(), self.encoded, max_pass)
         return self.pending[:k], [self.last_token] + [self.pad_id] * (k - 1)
+
+    def next_input_ahead(self, token: mx.array, max_pass: int) -> tuple[mx.array, mx.array] | None:
+        """The input of the pass after the one in flight, which gives this lane one position
+        and whose output `token` [1] is not read yet (lazy): the next encoded positions, that
+        token, and drafted pads; None when fewer than two positions are encoded (the one in
+        flight takes the first). The draft's length comes from the outputs read so far, one
+        fewer than `next_input` would have: that changes how many positions a pass tries,
+        never the tokens (MODEL.md "Drafted pads")."""
+        if self.stopped or self.last_token is None or self.encoded < 2:
+            return None
+        k = min(self.draft(), self.encoded - 1, max_pass)
+        pads = mx.array([self.pad_id] * (k - 1), dtype=token.dtype)
+        return self.pending[1 : 1 + k], mx.concatenate([token, pads]) if k > 1 else token
 
     def draft(self) -> int:
         """Positions for the next pass: twice the expected run of [STREAMING_PAD] (the
@@ -470,6 +489,7 @@ class SessionPool:
         self.encoders = EncoderBatch(model.encoder, ENCODER_BATCH_TOKENS)
         self._sessions: set[Session] = set()
         self._passes = 0
+        self._ahead: Ahead | None = None  # a pass built before the last one's output is read
 
     @property
     def sessions(self) -> list[Session]:
@@ -530,6 +550,12 @@ class SessionPool:
 
     def _pass(self, sessions: list[Session]) -> dict[Session, list[Event]]:
         self._encode([s.lane for s in sessions])
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.holds(sessions):
+            ahead.lane.in_flight = 0  # its pass is this one
+            return self._finish_pass(ahead.inputs, ahead.tokens, ahead.rows, ahead.tic, {})
+        if ahead is not None:
+            ahead.cancel(self.batch)
         inputs, out = {}, {}
         for s in sessions:
             given = s.lane.next_input(self.batch.max_pass)
@@ -548,7 +574,7 @@ class SessionPool:
             (token,) = lane.accept(s.settle([token]))
             lane.elapsed += time.perf_counter() - tic
             lane.passes += 1
-            out[s] = out.get(s, []) + s.decoded([token], lane.row.position - 1)
+            out[s] = out.get(s, []) + s.decoded([token], lane.position - 1)
         if not inputs:
             return out
         if len(inputs) > 1:  # drafts shortened so the pass holds PASS_POSITIONS at most
@@ -558,21 +584,84 @@ class SessionPool:
         bias = {s.lane.row: b for s in inputs if (b := s.bonus()) is not None}
         tokens = self.batch.run({s.lane.row: given for s, given in inputs.items()}, bias=bias)
         rows = {row: b for b, row in enumerate(self.batch.rows)}
+        return self._finish_pass(inputs, tokens, rows, tic, out)
+
+    def _finish_pass(self, inputs, tokens: mx.array, rows, tic: float, out) -> dict:
+        """A pass's outputs (`tokens`, lazy; `rows`: each row's index in them) taken by its
+        sessions. Before they are read, the next pass may be built and started (`_ahead`)."""
+        self._ahead = self._start_ahead(inputs, tokens, rows)
         grid = tokens.tolist()
-        elapsed = time.perf_counter() - tic
+        read = time.perf_counter()
+        elapsed = read - tic
+        if self._ahead is not None:
+            self._ahead.tic = read  # its time in the model counts from here
         for s, (audio, _) in inputs.items():
             lane, n = s.lane, audio.shape[0]
-            start = lane.row.position - n
+            start = lane.position - n
             accepted = lane.accept(s.settle(grid[rows[lane.row]][:n]))
             self.batch.rewind(lane.row, n - len(accepted))  # a rejected draft's positions
             lane.take(len(accepted))
             lane.elapsed += elapsed
             lane.passes += 1
             out[s] = out.get(s, []) + s.decoded(accepted, start)
+        if self._ahead is not None and not self._ahead.follows():
+            self._ahead.cancel(self.batch)  # EOS stopped its session
+            self._ahead = None
         self._passes += 1
         if self._passes % CLEAR_CACHE_EVERY == 0:
             mx.clear_cache()
         return out
+
+    def _start_ahead(self, inputs: dict, tokens: mx.array, rows: dict) -> Ahead | None:
+        """The next pass of a lone session, built with this pass's output before it is read
+        and started (mx.async_eval), so that building it overlaps this pass's evaluation,
+        as mlx-lm's generation does: when this pass gives it one position, its outputs need
+        no choice that depends on their value (no context-bias list: its bonus and settle
+        do), and two or more positions are encoded. Other pools build each pass after the
+        last one's outputs are read."""
+        if len(inputs) != 1:
+            return None
+        ((s, (audio, _)),) = inputs.items()
+        lane = s.lane
+        if audio.shape[0] != 1 or s.bonus() is not None:
+            return None
+        b = rows[lane.row]
+        given = lane.next_input_ahead(tokens[b, :1], self.batch.max_pass)
+        if given is None:
+            return None
+        following = self.batch.run({lane.row: given})
+        mx.async_eval(following)
+        lane.in_flight = given[0].shape[0]
+        rows = {row: b for b, row in enumerate(self.batch.rows)}  # other rows are padded
+        return Ahead(s, lane, {s: given}, following, rows, time.perf_counter())
+
+
+class Ahead:
+    """A pass built and started before the outputs of the pass before it were read
+    (SessionPool._start_ahead): its session, the lane it was built for, its inputs, its
+    outputs (lazy), their row indices, when it started."""
+
+    def __init__(self, session, lane, inputs, tokens, rows, tic):
+        self.session, self.lane = session, lane
+        self.inputs, self.tokens, self.rows, self.tic = inputs, tokens, rows, tic
+
+    def follows(self) -> bool:
+        """Whether it still follows its session's outputs once the pass before it is taken:
+        that pass's output was its input (no EOS stopped the session)."""
+        return not self.lane.stopped
+
+    def holds(self, sessions: list) -> bool:
+        """Whether it is the pass the pool would build now for `sessions`: the same lone
+        session, still in the same lane (no reset), still without a context-bias list."""
+        s = self.session
+        return sessions == [s] and s.lane is self.lane and s.bonus() is None
+
+    def cancel(self, batch: DecoderBatch) -> None:
+        """Undo it: its positions are forgotten (their keys stay in slots no query reads
+        before they are written again, as a rejected draft's)."""
+        if self.lane.row in batch.rows:
+            batch.rewind(self.lane.row, self.lane.in_flight)
+        self.lane.in_flight = 0
 
 
 def stream_bytes(model: VoxtralRealtime, max_pass: int = MAX_PASS) -> int:
