@@ -1,9 +1,10 @@
 """mlx-lm's habits for long generation, measured on our schedule (MODEL.md "MLX habits").
 
 `async`: one stream decoded one position a pass (the live step) through `DecoderBatch`,
-as the session does it (build the pass, evaluate it, read the token on the host, build the
-next) against mlx-lm's double buffering (the next pass built on the current one's lazy
-token and started with `mx.async_eval` before the current token is read); the two
+as a pool of several sessions does it (build the pass, evaluate it, read the token on the
+host, build the next) against mlx-lm's double buffering (the next pass built on the current
+one's lazy token and started with `mx.async_eval` before the current token is read, as
+SessionPool does for a lone session's one-position passes); the two
 alternate, best of `--rounds`; the tokens must be the same. Also the share of a pass spent
 building its graph (the call, lazy) against evaluating it.
 
@@ -51,7 +52,7 @@ def prefilled(model, embeds, prompt) -> tuple[DecoderBatch, object, int]:
 
 
 def sequential(model, embeds, prompt) -> tuple[list[int], float, float]:
-    """The session's way: each token read before the next pass is built. Returns the
+    """A pool's way: each token read before the next pass is built. Returns the
     tokens, the seconds spent building the passes and the seconds in all."""
     batch, row, token = prefilled(model, embeds, prompt)
     tokens, building = [token], 0.0
