@@ -613,13 +613,14 @@ class SessionPool:
         return out
 
     def _start_ahead(self, inputs: dict, tokens: mx.array, rows: dict) -> Ahead | None:
-        """The next pass of a lone session, built with this pass's output before it is read
-        and started (mx.async_eval), so that building it overlaps this pass's evaluation,
-        as mlx-lm's generation does: when this pass gives it one position, its outputs need
-        no choice that depends on their value (no context-bias list: its bonus and settle
-        do), and two or more positions are encoded. Other pools build each pass after the
-        last one's outputs are read."""
-        if len(inputs) != 1:
+        """The next pass of a lone session (the only one in its pool), built with this
+        pass's output before it is read and started (mx.async_eval), so that building it
+        overlaps this pass's evaluation, as mlx-lm's generation does: when this pass gives
+        it one position, its outputs need no choice that depends on their value (no
+        context-bias list: its bonus and settle do), and two or more positions are encoded.
+        A pool of several sessions builds each pass after the last one's outputs are read
+        (its next step is every session's: Ahead.holds)."""
+        if len(inputs) != 1 or len(self._sessions) != 1:
             return None
         ((s, (audio, _)),) = inputs.items()
         lane = s.lane
