@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from voxtral_mlx.biasing import DEFAULT_STRENGTH, MAX_WEIGHT
+from voxtral_mlx.biasing import CONTINUATION, DEFAULT_STRENGTH, MAX_WEIGHT
 from voxtral_mlx.config import DEFAULT_DELAY_MS, DEFAULT_MODEL
 from voxtral_mlx.errors import VoxtralError, VoxtralWarning
 
@@ -182,7 +182,8 @@ CONTEXT_BIAS_HELP = (
     "one it nearly chose wins; no word is added where the model hears none."
 )
 STRENGTH_HELP = (
-    f"The logit bonus per token of listed phrases given without a weight, above 0 and at most "
+    f"The weight of listed phrases given without one: the logit bonus of a phrase's first "
+    f"token ({CONTINUATION:g}x for the tokens that continue it), above 0 and at most "
     f"{MAX_WEIGHT:g}; more finds more listed words and writes more where others were said. "
     f"Default: {DEFAULT_STRENGTH:g}."
 )

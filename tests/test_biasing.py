@@ -16,6 +16,7 @@ from clirun import voxtral
 import voxtral_mlx
 from voxtral_mlx import Session, SessionPool, VoxtralError
 from voxtral_mlx.biasing import (
+    DEFAULT_STRENGTH,
     MAX_PHRASE_CHARS,
     MAX_PHRASES,
     ContextBias,
@@ -62,9 +63,9 @@ def text_ids(tokens: list[int]) -> list[int]:
 def test_parse_forms():
     assert parse_context_bias(None) == [] and parse_context_bias([]) == []
     assert parse_context_bias("Voxtral, MLX ,  Kubernetes") == [
-        ("Voxtral", 2.0),
-        ("MLX", 2.0),
-        ("Kubernetes", 2.0),
+        ("Voxtral", DEFAULT_STRENGTH),
+        ("MLX", DEFAULT_STRENGTH),
+        ("Kubernetes", DEFAULT_STRENGTH),
     ]
     # Mistral's field: repeated form fields, or one holding a JSON list; pairs take a weight
     assert parse_context_bias(['["a b", ["c", 3]]', "d"], strength=1.5) == [
@@ -72,7 +73,7 @@ def test_parse_forms():
         ("c", 3.0),
         ("d", 1.5),
     ]
-    assert parse_context_bias([("x  y", 1.0), "x y", ("x y", 4.0)]) == [("x y", 4.0)]
+    assert parse_context_bias([("x  y", 1.0), "x y", ("x y", 9.0)]) == [("x y", 9.0)]
 
 
 @pytest.mark.parametrize(
@@ -101,11 +102,16 @@ def test_bad_lists_are_one_clear_error(value, message):
 def test_a_thousand_phrases_and_the_file_format(trained, tmp_path):
     phrases = [f"name{i} part{i % 7}" for i in range(MAX_PHRASES)]
     tree = ContextBias(trained.tokenizer, parse_context_bias(phrases))
-    ids, values = tree.bonus(0)
-    assert len(ids) == len(set(ids.tolist())) and (values == 2.0).all()
+    ids, values = tree.bonus(0)  # a phrase's first token: its weight
+    assert len(ids) == len(set(ids.tolist())) and (values == DEFAULT_STRENGTH).all()
     file = tmp_path / "vocabulary.txt"
     file.write_text("Voxtral\n\nKubernetes\t3.5\n  MLX  \n")
-    assert read_context_bias_file(file) == [("Voxtral", 2.0), ("Kubernetes", 3.5), ("MLX", 2.0)]
+    default = DEFAULT_STRENGTH
+    assert read_context_bias_file(file) == [
+        ("Voxtral", default),
+        ("Kubernetes", 3.5),
+        ("MLX", default),
+    ]
     file.write_text("Voxtral\tlots\n")
     with pytest.raises(VoxtralError, match="line 1: the weight after the tab must be a number"):
         read_context_bias_file(file)
@@ -151,8 +157,10 @@ def test_multi_token_match_failure_arcs_and_a_fresh_start(trained):
         m.advance(token)
     ids, values = m.bonus()[:2]
     bonus = dict(zip(ids.tolist(), values.tolist(), strict=True))
-    # continue "one two three", or "two four" through the failure arc of "one two"
-    assert bonus[three] == 2.0 and bonus[four] == 3.0
+    # continue "one two three", or "two four" through the failure arc of "one two": each
+    # a continuation, 2.5 x its phrase's weight; "one" and "two" start phrases: the weight
+    assert bonus[three] == 5.0 and bonus[four] == 7.5
+    assert bonus[one] == 2.0 and bonus[two] == 3.0
     m.advance(four)  # completes "two four" (found through the arc)
     assert m.node == tree.goto(tree.goto(0, two), four)
     m.advance(one)

@@ -10,9 +10,10 @@ again. Control tokens ([STREAMING_PAD], [STREAMING_WORD], EOS) carry no text and
 move the tree.
 
 At each position, the tokens that start or continue a phrase from the stream's place get
-their phrase's weight added to their logit (`ContextBias.bonus`), where the rule of
-`biased_greedy` allows: where the unbiased token is text, and where it is a
-[STREAMING_PAD] while a word announced by [STREAMING_WORD] has no text yet.
+their phrase's weight added to their logit (`ContextBias.bonus`; 2.5 times it for the tokens
+that continue a begun phrase), where the rule of `biased_greedy` allows: where the unbiased
+token is text, and where it is a [STREAMING_PAD] while a word announced by [STREAMING_WORD]
+has no text yet.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ MAX_PHRASES = 1000  # Mistral's API takes 100; the cost per step is measured at 
 MAX_PHRASE_CHARS = 100
 MAX_WEIGHT = 20.0  # a logit bonus per token; far beyond it the list writes itself
 DEFAULT_STRENGTH = 2.0  # the weight of a phrase given without one (benchmarks/RESULTS.md)
+# A phrase's first token earns its weight, each token that continues a begun phrase this many
+# times it: a begun phrase is favoured more than a new one starts (benchmarks/RESULTS.md
+# "Starts and continuations")
+CONTINUATION = 2.5
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 ROOT, START = 0, 1  # the tree's two roots (ContextBias)
 
@@ -181,15 +186,21 @@ class ContextBias:
         return cls(tokenizer, phrases) if phrases else None
 
     def _insert(self, node: int, tokens: list[int], weight: float) -> None:
-        for token in tokens:
+        for depth, token in enumerate(tokens):
+            bonus = weight * self.share(depth)
             child = self.nodes[node].children.get(token)
             if child is None:
                 child = len(self.nodes)
-                self.nodes.append(_Node(weight=weight))
+                self.nodes.append(_Node(weight=bonus))
                 self.nodes[node].children[token] = child
             else:  # a prefix shared by phrases of different weights: the larger
-                self.nodes[child].weight = max(self.nodes[child].weight, weight)
+                self.nodes[child].weight = max(self.nodes[child].weight, bonus)
             node = child
+
+    @staticmethod
+    def share(depth: int) -> float:
+        """The share of a phrase's weight its token at `depth` earns (0: its first)."""
+        return 1.0 if depth == 0 else CONTINUATION
 
     def _link(self) -> None:
         """Failure arcs, breadth first (a node's arc needs its parent's); the roots' children
@@ -213,8 +224,9 @@ class ContextBias:
 
     def bonus(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """At node n: the text tokens that start or continue a phrase (the children of n and
-        of the nodes on its failure chain, the root's last) and the weight each earns
-        (ids [K] int32, values [K] float32). Every other token earns nothing."""
+        of the nodes on its failure chain, the root's last) and the bonus each earns (ids
+        [K] int32, values [K] float32; a token that both continues a phrase and starts one
+        earns the continuation's). Every other token earns nothing."""
         cached = self._bonuses.get(n)
         if cached is None:
             tokens: dict[int, float] = {}
