@@ -384,3 +384,24 @@ def test_a_pass_started_ahead_changes_no_token(model, official_dir, clips, monke
         assert i or ahead[0][-1] == eos_model.tokenizer.eos_id
         monkeypatch.setattr(SessionPool, "_start_ahead", lambda *args: None)
         assert case() == ahead
+
+
+def test_a_pass_ahead_charges_no_idle_time_and_leaves_with_its_session(model, clips):
+    """A lone session's time in the model does not count the caller's time between two
+    steps while a pass ahead is in flight; removing the session drops that pass (it holds
+    the session's encoded audio)."""
+    import time
+
+    pool = SessionPool(model)
+    a = pool.add(480, max_draft=1)
+    a.push(clips[2])
+    for _ in range(6):
+        pool.step()
+    assert pool._ahead is not None
+    before = a.elapsed_seconds
+    time.sleep(1.0)
+    pool.step()
+    assert a.elapsed_seconds - before < 0.5  # one tiny pass, not the second slept
+    assert pool._ahead is not None
+    pool.remove(a)
+    assert pool._ahead is None and not pool.batch.rows

@@ -507,7 +507,11 @@ class SessionPool:
         return Session(self.model, delay_ms, pool=self, **kwargs)
 
     def remove(self, session: Session) -> None:
-        """The session leaves the pool (at any point; its decoder row is freed)."""
+        """The session leaves the pool (at any point; its decoder row is freed, and a pass
+        started ahead for it is dropped)."""
+        if self._ahead is not None and self._ahead.session is session:
+            self._ahead.cancel(self.batch)
+            self._ahead = None
         if session in self._sessions:
             self.batch.remove(session.lane.row)
             self.encoders.remove(session.lane.encoder)
@@ -552,8 +556,10 @@ class SessionPool:
         self._encode([s.lane for s in sessions])
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead.holds(sessions):
-            ahead.lane.in_flight = 0  # its pass is this one
-            return self._finish_pass(ahead.inputs, ahead.tokens, ahead.rows, ahead.tic, {})
+            ahead.lane.in_flight = 0  # its pass is this one; its time counts from here
+            return self._finish_pass(
+                ahead.inputs, ahead.tokens, ahead.rows, time.perf_counter(), {}
+            )
         if ahead is not None:
             ahead.cancel(self.batch)
         inputs, out = {}, {}
@@ -591,10 +597,7 @@ class SessionPool:
         sessions. Before they are read, the next pass may be built and started (`_ahead`)."""
         self._ahead = self._start_ahead(inputs, tokens, rows)
         grid = tokens.tolist()
-        read = time.perf_counter()
-        elapsed = read - tic
-        if self._ahead is not None:
-            self._ahead.tic = read  # its time in the model counts from here
+        elapsed = time.perf_counter() - tic
         for s, (audio, _) in inputs.items():
             lane, n = s.lane, audio.shape[0]
             start = lane.position - n
@@ -634,17 +637,18 @@ class SessionPool:
         mx.async_eval(following)
         lane.in_flight = given[0].shape[0]
         rows = {row: b for b, row in enumerate(self.batch.rows)}  # other rows are padded
-        return Ahead(s, lane, {s: given}, following, rows, time.perf_counter())
+        return Ahead(s, lane, {s: given}, following, rows)
 
 
 class Ahead:
     """A pass built and started before the outputs of the pass before it were read
     (SessionPool._start_ahead): its session, the lane it was built for, its inputs, its
-    outputs (lazy), their row indices, when it started."""
+    outputs (lazy), their row indices. Its time in the model counts from when the pool
+    takes it (the caller's time between two steps is not the session's)."""
 
-    def __init__(self, session, lane, inputs, tokens, rows, tic):
+    def __init__(self, session, lane, inputs, tokens, rows):
         self.session, self.lane = session, lane
-        self.inputs, self.tokens, self.rows, self.tic = inputs, tokens, rows, tic
+        self.inputs, self.tokens, self.rows = inputs, tokens, rows
 
     def follows(self) -> bool:
         """Whether it still follows its session's outputs once the pass before it is taken:
