@@ -112,6 +112,11 @@ def test_a_thousand_phrases_and_the_file_format(trained, tmp_path):
         ("Kubernetes", 3.5),
         ("MLX", default),
     ]
+    file.write_bytes(b"\xef\xbb\xbfVoxtral\r\nMLX\t3\r\n")  # a BOM (Windows editors), CRLF
+    assert read_context_bias_file(file) == [("Voxtral", default), ("MLX", 3.0)]
+    file.write_text("Voxtral\n\t3\n")
+    with pytest.raises(VoxtralError, match="line 2: no phrase before the tab"):
+        read_context_bias_file(file)
     file.write_text("Voxtral\tlots\n")
     with pytest.raises(VoxtralError, match="line 1: the weight after the tab must be a number"):
         read_context_bias_file(file)

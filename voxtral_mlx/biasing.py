@@ -74,9 +74,10 @@ def parse_context_bias(
 def read_context_bias_file(
     path: str | Path, strength: float = DEFAULT_STRENGTH
 ) -> list[tuple[str, float]]:
-    """A phrase per line, optionally a tab and its weight; blank lines are skipped."""
+    """A phrase per line, optionally a tab and its weight; blank lines are skipped. A UTF-8
+    byte-order mark (Windows editors write one) is not part of the first phrase."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as e:
         raise VoxtralError(f"cannot read the context-bias file {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
@@ -90,6 +91,8 @@ def read_context_bias_file(
         if not tab:
             items += [phrase] if phrase.strip() else []
             continue
+        if not phrase.strip():
+            raise VoxtralError(f"{path}, line {number}: no phrase before the tab")
         try:
             items.append((phrase, check_weight(float(weight), "the weight after the tab")))
         except ValueError:
