@@ -51,3 +51,17 @@ def test_bench_refuses_options_that_would_be_ignored(official_dir):
         done = voxtral("bench", *args)
         assert done.returncode == 2 and done.stderr.startswith(f"error: {message}"), done.stderr
         assert len(done.stderr.splitlines()) == 1
+
+
+def test_bench_refuses_audio_too_short_for_a_first_token(official_dir, tmp_path):
+    """Half a second at a delay of 2400 ms: a live stream ends before its first token, so
+    there is no first-token latency to report: one line, exit 1, no 0 ms figure."""
+    import numpy as np
+    import soundfile as sf
+
+    clip = tmp_path / "short.wav"
+    sf.write(clip, np.zeros(8000, np.float32), 16000)
+    done = voxtral("bench", "--model", official_dir, "--audio", clip, "--delay", "2400")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: the audio is 500 ms long: at a delay of 2400 ms")
+    assert len(done.stderr.splitlines()) == 1 and not done.stdout

@@ -246,7 +246,7 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
     # first text after the prompt is ready measures the first-token latency
     session = Session(model, schedule.delay_ms)
     chunk = schedule.samples_per_token
-    first = 0.0
+    first = None
     for lo in range(0, len(audio), chunk):
         tic = time.perf_counter()
         events = session.feed(audio[lo : lo + chunk])
@@ -255,6 +255,12 @@ def run(model: VoxtralRealtime, audio: np.ndarray, delay_ms: int | None = None) 
             first = elapsed
             break
         del events
+    if first is None:
+        raise VoxtralError(
+            f"the audio is {len(audio) / schedule.sample_rate * 1000:.0f} ms long: at a delay "
+            f"of {schedule.delay_ms} ms a live stream has no first token before it ends, so "
+            f"bench has no first-token latency to report; give it longer audio"
+        )
     quant = _quantization(model)
     return BenchResult(
         audio_seconds=result.audio_seconds,
