@@ -14,7 +14,7 @@ import mlx.nn as nn
 from .biasing import Bonus, biased_greedy, bonus_rows
 from .config import DecoderArgs
 from .layers import Attention, FeedForward, Rotation, pass_rotation, sinusoid_frequencies
-from .rings import GROW, RingPass, RowRings, pad_slots, ring_slots
+from .rings import GROW, RingPass, RowRings, ring_slots
 
 MAX_PASS = 64  # positions a row may take in one pass (the longest prompt, at 2400 ms, is 63)
 
@@ -177,11 +177,7 @@ class DecoderBatch(RowRings):
         solo._join(row, 1 << (L - 1).bit_length())  # a ring the prompt's size: its attention
         out = solo.run({row: (audio, tokens)}, bias={row: bias} if bias else None, last=True)
         # then it joins with the ring of GROW slots or more that every row has
-        keys, values = solo.rings[0].take([0])
-        slots = ring_slots(L, self.full)
-        self._insert(
-            [row], [pad_slots(k, slots) for k in keys], [pad_slots(v, slots) for v in values]
-        )
+        self._insert_padded([row], *solo.rings[0].take([0]), ring_slots(L, self.full))
         return out[:, 0]
 
     def remove(self, row: Row) -> None:

@@ -203,8 +203,13 @@ class RowRings:
             ]
             self._keep(ring, [b for b, s in enumerate(sizes) if s <= ring.slots])
             for rows, keys, values, slots in moved:
-                pad = [pad_slots(a, slots) for a in keys + values]
-                self._insert(rows, pad[: len(keys)], pad[len(keys) :])
+                self._insert_padded(rows, keys, values, slots)
+
+    def _insert_padded(self, rows: list, keys, values, slots: int) -> None:
+        """Rows join with their rings padded at the end to `slots` (where slots are still
+        positions): a ring outgrown, or a prompt's own."""
+        pad = [pad_slots(a, slots) for a in keys + values]
+        self._insert(rows, pad[: len(keys)], pad[len(keys) :])
 
     def _slots(self, need: int, slots: int) -> int:
         """The slots of the ring a row needs for positions up to `need`, in a ring of
