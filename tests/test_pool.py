@@ -321,9 +321,9 @@ def test_sessions_of_two_ring_sizes_in_one_pool(trained, held_out):
 def test_a_pass_started_ahead_changes_no_token(model, official_dir, clips, monkeypatch):
     """A lone session's next pass is built from its last output before that output is read
     (SessionPool._start_ahead). The same calls with and without it give the same tokens: a
-    lone file (passes started ahead and taken), EOS stopping a file (a pass started ahead
-    undone), and a pass in flight when another session joins, when a list is set, when the
-    session resets (undone and built again)."""
+    lone file at fp32 and 4 bits (passes started ahead and taken), EOS stopping a file (a
+    pass started ahead undone), and a pass in flight when another session joins, when a list
+    is set, when the session resets (undone and built again)."""
     eos_model = voxtral_mlx.load(official_dir)
     embeddings = eos_model.decoder.tok_embeddings
     embeddings.weight = embeddings.weight.at[2].multiply(3.0)  # EOS comes in a few tokens
@@ -368,19 +368,22 @@ def test_a_pass_started_ahead_changes_no_token(model, official_dir, clips, monke
         a.push(clips[3])
         a.end()
 
-    cases = [
-        lambda: [voxtral_mlx.transcribe(eos_model, clips[2], max_draft=1).tokens],
-        lambda: [solo(model, clips[0], 480)],
-        lambda: scenario(model, clips[2], joins),
-        lambda: scenario(model, clips[2], sets_a_list),
-        lambda: scenario(model, clips[2], resets),
+    q4 = voxtral_mlx.load(official_dir)
+    quantize(q4, 4, 32)
+    cases = [  # (the calls, whether a pass ahead is undone)
+        (lambda: [voxtral_mlx.transcribe(eos_model, clips[2], max_draft=1).tokens], True),
+        (lambda: [solo(model, clips[0], 480)], False),
+        (lambda: [voxtral_mlx.transcribe(q4, clips[0], max_draft=1).tokens], False),  # 4-bit
+        (lambda: scenario(model, clips[2], joins), True),
+        (lambda: scenario(model, clips[2], sets_a_list), True),
+        (lambda: scenario(model, clips[2], resets), True),
     ]
-    for i, case in enumerate(cases):
+    for i, (case, undoes) in enumerate(cases):
         started.clear(), undone.clear(), in_flight.clear()
         monkeypatch.setattr(SessionPool, "_start_ahead", spy)
         ahead = case()
         assert any(started) and all(in_flight)  # a scenario's calls come with one in flight
-        assert bool(undone) == (i != 1)  # each case but the lone file undoes one
+        assert bool(undone) == undoes
         assert i or ahead[0][-1] == eos_model.tokenizer.eos_id
         monkeypatch.setattr(SessionPool, "_start_ahead", lambda *args: None)
         assert case() == ahead
